@@ -1,0 +1,134 @@
+"""POST /v1/events: key -> origin -> rate limits -> validate -> scrub -> publish one message -> 202."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from app.api.errors import ApiError
+from app.broker import BrokerUnavailable
+from app.ingest.body import read_json_body
+from app.ingest.errors import NoAcceptableEvents
+from app.ingest.privacy import scrub_event
+from app.ingest.schemas import parse_batch, validate_events
+from app.observability import metrics
+
+log = logging.getLogger(__name__)
+bp = Blueprint("ingest", __name__)
+
+CORS_ALLOW_HEADERS = "Content-Type, Content-Encoding, Authorization, X-API-Key, X-Request-ID"
+CORS_EXPOSE_HEADERS = "X-Request-ID, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"
+
+
+def _header_key() -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("X-API-Key") or None
+
+
+def _authenticate(key: str | None):
+    if not key:
+        raise ApiError(401, "missing_api_key", "An API key is required (Authorization: Bearer, X-API-Key or body api_key).")
+    info = current_app.extensions["observer"].keys.get(key)
+    if info is None:
+        raise ApiError(401, "invalid_api_key", "Unknown or revoked API key.")
+    return info
+
+
+def _check_origin(info) -> None:
+    origin = request.headers.get("Origin")
+    # An origin check binds browsers only (any other client can send any Origin); the
+    # allow-list stops other sites from using a key copied out of a page.
+    if origin and info.origins and origin not in info.origins:
+        raise ApiError(403, "origin_not_allowed", "This key does not accept events from this origin.")
+
+
+def _rate_limit(info) -> None:
+    rt = current_app.extensions["observer"]
+    limiter, s = rt.limiter, rt.settings
+    ip = request.remote_addr or "unknown"
+    # Per client IP within the key first (a public key must not let one client drain the
+    # customer's quota), then the key's own limit, whose figures end up in the headers.
+    with limiter.limit(s.rate_limit_per_ip, key_func=lambda: f"ip:{info.id}:{ip}", scope="ip"):
+        pass
+    with limiter.limit(info.rate_limit or s.rate_limit_default, key_func=lambda: f"key:{info.id}", scope="key"):
+        pass
+
+
+def batch_id_for(project: str, events: list[dict]) -> str:
+    """Content hash of a batch: the same batch posted twice gets the same id downstream."""
+    canon = json.dumps([project, events], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@bp.route("/v1/events", methods=["POST"], provide_automatic_options=False)
+def ingest():
+    """Accept a batch of events."""
+    rt = current_app.extensions["observer"]
+    s = rt.settings
+    received_at = int(time.time() * 1000)
+    header_key = _header_key()
+    info = _authenticate(header_key) if header_key else None
+    body = read_json_body(request.stream, content_type=request.headers.get("Content-Type"),
+                          content_encoding=request.headers.get("Content-Encoding"),
+                          content_length=request.content_length, max_bytes=s.max_body_bytes)
+    raw_events, body_key = parse_batch(body, max_events=s.max_events_per_request)
+    if info is None:
+        info = _authenticate(body_key)
+    _check_origin(info)
+    _rate_limit(info)
+    accepted, rejected = validate_events(raw_events, received_at_ms=received_at, max_event_bytes=s.max_event_bytes,
+                                         max_past_ms=s.timestamp_max_past * 1000, max_future_ms=s.timestamp_max_future * 1000)
+    for r in rejected:
+        metrics.EVENTS_REJECTED.labels(r["code"]).inc()
+    if not accepted:
+        raise NoAcceptableEvents(details=rejected)
+    masked = 0
+    events = []
+    for e in accepted:
+        masked += scrub_event(e, rt.sensitive_params)
+        e.pop("index", None)
+        e["metadata"] = json.dumps(e["metadata"], separators=(",", ":"), ensure_ascii=False)
+        events.append(e)
+    batch = {"batch_id": batch_id_for(info.project, events), "project": info.project,
+             "request_id": g.request_id, "received_at": received_at, "events": events}
+    try:
+        rt.publisher.publish_batch(batch, g.request_id)
+    except BrokerUnavailable:
+        metrics.ENQUEUE_FAILURES.inc()
+        raise ApiError(503, "broker_unavailable", "Events could not be queued; retry later.", headers={"Retry-After": "5"})
+    metrics.EVENTS_ACCEPTED.inc(len(events))
+    if masked:
+        metrics.PII_MASKED.inc(masked)
+    log.info("batch accepted", extra={"project": info.project, "batch_id": batch["batch_id"], "accepted": len(events),
+                                      "rejected": len(rejected), "pii_masked": masked})
+    resp = jsonify({"accepted": len(events), "rejected": rejected, "request_id": g.request_id})
+    resp.status_code = 202
+    return resp
+
+
+@bp.route("/v1/events", methods=["OPTIONS"])
+def preflight():
+    """CORS preflight (no key is sent with a preflight, so any origin gets an answer)."""
+    resp = current_app.response_class(status=204)
+    origin = request.headers.get("Origin")
+    if origin:
+        resp.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        resp.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        resp.headers["Access-Control-Max-Age"] = str(current_app.extensions["observer"].settings.cors_max_age)
+    return resp
+
+
+@bp.after_app_request
+def _cors(resp):
+    """Reflect the origin on every /v1/ answer, errors included, so the SDK can read statuses."""
+    origin = request.headers.get("Origin")
+    if origin and request.path.startswith("/v1/"):
+        resp.headers["Access-Control-Allow-Origin"] = origin
+        resp.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+        resp.vary.add("Origin")
+    return resp

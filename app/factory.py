@@ -1,0 +1,105 @@
+"""create_app(): settings, extensions, blueprints, error handlers, CLI. Nothing at import time."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flask import Flask, g, request
+from flask_limiter import Limiter
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.broker import Publisher
+from app.ingest.privacy import DEFAULT_SENSITIVE_PARAMS
+from app.keys.cache import KeyCache
+from app.keys.store import KeyStore
+from app.observability import logging as obs_logging
+from app.observability import metrics
+from app.observability.context import new_request_id, request_id_var, valid_request_id
+from app.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """What the views need, attached as ``app.extensions["observer"]``."""
+
+    settings: Settings
+    keys: KeyCache
+    key_store: KeyStore
+    publisher: Publisher
+    limiter: Limiter
+    sensitive_params: frozenset
+
+
+def _limiter(settings: Settings) -> Limiter:
+    return Limiter(
+        key_func=lambda: request.remote_addr or "unknown",
+        storage_uri=settings.ratelimit_redis_url,
+        storage_options={"socket_connect_timeout": 1, "socket_timeout": 1},
+        key_prefix=f"{settings.redis_key_prefix}rl",
+        strategy="fixed-window",
+        headers_enabled=True,
+        # Fail open: when the limiter's Redis is down, events are accepted (counted per
+        # process in memory) rather than refused -- losing data is worse than a loose limit.
+        swallow_errors=settings.ratelimit_fail_open,
+        in_memory_fallback_enabled=settings.ratelimit_fail_open,
+        default_limits=[],
+    )
+
+
+def _install_sentry(settings: Settings) -> None:
+    if not settings.sentry_dsn:
+        return
+    import sentry_sdk
+    from sentry_sdk.integrations.flask import FlaskIntegration
+
+    sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.observer_env, integrations=[FlaskIntegration()],
+                    send_default_pii=False, traces_sample_rate=0.0)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the web app from defaults, the environment and ``config`` overrides."""
+    settings = load_settings(overrides=config)
+    obs_logging.configure(settings.log_level, settings.log_format)
+    _install_sentry(settings)
+    app = Flask("observer", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = None  # the ingest body reader enforces its own limit (gzip too)
+    app.json.sort_keys = False
+    if settings.trusted_proxy_count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count)
+    store = KeyStore(settings.database_url, settings.database_pool_max)
+    limiter = _limiter(settings)
+    limiter.init_app(app)
+    app.extensions["observer"] = Runtime(
+        settings=settings, keys=KeyCache(store.lookup, settings.key_cache_ttl), key_store=store,
+        publisher=Publisher(settings), limiter=limiter,
+        sensitive_params=frozenset(DEFAULT_SENSITIVE_PARAMS | {p.lower() for p in settings.sensitive_query_params}),
+    )
+
+    from app.api import errors, health, ingest
+    from app import cli
+
+    errors.register(app)
+    app.register_blueprint(ingest.bp)
+    app.register_blueprint(health.bp)
+    cli.register(app)
+
+    @app.before_request
+    def _request_context():
+        g.started = time.perf_counter()
+        g.request_id = valid_request_id(request.headers.get("X-Request-ID")) or new_request_id()
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _finish(resp):
+        resp.headers["X-Request-ID"] = getattr(g, "request_id", "") or ""
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.HTTP_REQUESTS.labels(endpoint, str(resp.status_code)).inc()
+        if hasattr(g, "started"):
+            metrics.HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - g.started)
+        return resp
+
+    return app

@@ -1,0 +1,1 @@
+"""Forwarding finished sessions to UFSE: payload, Standard Webhooks signing, HTTP client."""

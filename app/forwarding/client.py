@@ -1,0 +1,127 @@
+"""HTTP client that POSTs one signed payload to UFSE and classifies the answer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from app.forwarding.backoff import retry_after_seconds
+from app.forwarding.signing import decode_secret, webhook_headers
+
+USER_AGENT = "observer-forwarder/1"
+ERROR_BODY_CAP = 2048  # bytes of a failed answer kept for logs
+_DRAIN_LIMIT = 64 * 1024  # read this much at most so small answers free their pooled connection
+_RETRY_STATUSES = frozenset({408, 429})
+# Retrying cannot fix a malformed UFSE_URL; these go to the dead-letter table at once.
+_PERMANENT_ERRORS = (
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidHeader,
+)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one delivery attempt did: outcome is "delivered", "retry" or "permanent"."""
+
+    outcome: str
+    status: int | None
+    error: str | None
+    retry_after: float | None
+    elapsed_s: float
+
+
+class UfseClient:
+    """Signs and POSTs UFSE payloads over a pooled session; never raises for HTTP trouble."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        timeout: float,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._secret = decode_secret(secret)  # fail at start-up, not on the first delivery
+        self._clock = clock
+        self._session = session or _pooled_session()
+
+    def deliver(self, body: bytes, *, msg_id: str, request_id: str) -> DeliveryResult:
+        """POST body once, signed afresh, and classify the answer."""
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Request-ID": request_id,
+            **webhook_headers(self._secret, msg_id, body, now=self._clock()),
+        }
+        started = time.monotonic()
+        try:
+            # No redirects: a 3xx means UFSE_URL is wrong, and following it would replay the POST.
+            resp = self._session.post(
+                self.url, data=body, headers=headers, timeout=self.timeout,
+                stream=True, allow_redirects=False,
+            )
+        except _PERMANENT_ERRORS as exc:
+            return DeliveryResult("permanent", None, _describe(exc), None, _since(started))
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return DeliveryResult("retry", None, _describe(exc), None, _since(started))
+        text = _read_capped(resp)
+        status = resp.status_code
+        if 200 <= status < 300:
+            return DeliveryResult("delivered", status, None, None, _since(started))
+        error = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+        if status in _RETRY_STATUSES or status >= 500:
+            retry_after = retry_after_seconds(resp.headers.get("Retry-After"), now=self._clock())
+            return DeliveryResult("retry", status, error, retry_after, _since(started))
+        return DeliveryResult("permanent", status, error, None, _since(started))
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._session.close()
+
+
+def _pooled_session() -> requests.Session:
+    """Return a Session whose adapter keeps connections to UFSE alive between deliveries."""
+    session = requests.Session()
+    # max_retries=0: Celery owns retries (with backoff and a dead letter); urllib3 must not add its own.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _read_capped(resp: requests.Response) -> str:
+    """Return at most ERROR_BODY_CAP bytes of the answer as text, then release the connection."""
+    kept = bytearray()
+    seen = 0
+    try:
+        for chunk in resp.iter_content(8192):
+            if len(kept) < ERROR_BODY_CAP:
+                kept += chunk[: ERROR_BODY_CAP - len(kept)]
+            seen += len(chunk)
+            if seen > _DRAIN_LIMIT:
+                break  # a huge answer is not worth keeping the connection for
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+        pass  # the status line already decided the outcome; the body is only for logs
+    finally:
+        resp.close()
+    return kept.decode("utf-8", "replace")
+
+
+def _describe(exc: BaseException) -> str:
+    """Return a short log-friendly description of a transport error."""
+    return f"{type(exc).__name__}: {exc}"[:ERROR_BODY_CAP]
+
+
+def _since(started: float) -> float:
+    """Return seconds elapsed since a time.monotonic() reading."""
+    return time.monotonic() - started

@@ -1,0 +1,1 @@
+"""Pure ingest logic: body reading, batch/event validation and privacy scrubbing."""

@@ -1,0 +1,114 @@
+"""Read a request body into JSON under a hard size limit, before and after gzip."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import BinaryIO, Iterator
+
+from app.ingest.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+
+ACCEPTED_MEDIA_TYPES = frozenset({"application/json", "text/plain"})
+_UTF8_CHARSETS = frozenset({"utf-8", "utf8"})
+_IDENTITY = frozenset({"", "identity"})
+_GZIP = frozenset({"gzip", "x-gzip"})
+_CHUNK = 64 * 1024
+
+
+def read_json_body(stream: BinaryIO, *, content_type: str | None, content_encoding: str | None,
+                   content_length: int | None, max_bytes: int) -> object:
+    """Return the parsed JSON body, refusing anything over max_bytes raw or inflated."""
+    _check_content_type(content_type)
+    gzipped = _is_gzip(content_encoding)
+    if content_length is not None and content_length > max_bytes:
+        raise PayloadTooLarge(details={"max_bytes": max_bytes})
+    chunks = _read_chunks(stream, max_bytes)
+    raw = _inflate(chunks, max_bytes) if gzipped else b"".join(chunks)
+    return _parse(raw)
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if not content_type:
+        raise UnsupportedMediaType("A Content-Type header is required.")
+    mime, _, params = content_type.partition(";")
+    if mime.strip().lower() not in ACCEPTED_MEDIA_TYPES:
+        raise UnsupportedMediaType()
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in _UTF8_CHARSETS:
+            raise UnsupportedMediaType("Only the UTF-8 charset is accepted.")
+
+
+def _is_gzip(content_encoding: str | None) -> bool:
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in _GZIP:
+        return True
+    if encoding in _IDENTITY:
+        return False
+    raise UnsupportedMediaType("Content-Encoding must be identity or gzip.",
+                               code="unsupported_content_encoding")
+
+
+def _read_chunks(stream: BinaryIO, max_bytes: int) -> Iterator[bytes]:
+    # A generator, so gzip inflation consumes each chunk before the next is read and
+    # at most max_bytes + 1 raw bytes are ever read, whatever Content-Length claimed.
+    total = 0
+    while True:
+        chunk = stream.read(min(_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            return
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLarge(details={"max_bytes": max_bytes})
+        yield chunk
+
+
+def _inflate(chunks: Iterator[bytes], max_bytes: int) -> bytearray:
+    # max_length keeps zlib from producing more than the budget, so a gzip bomb costs
+    # at most max_bytes + 1 of output before it is refused.
+    out = bytearray()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False
+    try:
+        for chunk in chunks:
+            data = chunk
+            while data:
+                started = True
+                if inflater.eof:
+                    # Concatenated gzip members are valid gzip (RFC 1952 section 2.2).
+                    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                out += inflater.decompress(data, max_bytes + 1 - len(out))
+                if len(out) > max_bytes:
+                    raise PayloadTooLarge("The request body is over the size limit once inflated.",
+                                          details={"max_bytes": max_bytes})
+                data = inflater.unconsumed_tail or inflater.unused_data
+    except zlib.error as exc:
+        raise MalformedJSON("The gzip body is corrupt.") from exc
+    if not started or not inflater.eof:
+        raise MalformedJSON("The gzip body is truncated.")
+    return out
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 parses as inf, which no JSON consumer downstream can represent.
+        raise ValueError("number out of range")
+    return value
+
+
+def _parse(raw: bytes | bytearray) -> object:
+    try:
+        # utf-8-sig: RFC 8259 lets a parser ignore a byte order mark, and some clients send one.
+        text = raw.decode("utf-8-sig")
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        raise MalformedJSON("The request body is not valid UTF-8.") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError and over-long integers; RecursionError, deep nesting.
+        raise MalformedJSON() from exc

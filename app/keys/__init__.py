@@ -1,0 +1,1 @@
+"""Publishable, write-only ingest keys: model, PostgreSQL store, TTL cache, CLI."""

@@ -1,0 +1,1 @@
+"""Plain functions behind the Celery tasks (callable without a broker)."""

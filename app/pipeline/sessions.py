@@ -1,0 +1,35 @@
+"""Session step: count a batch into its sessions (Lua) and map batches to versions (ClickHouse)."""
+from __future__ import annotations
+
+import logging
+
+from app.observability import metrics
+from app.storage import events_repo
+
+log = logging.getLogger(__name__)
+
+
+def apply_summary(store, ch, summary: dict) -> dict[str, int]:
+    """Apply one batch summary; returns {session_id: version}. Idempotent per (batch, session)."""
+    per = {sid: tuple(v) for sid, v in summary["sessions"].items()}
+    result = store.apply_batch(summary["project"], summary["batch_id"], per)
+    dupes = sum(1 for _v, fresh in result.values() if not fresh)
+    if dupes:
+        metrics.BATCHES_DUPLICATE.labels("sessions").inc(dupes)
+    # Inserted again on redelivery too: the crash may have hit between the script and this
+    # INSERT; the ReplacingMergeTree key collapses the repeat.
+    rows = [(summary["project"], sid, version, summary["batch_id"], per[sid][0]) for sid, (version, _f) in result.items()]
+    events_repo.insert_session_batches(ch, rows)
+    metrics.CH_INSERT_ROWS.labels("session_batches").inc(len(rows))
+    return {sid: version for sid, (version, _f) in result.items()}
+
+
+def sweep(store, *, limit: int, outbox_stale_s: float) -> tuple[list, list]:
+    """Claim due sessions and find stale outbox entries; returns (claimed, stale)."""
+    claimed = store.claim_due(limit=limit)
+    if claimed:
+        metrics.SESSIONS_FINALIZED.inc(len(claimed))
+    stale = store.stale_outbox(outbox_stale_s, limit=limit)
+    if stale:
+        log.warning("re-enqueueing stale forwards", extra={"count": len(stale)})
+    return claimed, stale

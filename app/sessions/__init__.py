@@ -1,0 +1,1 @@
+"""Live session state in Redis: Lua scripts (atomic steps) and their Python face."""

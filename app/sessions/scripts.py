@@ -1,0 +1,70 @@
+"""The Lua scripts. Every key a script touches arrives through KEYS and shares one hash tag."""
+
+# KEYS: live hash, version counter, applied marker, bucket deadline zset
+# ARGV: now_ms, idle_ms, max_ms, n_events, first_ts, last_ts, member, marker_ttl_s, live_ttl_s, ver_ttl_s
+APPLY_BATCH = """
+local applied = redis.call('GET', KEYS[3])
+if applied then return {tonumber(applied), 0} end
+local now = tonumber(ARGV[1])
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then
+  v = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'version', v, 'started_ms', now, 'first_ts', ARGV[5], 'last_ts', ARGV[6],
+             'batches', 0, 'events', 0)
+end
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
+redis.call('HINCRBY', KEYS[1], 'batches', 1)
+redis.call('HINCRBY', KEYS[1], 'events', tonumber(ARGV[4]))
+if tonumber(ARGV[5]) < tonumber(redis.call('HGET', KEYS[1], 'first_ts')) then
+  redis.call('HSET', KEYS[1], 'first_ts', ARGV[5])
+end
+if tonumber(ARGV[6]) > tonumber(redis.call('HGET', KEYS[1], 'last_ts')) then
+  redis.call('HSET', KEYS[1], 'last_ts', ARGV[6])
+end
+local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
+local idle_at = now + tonumber(ARGV[2])
+local max_at = started + tonumber(ARGV[3])
+local deadline, reason = idle_at, 'idle'
+if max_at < idle_at then deadline, reason = max_at, 'max_duration' end
+redis.call('HSET', KEYS[1], 'last_seen_ms', now, 'deadline', deadline, 'reason', reason)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
+redis.call('ZADD', KEYS[4], deadline, ARGV[7])
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
+redis.call('SET', KEYS[3], v, 'EX', tonumber(ARGV[8]))
+return {tonumber(v), 1}
+"""
+
+# KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash
+# ARGV: member, expected version, now_ms, final_ttl_s, outbox member
+# Returns 1 claimed, 0 not due / gone, -1 version moved on (caller re-reads).
+CLAIM = """
+local due = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if (not due) or tonumber(due) > tonumber(ARGV[3]) then return 0 end
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+if v ~= ARGV[2] then return -1 end
+redis.call('RENAME', KEYS[1], KEYS[4])
+redis.call('HSET', KEYS[4], 'finalized_ms', ARGV[3])
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4]))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+return 1
+"""
+
+# KEYS: bucket outbox zset, final snapshot hash. ARGV: outbox member.
+COMPLETE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('DEL', KEYS[2])
+"""
+
+# KEYS: bucket outbox zset. ARGV: stale_before_ms, now_ms, limit.
+# Re-stamps stale entries so each is re-enqueued once per stale period, not once per sweep.
+RESTAMP_STALE = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(stale) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
+return stale
+"""

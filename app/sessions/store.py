@@ -1,0 +1,135 @@
+"""Python face of the session scripts: apply a batch, claim idle sessions, complete a forward."""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+
+from app.sessions import scripts
+
+SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A session version frozen for forwarding."""
+
+    project: str
+    session_id: str
+    version: int
+
+
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return int(time.time() * 1000)
+
+
+class SessionStore:
+    """Session state for one Redis and key prefix."""
+
+    def __init__(self, redis, *, prefix: str, buckets: int, idle_s: int, max_s: int, marker_ttl_s: int) -> None:
+        self.r = redis
+        self.prefix = prefix
+        self.buckets = buckets
+        self.idle_ms = idle_s * 1000
+        self.max_ms = max_s * 1000
+        self.marker_ttl = marker_ttl_s
+        # Live state outlives the longest session by a margin, so expiry is a safety net only.
+        self.live_ttl = max_s + idle_s + 86400
+        self.ver_ttl = max(30 * 86400, 2 * self.live_ttl)  # versions must not restart while receivers remember ids
+        self.final_ttl = 14 * 86400
+        self._apply = redis.register_script(scripts.APPLY_BATCH)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._complete = redis.register_script(scripts.COMPLETE)
+        self._restamp = redis.register_script(scripts.RESTAMP_STALE)
+
+    # -- keys -------------------------------------------------------------------------------
+    def bucket_of(self, project: str, session_id: str) -> int:
+        """Stable bucket of a session."""
+        return zlib.crc32(f"{project}{SEP}{session_id}".encode()) % self.buckets
+
+    def _base(self, bucket: int) -> str:
+        return f"{self.prefix}s:{{b{bucket}}}:"
+
+    def keys(self, project: str, session_id: str) -> dict[str, str]:
+        """Every key of one session (all in the session's bucket slot)."""
+        base = self._base(self.bucket_of(project, session_id))
+        ident = f"{project}:{session_id}"
+        return {
+            "live": f"{base}live:{ident}", "ver": f"{base}ver:{ident}",
+            "deadline": f"{base}deadline", "outbox": f"{base}outbox", "final": f"{base}final:{ident}:",
+            "applied": f"{base}applied:",
+        }
+
+    # -- update -----------------------------------------------------------------------------
+    def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None) -> dict[str, tuple[int, bool]]:
+        """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}."""
+        now = at_ms or now_ms()
+        out: dict[str, tuple[int, bool]] = {}
+        for sid, (n, first_ts, last_ts) in per_session.items():
+            k = self.keys(project, sid)
+            marker = f"{k['applied']}{batch_id}:{project}:{sid}"
+            version, fresh = self._apply(
+                keys=[k["live"], k["ver"], marker, k["deadline"]],
+                args=[now, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{project}{SEP}{sid}",
+                      self.marker_ttl, self.live_ttl, self.ver_ttl],
+            )
+            out[sid] = (int(version), bool(fresh))
+        return out
+
+    # -- claim ------------------------------------------------------------------------------
+    def claim_due(self, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
+        """Freeze every session whose deadline passed; each version is claimed exactly once."""
+        now = at_ms or now_ms()
+        claimed: list[Claimed] = []
+        for bucket in range(self.buckets):
+            base = self._base(bucket)
+            for member in self.r.zrangebyscore(f"{base}deadline", "-inf", now, start=0, num=limit):
+                got = self._claim_one(member, now)
+                if got:
+                    claimed.append(got)
+        return claimed
+
+    def _claim_one(self, member: str, now: int) -> Claimed | None:
+        project, _, sid = member.partition(SEP)
+        k = self.keys(project, sid)
+        for _attempt in range(3):  # the version can move on between HGET and the script
+            version = self.r.hget(k["live"], "version")
+            if version is None:
+                version = "0"  # the script removes the stale index entry
+            result = self._claim(
+                keys=[k["live"], k["deadline"], k["outbox"], f"{k['final']}{version}"],
+                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}"],
+            )
+            if result == 1:
+                return Claimed(project, sid, int(version))
+            if result == 0:
+                return None
+        return None
+
+    def stale_outbox(self, older_than_s: float, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
+        """Claimed sessions whose forward never completed (re-enqueue them)."""
+        now = at_ms or now_ms()
+        out: list[Claimed] = []
+        for bucket in range(self.buckets):
+            members = self._restamp(keys=[f"{self._base(bucket)}outbox"], args=[now - int(older_than_s * 1000), now, limit])
+            for m in members:
+                project, sid, version = m.split(SEP)
+                out.append(Claimed(project, sid, int(version)))
+        return out
+
+    # -- forward side -----------------------------------------------------------------------
+    def snapshot(self, project: str, session_id: str, version: int) -> dict[str, str] | None:
+        """The frozen state of a claimed version, or None once completed/expired."""
+        data = self.r.hgetall(f"{self.keys(project, session_id)['final']}{version}")
+        return data or None
+
+    def complete(self, project: str, session_id: str, version: int) -> None:
+        """Forget a forwarded (or dead-lettered) version."""
+        k = self.keys(project, session_id)
+        self._complete(keys=[k["outbox"], f"{k['final']}{version}"],
+                       args=[f"{project}{SEP}{session_id}{SEP}{version}"])
+
+    def live(self, project: str, session_id: str) -> dict[str, str]:
+        """The live hash of a session (empty when none)."""
+        return self.r.hgetall(self.keys(project, session_id)["live"])

@@ -1,0 +1,247 @@
+"""Every Observer setting, typed, defaulted and validated in one place.
+
+Precedence: defaults < optional env file (``OBSERVER_ENV_FILE``, else ``./var/observer.env``
+when present, written by ``make run``) < process environment < explicit overrides (tests).
+A missing or nonsensical value stops start-up with a message naming the variable.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """A setting is missing or has a value that makes no sense."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_RATE = re.compile(r"^\d+\s*/\s*(second|minute|hour|day)s?$|^\d+ per \d* ?(second|minute|hour|day)s?$")
+
+
+def env_int(name: str, raw: str, minimum: int = 0) -> int:
+    """Parse an integer setting, at least ``minimum``."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(name: str, raw: str, minimum: float = 0.0) -> float:
+    """Parse a number of seconds (or any float), at least ``minimum``."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {value}")
+    return value
+
+
+def env_bool(name: str, raw: str) -> bool:
+    """Parse a boolean; anything but the known spellings (e.g. 'ture') is an error."""
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(f"{name}: expected one of 1/0/true/false/yes/no/on/off, got {raw!r}")
+
+
+def env_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    """Check that a URL uses one of ``schemes``."""
+    scheme = urlparse(raw).scheme
+    if scheme not in schemes:
+        raise ConfigError(f"{name}: expected a URL with scheme {'/'.join(schemes)}, got {raw!r}")
+    return raw
+
+
+def env_rate(name: str, raw: str) -> str:
+    """Check a rate limit such as '100/second' (flask-limiter notation)."""
+    if not _RATE.match(raw.strip()):
+        raise ConfigError(f"{name}: expected a rate like '100/second', got {raw!r}")
+    return raw.strip()
+
+
+def env_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    """Check that a value is one of ``choices``."""
+    if raw not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def env_list(name: str, raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated list."""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _redis(n: str, r: str) -> str:
+    return env_url(n, r, ("redis", "rediss", "unix"))
+
+
+def _pos(n: str, r: str) -> int:
+    return env_int(n, r, 1)
+
+
+def _secs(n: str, r: str) -> float:
+    return env_float(n, r, 0.001)
+
+
+def _str(n: str, r: str) -> str:
+    return r
+
+
+# name -> (default, parser, one-line meaning). Defaults of ``None`` derive from another setting.
+SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
+    "PORT": ("8000", _pos, "HTTP port of the web process"),
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", _redis, "default Redis for every role below"),
+    "CELERY_BROKER_URL": (None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")), "Celery broker (defaults to REDIS_URL; amqp:// works)"),
+    "SESSIONS_REDIS_URL": (None, _redis, "Redis holding live session state (defaults to REDIS_URL)"),
+    "RATELIMIT_REDIS_URL": (None, _redis, "Redis for rate-limit counters and heartbeats (defaults to REDIS_URL)"),
+    "REDIS_KEY_PREFIX": ("obs:", _str, "prefix of every non-broker Redis key"),
+    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/observer", lambda n, r: env_url(n, r, ("postgresql", "postgres")), "PostgreSQL for projects, keys, dead letters"),
+    "DATABASE_POOL_MAX": ("10", _pos, "max pooled PostgreSQL connections per process"),
+    "CLICKHOUSE_URL": ("clickhouse://default:@127.0.0.1:9000/observer", lambda n, r: env_url(n, r, ("clickhouse", "chdb")), "clickhouse://user:pass@host:9000/db (server) or chdb:///path (embedded)"),
+    "CLICKHOUSE_POOL_SIZE": ("8", _pos, "max pooled native connections per process"),
+    "CLICKHOUSE_CLUSTER": ("", _str, "cluster name for DDL ON CLUSTER + Replicated tables (empty = single node)"),
+    "CLICKHOUSE_TTL_DAYS": ("90", lambda n, r: env_int(n, r, 0), "event retention where the server has TTL (0 = keep)"),
+    "UFSE_URL": ("", _str, "where finished sessions are POSTed (empty: forwards are dead-lettered)"),
+    "UFSE_SECRET": ("", _str, "Standard Webhooks secret, whsec_<base64>"),
+    "UFSE_TIMEOUT": ("10", _secs, "seconds per UFSE request"),
+    "SESSION_IDLE_TIMEOUT": ("1800", _pos, "seconds of inactivity that finalize a session"),
+    "SESSION_MAX_DURATION": ("86400", _pos, "seconds after which a session is finalized anyway"),
+    "SESSION_SWEEP_INTERVAL": ("5", _secs, "seconds between beat sweeps for idle sessions"),
+    "SESSION_BUCKETS": ("16", _pos, "idle-index buckets (hash tags) for Redis Cluster spread"),
+    "SESSION_CLAIM_BATCH": ("500", _pos, "max sessions claimed per bucket per sweep"),
+    "FORWARD_MAX_RETRIES": ("8", lambda n, r: env_int(n, r, 0), "UFSE attempts after the first before dead-lettering"),
+    "FORWARD_BACKOFF_BASE": ("2", _secs, "first retry delay ceiling, seconds (doubles per attempt, full jitter)"),
+    "FORWARD_BACKOFF_MAX": ("600", _secs, "retry delay cap, seconds"),
+    "FORWARD_VISIBILITY_RETRIES": ("30", _pos, "times a forward waits for ClickHouse to show all counted batches"),
+    "FORWARD_MAX_EVENTS": ("5000", _pos, "events per UFSE payload (more sets truncated=true)"),
+    "FORWARD_MAX_REQUEST_IDS": ("100", _pos, "request ids listed per UFSE payload"),
+    "FORWARD_OUTBOX_STALE": ("900", _secs, "seconds after which a claimed, unforwarded session is re-enqueued"),
+    "EVENTS_FLUSH_EVERY": ("500", _pos, "events tasks buffered before one ClickHouse INSERT"),
+    "EVENTS_FLUSH_INTERVAL": ("1", _secs, "max seconds a buffered events task waits for its INSERT"),
+    "EVENTS_MAX_ATTEMPTS": ("6", _pos, "INSERT attempts for a batch before it is dead-lettered"),
+    "BATCH_MARKER_TTL": ("172800", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
+    "BROKER_VISIBILITY_TIMEOUT": ("7200", _pos, "seconds before an unacked Redis-broker message is redelivered"),
+    "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
+    "MAX_EVENTS_PER_REQUEST": ("1000", _pos, "events per request"),
+    "MAX_EVENT_BYTES": ("10240", _pos, "serialized bytes per event"),
+    "TIMESTAMP_MAX_PAST": ("604800", _pos, "seconds an event timestamp may lie before received_at"),
+    "TIMESTAMP_MAX_FUTURE": ("3600", _pos, "seconds an event timestamp may lie after received_at"),
+    "KEY_CACHE_TTL": ("30", _secs, "seconds a key lookup (hit or miss) is cached per web process"),
+    "KEY_ROTATE_GRACE": ("86400", _pos, "seconds an old key stays valid after rotate"),
+    "RATE_LIMIT_DEFAULT": ("200/second", env_rate, "requests per key unless the key has its own"),
+    "RATE_LIMIT_PER_IP": ("50/second", env_rate, "requests per client IP per key"),
+    "RATELIMIT_FAIL_OPEN": ("true", env_bool, "accept traffic when the limiter's Redis is down"),
+    "TRUSTED_PROXY_COUNT": ("0", lambda n, r: env_int(n, r, 0), "proxies in front of the web tier (X-Forwarded-For hops to trust)"),
+    "SENSITIVE_QUERY_PARAMS": ("", env_list, "extra query parameter names whose values are masked"),
+    "CORS_MAX_AGE": ("600", lambda n, r: env_int(n, r, 0), "seconds browsers may cache a preflight"),
+    "LOG_LEVEL": ("INFO", lambda n, r: r.upper(), "log level"),
+    "LOG_FORMAT": ("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text"),
+    "SENTRY_DSN": ("", _str, "Sentry DSN; empty disables Sentry"),
+    "OBSERVER_ENV": ("production", _str, "environment name in logs and Sentry"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; attribute names are the lowercase variable names."""
+
+    values: Mapping[str, Any]
+
+    def __getattr__(self, item: str) -> Any:
+        try:
+            return self.values[item.upper()]
+        except KeyError:
+            raise AttributeError(item) from None
+
+    def __getitem__(self, item: str) -> Any:
+        return self.values[item]
+
+    @property
+    def chdb_path(self) -> str | None:
+        """Data directory when CLICKHOUSE_URL is ``chdb:///path``, else None."""
+        parsed = urlparse(self.values["CLICKHOUSE_URL"])
+        return parsed.path if parsed.scheme == "chdb" else None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines (blank lines and # comments ignored)."""
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        out[key.strip()] = value.strip().strip('"').strip("'")
+    return out
+
+
+def _sources(environ: Mapping[str, str]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    file_name = environ.get("OBSERVER_ENV_FILE")
+    path = Path(file_name) if file_name else Path("var/observer.env")
+    if file_name and not path.is_file():
+        raise ConfigError(f"OBSERVER_ENV_FILE: no such file {file_name!r}")
+    if path.is_file():
+        merged.update(read_env_file(path))
+    merged.update({k: v for k, v in environ.items() if k in SPEC})
+    return merged
+
+
+def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build validated settings from the env file, the environment and overrides."""
+    raw = _sources(os.environ if environ is None else environ)
+    raw.update({k: str(v) for k, v in (overrides or {}).items()})
+    unknown = set(overrides or {}) - set(SPEC)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, (default, parse, _doc) in SPEC.items():
+        text = raw.get(name, default)
+        if text is None:
+            continue
+        values[name] = parse(name, text)
+    for derived in ("CELERY_BROKER_URL", "SESSIONS_REDIS_URL", "RATELIMIT_REDIS_URL"):
+        if derived not in values:
+            values[derived] = values["REDIS_URL"]
+    _cross_check(values)
+    return Settings(values)
+
+
+def _cross_check(v: dict[str, Any]) -> None:
+    if v["UFSE_URL"]:
+        env_url("UFSE_URL", v["UFSE_URL"], ("http", "https"))
+        if not v["UFSE_SECRET"].startswith("whsec_"):
+            raise ConfigError("UFSE_SECRET: required when UFSE_URL is set, format whsec_<base64>")
+        from app.forwarding.signing import decode_secret
+
+        try:
+            decode_secret(v["UFSE_SECRET"])
+        except ValueError as exc:
+            raise ConfigError(f"UFSE_SECRET: {exc}") from None
+    if v["SESSION_MAX_DURATION"] < v["SESSION_IDLE_TIMEOUT"]:
+        raise ConfigError("SESSION_MAX_DURATION: must be >= SESSION_IDLE_TIMEOUT")
+    # A retry countdown longer than the visibility timeout makes the Redis broker redeliver
+    # the waiting message, i.e. duplicate deliveries: refuse that configuration.
+    if v["BROKER_VISIBILITY_TIMEOUT"] <= v["FORWARD_BACKOFF_MAX"] * 2:
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must exceed twice FORWARD_BACKOFF_MAX")
+    if v["BATCH_MARKER_TTL"] <= v["BROKER_VISIBILITY_TIMEOUT"]:
+        raise ConfigError("BATCH_MARKER_TTL: must exceed BROKER_VISIBILITY_TIMEOUT")
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(name, default, meaning) rows for the README's configuration table."""
+    return [(name, default if default is not None else "REDIS_URL", doc) for name, (default, _p, doc) in SPEC.items()]
+
+
+__all__ = ["ConfigError", "Settings", "load_settings", "settings_table", "SPEC"]

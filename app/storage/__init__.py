@@ -1,0 +1,1 @@
+"""Storage adapters: ClickHouse (server or chDB), PostgreSQL and Redis, all pooled."""

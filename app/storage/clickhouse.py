@@ -1,0 +1,198 @@
+"""ClickHouse adapter: one interface over a server (native protocol, pooled) or chDB.
+
+``CLICKHOUSE_URL=clickhouse://user:pass@host:9000/db`` talks to a server with clickhouse-driver;
+``chdb:///path`` opens an in-process chDB data directory. chDB allows one process per directory
+and must not be imported before Celery forks, so it is imported lazily here and only the
+owning worker ever calls :func:`get_clickhouse` with a chdb URL.
+
+Queries use ``%(name)s`` placeholders; values are escaped by the driver (server) or by
+:func:`quote` (chDB). Identifiers (database, table) are validated, never taken from input.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+from datetime import date, datetime
+from typing import Any, Iterable, Sequence
+from urllib.parse import unquote, urlparse
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+class ClickHouseError(RuntimeError):
+    """A ClickHouse call failed (connection, server or query error)."""
+
+
+def ident(name: str) -> str:
+    """Validate a database/table identifier."""
+    if not _IDENT.match(name):
+        raise ValueError(f"bad ClickHouse identifier {name!r}")
+    return name
+
+
+def quote(value: Any) -> str:
+    """Render a Python value as a ClickHouse literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return "[" + ", ".join(quote(v) for v in value) + "]"
+    if isinstance(value, (datetime, date)):
+        value = value.isoformat(sep=" ") if isinstance(value, datetime) else value.isoformat()
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
+def substitute(sql: str, params: dict[str, Any] | None) -> str:
+    """Replace ``%(name)s`` placeholders with quoted literals."""
+    if not params:
+        return sql
+    return _PLACEHOLDER.sub(lambda m: quote(params[m.group(1)]), sql)
+
+
+class ServerBackend:
+    """A ClickHouse server over the native protocol with a small connection pool."""
+
+    kind = "server"
+
+    def __init__(self, url: str, pool_size: int = 8) -> None:
+        from clickhouse_driver import Client  # imported here so chDB-only installs stay light
+
+        parsed = urlparse(url)
+        self.database = ident((parsed.path or "/default").lstrip("/") or "default")
+        self._kwargs = dict(
+            host=parsed.hostname or "127.0.0.1", port=parsed.port or 9000,
+            user=unquote(parsed.username or "default"), password=unquote(parsed.password or ""),
+            connect_timeout=3, send_receive_timeout=60, sync_request_timeout=5,
+            settings={"use_numpy": False},
+        )
+        self._client_cls = Client
+        self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
+        self._sem = threading.BoundedSemaphore(pool_size)
+
+    def _take(self):
+        self._sem.acquire()
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            return self._client_cls(database="default", **self._kwargs)
+
+    def _give(self, client, broken: bool) -> None:
+        if broken:
+            client.disconnect()
+        else:
+            self._pool.put_nowait(client)
+        self._sem.release()
+
+    def _run(self, sql: str, data: Any = None, params: dict | None = None, settings: dict | None = None):
+        from clickhouse_driver.errors import Error as DriverError
+
+        client = self._take()
+        broken = False
+        try:
+            if data is not None:
+                return client.execute(sql, data, settings=settings)
+            return client.execute(sql, params or {}, settings=settings)
+        except (DriverError, OSError, EOFError) as exc:
+            broken = True
+            raise ClickHouseError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._give(client, broken)
+
+    def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
+        """Run a statement or query; returns rows as tuples."""
+        return self._run(sql, params=params)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+        """INSERT rows (tuples in ``columns`` order) in one block; returns the row count."""
+        rows = list(rows)
+        if rows:
+            cols = ", ".join(ident(c) for c in columns)
+            self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) VALUES", data=rows, settings=settings)
+        return len(rows)
+
+    def close(self) -> None:
+        """Disconnect pooled clients."""
+        while True:
+            try:
+                self._pool.get_nowait().disconnect()
+            except queue.Empty:
+                return
+
+
+class ChdbBackend:
+    """An in-process chDB session on a data directory; one per process, calls serialized."""
+
+    kind = "chdb"
+
+    def __init__(self, path: str, database: str = "observer") -> None:
+        from chdb import session  # lazy: importing chdb before Celery forks hangs the child
+
+        self.database = ident(database)
+        self.path = path
+        self._session = session.Session(path)
+        self._lock = threading.Lock()
+
+    def _query(self, sql: str) -> Any:
+        try:
+            with self._lock:
+                return self._session.query(sql, "JSONCompact")
+        except Exception as exc:  # chdb raises its own RuntimeError subclasses
+            raise ClickHouseError(f"{type(exc).__name__}: {exc}") from exc
+
+    def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
+        """Run a statement or query; returns rows as tuples."""
+        result = self._query(substitute(sql, params))
+        raw = result.bytes() if result is not None else b""
+        if not raw.strip():
+            return []
+        return [tuple(row) for row in json.loads(raw)["data"]]
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+        """INSERT rows as JSONEachRow in one statement; returns the row count."""
+        cols = [ident(c) for c in columns]
+        lines = [json.dumps(dict(zip(cols, row)), ensure_ascii=False, separators=(",", ":")) for row in rows]
+        if lines:
+            head = f"INSERT INTO {self.database}.{ident(table)} ({', '.join(cols)}) FORMAT JSONEachRow\n"
+            self._query(head + "\n".join(lines))
+        return len(lines)
+
+    def close(self) -> None:
+        """Close the chDB session (releases the directory lock)."""
+        with self._lock:
+            try:
+                self._session.close()
+            except Exception:  # closing twice is harmless
+                pass
+
+
+_backends: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def get_clickhouse(url: str, pool_size: int = 8):
+    """The process-wide backend for ``url`` (created on first use)."""
+    with _lock:
+        backend = _backends.get(url)
+        if backend is None:
+            parsed = urlparse(url)
+            if parsed.scheme == "chdb":
+                backend = ChdbBackend(parsed.path or "./var/chdb")
+            else:
+                backend = ServerBackend(url, pool_size)
+            _backends[url] = backend
+        return backend
+
+
+def close_all() -> None:
+    """Close every backend (worker shutdown, tests)."""
+    with _lock:
+        for backend in _backends.values():
+            backend.close()
+        _backends.clear()

@@ -1,0 +1,50 @@
+"""Redis connections per role, and the one written-down key layout.
+
+Roles (each its own URL, defaulting to REDIS_URL):
+  broker      CELERY_BROKER_URL    Celery's queues; Celery owns those keys (no prefix, no expiry)
+  sessions    SESSIONS_REDIS_URL   live session state (below)
+  ratelimit   RATELIMIT_REDIS_URL  flask-limiter counters ("{prefix}rl:..."), worker heartbeats
+
+Keys on the sessions Redis, all under REDIS_KEY_PREFIX (``obs:``), every one with a TTL.
+``{bN}`` is a Redis Cluster hash tag: all keys of one session and the index of its bucket
+share a slot, so each Lua script touches one slot only.
+  {p}s:{bN}:live:<project>:<sid>        hash, live state of the current version
+  {p}s:{bN}:ver:<project>:<sid>         string, last version number used
+  {p}s:{bN}:final:<project>:<sid>:<v>   hash, frozen snapshot awaiting forward
+  {p}s:{bN}:applied:<batch>:<project>:<sid>  string, version a batch was counted into
+  {p}s:{bN}:deadline                    zset, member "<project>\\x1f<sid>", score = finalize-at ms
+  {p}s:{bN}:outbox                      zset, member "<project>\\x1f<sid>\\x1f<v>", score = claimed-at ms
+  {p}batch:<batch_id>:stored            string, batch already inserted in ClickHouse
+  {p}claim-lock                         string, beat sweep lock
+  {p}hb:clickhouse                      string, ClickHouse owner heartbeat (JSON)
+  {p}rl:...                             flask-limiter (on the ratelimit Redis)
+"""
+from __future__ import annotations
+
+import threading
+
+import redis
+
+_clients: dict[str, redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def client(url: str) -> redis.Redis:
+    """A pooled client for ``url``, one pool per URL per process."""
+    with _lock:
+        found = _clients.get(url)
+        if found is None:
+            pool = redis.ConnectionPool.from_url(
+                url, max_connections=64, socket_timeout=5, socket_connect_timeout=2,
+                health_check_interval=30, decode_responses=True,
+            )
+            found = _clients[url] = redis.Redis(connection_pool=pool)
+        return found
+
+
+def reset_clients() -> None:
+    """Drop pools (after fork, or between tests)."""
+    with _lock:
+        for c in _clients.values():
+            c.connection_pool.disconnect()
+        _clients.clear()

@@ -1,0 +1,40 @@
+"""Celery settings (lowercase only). Broker URL and timeouts come from app.settings at bind time."""
+from kombu import Queue
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+
+# A task is acked after it finished; a worker killed mid-task gets its message redelivered.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+# One message at a time for sessions/forward; the events worker raises this on its command
+# line (--prefetch-multiplier) because celery-batches must hold many unacked messages.
+worker_prefetch_multiplier = 1
+worker_max_tasks_per_child = 10000
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_send_task_events = True
+task_send_sent_event = True
+
+task_default_queue = "events"
+task_queues = (Queue("events"), Queue("sessions"), Queue("forward"))
+task_routes = {
+    "events.*": {"queue": "events"},
+    "sessions.*": {"queue": "sessions"},
+    "forward.*": {"queue": "forward"},
+}
+task_create_missing_queues = False
+
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 2
+broker_pool_limit = 10
+# Publisher confirms on RabbitMQ: "published" means the broker has the message.
+broker_transport_options = {"confirm_publish": True}
+
+timezone = "UTC"
+enable_utc = True
+worker_hijack_root_logger = False
+worker_redirect_stdouts = False

@@ -1,0 +1,4 @@
+"""Celery: the app object (``celery -A tasks``), one module per queue."""
+from tasks.app import celery
+
+__all__ = ["celery"]

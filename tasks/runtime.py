@@ -1,0 +1,70 @@
+"""Per-process resources of a worker, created on first use and dropped after a fork."""
+from __future__ import annotations
+
+import functools
+import os
+
+from app.settings import load_settings
+from app.storage import redis as redis_pool
+
+
+@functools.lru_cache(maxsize=1)
+def settings():
+    """Validated settings (read once per process)."""
+    return load_settings()
+
+
+_cache: dict[str, object] = {}
+
+
+def _get(name: str, factory):
+    key = f"{name}:{os.getpid()}"
+    if key not in _cache:
+        _cache[key] = factory()
+    return _cache[key]
+
+
+def clickhouse():
+    """The ClickHouse backend (chDB is opened here, lazily, after any fork)."""
+    from app.storage.clickhouse import get_clickhouse
+
+    s = settings()
+    return _get("ch", lambda: get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size))
+
+
+def sessions_redis():
+    """Redis holding session state and batch markers."""
+    return redis_pool.client(settings().sessions_redis_url)
+
+
+def session_store():
+    """The SessionStore bound to the current settings."""
+    from app.sessions.store import SessionStore
+
+    s = settings()
+    return _get("store", lambda: SessionStore(
+        sessions_redis(), prefix=s.redis_key_prefix, buckets=s.session_buckets,
+        idle_s=s.session_idle_timeout, max_s=s.session_max_duration, marker_ttl_s=s.batch_marker_ttl))
+
+
+def dead_letters():
+    """The dead-letter store."""
+    from app.forwarding.deadletters import DeadLetters
+
+    return _get("dlq", lambda: DeadLetters(settings().database_url))
+
+
+def ufse_client():
+    """The pooled UFSE HTTP client (None when UFSE_URL is unset)."""
+    from app.forwarding.client import UfseClient
+
+    s = settings()
+    if not s.ufse_url:
+        return None
+    return _get("ufse", lambda: UfseClient(s.ufse_url, s.ufse_secret, timeout=s.ufse_timeout))
+
+
+def reset() -> None:
+    """Forget every resource (after fork)."""
+    _cache.clear()
+    redis_pool.reset_clients()
