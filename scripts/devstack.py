@@ -85,7 +85,9 @@ def _tool(name: str) -> list:
 # --------------------------------------------------------------------------- supervisor
 
 class Child:
-    def __init__(self, name: str, argv: list, popen: subprocess.Popen, color: str):
+    def __init__(self, name: str, argv: list, popen: subprocess.Popen, color: str,
+                 stop_last: bool = False):
+        self.stop_last = stop_last
         self.name = name
         self.argv = argv
         self.popen = popen
@@ -105,7 +107,7 @@ class Supervisor:
         self._colors = itertools.cycle(_COLORS)
         self.stopping = False
 
-    def start(self, name: str, argv: list, env: dict) -> Child:
+    def start(self, name: str, argv: list, env: dict, stop_last: bool = False) -> Child:
         global _NAME_WIDTH
         _NAME_WIDTH = max(_NAME_WIDTH, len(name))
         argv = [str(a) for a in argv]
@@ -113,7 +115,7 @@ class Supervisor:
             argv, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=services.make_child_preexec(signal.SIGTERM))
-        child = Child(name, argv, popen, next(self._colors))
+        child = Child(name, argv, popen, next(self._colors), stop_last)
         child.reader = threading.Thread(target=self._pump, args=(child,), daemon=True,
                                         name=f"out-{name}")
         child.reader.start()
@@ -133,10 +135,20 @@ class Supervisor:
         return None
 
     def stop_all(self, grace: float) -> None:
-        """SIGTERM each leader by PID; SIGKILL each process group after the grace."""
+        """SIGTERM each leader by PID; SIGKILL each process group after the grace.
+
+        Two rounds: the pipeline first, then what it talks to (the sink), so that
+        in-flight deliveries of a warm worker shutdown still reach it."""
         self.stopping = True
-        live = [c for c in self.children if c.popen.poll() is None]
-        for c in live:
+        for last in (False, True):
+            self._stop_round([c for c in self.children if c.stop_last == last], grace)
+        for c in self.children:
+            if c.reader is not None:
+                c.reader.join(1.0)
+
+    def _stop_round(self, children: list, grace: float) -> None:
+        live = [c for c in children if c.popen.poll() is None]
+        for c in reversed(live):
             say(f"stopping {c.name} (pid {c.pid})")
             try:
                 c.popen.send_signal(signal.SIGTERM)
@@ -148,7 +160,7 @@ class Supervisor:
                 c.popen.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 say(f"{c.name} (pid {c.pid}) did not stop within {grace:.0f}s: SIGKILL")
-        for c in self.children:
+        for c in children:
             # sweep the group: stragglers (pool processes, a leader still running)
             try:
                 os.killpg(c.pid, signal.SIGKILL)
@@ -158,9 +170,6 @@ class Supervisor:
                 c.popen.wait(5)
             except subprocess.TimeoutExpired:
                 say(f"{c.name} (pid {c.pid}) did not die after SIGKILL")
-        for c in self.children:
-            if c.reader is not None:
-                c.reader.join(1.0)
 
 
 def run_step(name: str, argv: list, env: dict, sup: Supervisor) -> tuple[int, list[str]]:
@@ -340,7 +349,8 @@ def main() -> int:
             sink_port = _port_pref("DEVSTACK_SINK_PORT", 8787, "UFSE sink")
             with _timed("UFSE sink started"):
                 sup.start("sink", [sys.executable, ROOT / "scripts" / "ufse_sink.py",
-                                   "--port", sink_port, "--secret", env["UFSE_SECRET"]], env)
+                                   "--port", sink_port, "--secret", env["UFSE_SECRET"]], env,
+                          stop_last=True)
                 if not _wait_port(sink_port, 15, sup, "sink"):
                     raise Shutdown(f"the UFSE sink did not listen on {sink_port} within 15s", 1)
             env["UFSE_URL"] = f"http://127.0.0.1:{sink_port}/ufse"

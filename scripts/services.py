@@ -718,10 +718,16 @@ def _ch_rewrite_paths(root: ET.Element, dir: Path) -> None:
     mapping = {"/var/lib/clickhouse": str(dir / "data"),
                "/var/log/clickhouse-server": str(dir / "log"),
                "/var/run/clickhouse-server": str(dir / "run")}
-    for el in root.iter():
-        # drop substitutions from /etc/metrika.xml (absent here; avoids "Include not found")
+    # Substitutions from /etc/metrika.xml (include_from) are not used here: drop the `incl`
+    # attributes ("Include not found" noise) and the elements that are only a placeholder for
+    # one (an empty <zookeeper/> left behind makes the DDLWorker fail on "No addresses").
+    parents = {c: p for p in root.iter() for c in p}
+    for el in list(root.iter()):
         if "incl" in el.attrib:
             del el.attrib["incl"]
+            if len(el) == 0 and not (el.text or "").strip() and el in parents:
+                parents[el].remove(el)
+    for el in root.iter():
         if el.text and el.text.strip().startswith("/"):
             t = el.text.strip()
             for prefix in _CH_PATH_PREFIXES:
@@ -840,8 +846,7 @@ def start_clickhouse_server(dir: Path, tcp_port: Optional[int] = None,
                 raise
             tcp_port = http_port = None
             continue
-        # the HTTP port answers before the native one is guaranteed to; check it too
-        _wait_until(lambda: _tcp_open(tp), proc, 10, "clickhouse-server (tcp)", log_path)
+        # the native and HTTP listeners are opened together before either serves (Server.cpp)
         return Service("clickhouse", f"clickhouse://default:@{LOCALHOST}:{tp}/default", proc, tp,
                        dir, log_path=log_path, pid_file=pid_file,
                        stop_signals=((signal.SIGTERM, 20.0),),
@@ -849,12 +854,6 @@ def start_clickhouse_server(dir: Path, tcp_port: Optional[int] = None,
                               "config": config, "binary": argv0},
                        startup_seconds=time.monotonic() - t0)
     raise AssertionError("unreachable")
-
-
-def _tcp_open(port: int, host: str = LOCALHOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.3)
-        return s.connect_ex((host, port)) == 0
 
 
 # --------------------------------------------------------------------------- CLI
@@ -871,6 +870,12 @@ def main(argv=None) -> int:
 
     stop = threading.Event()
 
+    def say(text: str, err: bool = False) -> None:
+        try:
+            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+        except BrokenPipeError:  # stdout piped into e.g. `head`: keep serving
+            pass
+
     def _on_signal(signum, frame):
         stop.set()
 
@@ -886,19 +891,19 @@ def main(argv=None) -> int:
         svc = start_clickhouse_server(args.dir, args.port, args.http_port,
                                       strict_port=args.strict_port)
     with svc:
-        print(f"{svc.name} pid {svc.pid} started in {svc.startup_seconds:.2f}s", flush=True)
+        say(f"{svc.name} pid {svc.pid} started in {svc.startup_seconds:.2f}s")
         if "http_url" in svc.extra:
-            print(f"HTTP: {svc.extra['http_url']}", flush=True)
-        print(f"log: {svc.log_path}", flush=True)
-        print(svc.url, flush=True)
+            say(f"HTTP: {svc.extra['http_url']}")
+        say(f"log: {svc.log_path}")
+        say(svc.url)
         while not stop.is_set():
             if not svc.alive():
-                print(f"{svc.name} exited with code {svc.proc.returncode}; log tail:\n"
-                      f"{svc.log_tail()}", file=sys.stderr, flush=True)
+                say(f"{svc.name} exited with code {svc.proc.returncode}; log tail:\n"
+                    f"{svc.log_tail()}", err=True)
                 return 1
             stop.wait(0.5)
-        print(f"stopping {svc.name} (pid {svc.pid})", flush=True)
-    print(f"{svc.name} stopped (exit code {svc.proc.returncode})", flush=True)
+        say(f"stopping {svc.name} (pid {svc.pid})")
+    say(f"{svc.name} stopped (exit code {svc.proc.returncode})")
     return 0
 
 

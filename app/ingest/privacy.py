@@ -31,7 +31,7 @@ EMAIL_MASK, CARD_MASK, PARAM_MASK = "[email]", "[card]", "[redacted]"
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@(?:[A-Za-z0-9-]++\.)+[A-Za-z]{2,63}")
 # A run of digits with single spaces or dashes between them, not glued to a letter or digit
 # on its left (so digit runs inside UUIDs and hex ids are not candidates).
-_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])\d(?:[ -]?\d)*+")
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*+")
 _SEPARATOR = re.compile(r"[ -]")
 # Longer runs (tables of numbers) are not searched for a card inside them: the search is
 # quadratic-ish in Python and would let one hostile string cost seconds.

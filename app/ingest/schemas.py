@@ -23,8 +23,9 @@ MAX_TS_MS = 4_102_444_800_000
 
 _ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 _UUID = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+# re.ASCII: \d would otherwise accept any Unicode digit (e.g. Arabic-Indic numerals).
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-                  r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?")
+                  r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?", re.ASCII)
 # NUL breaks C consumers; lone surrogates cannot be encoded as UTF-8 for storage.
 _BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -64,7 +64,7 @@ class SessionStore:
     # -- update -----------------------------------------------------------------------------
     def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None) -> dict[str, tuple[int, bool]]:
         """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}."""
-        now = at_ms or now_ms()
+        now = now_ms() if at_ms is None else at_ms
         out: dict[str, tuple[int, bool]] = {}
         for sid, (n, first_ts, last_ts) in per_session.items():
             k = self.keys(project, sid)
@@ -80,7 +80,7 @@ class SessionStore:
     # -- claim ------------------------------------------------------------------------------
     def claim_due(self, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
         """Freeze every session whose deadline passed; each version is claimed exactly once."""
-        now = at_ms or now_ms()
+        now = now_ms() if at_ms is None else at_ms
         claimed: list[Claimed] = []
         for bucket in range(self.buckets):
             base = self._base(bucket)
@@ -109,7 +109,7 @@ class SessionStore:
 
     def stale_outbox(self, older_than_s: float, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
         """Claimed sessions whose forward never completed (re-enqueue them)."""
-        now = at_ms or now_ms()
+        now = now_ms() if at_ms is None else at_ms
         out: list[Claimed] = []
         for bucket in range(self.buckets):
             members = self._restamp(keys=[f"{self._base(bucket)}outbox"], args=[now - int(older_than_s * 1000), now, limit])

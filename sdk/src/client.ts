@@ -6,6 +6,7 @@ import { CONSENT_KEY, mayCapture } from './consent';
 import type { Ctx } from './context';
 import { Dispatcher } from './dispatcher';
 import { fitEvent } from './event';
+import { extensions } from './extensions';
 import { makeLogger } from './log';
 import type { Logger } from './log';
 import { observeClicks } from './observers/clicks';
@@ -13,7 +14,6 @@ import { observeErrors } from './observers/errors';
 import { observeNavigation } from './observers/navigation';
 import { observeNetwork } from './observers/network';
 import { pageView } from './observers/pageview';
-import { observeVitals } from './observers/vitals';
 import { queueStore } from './persist';
 import type { QueueStore } from './persist';
 import { sanitizeUrl, scrub } from './privacy';
@@ -83,63 +83,45 @@ export class Client implements ObserverInstance {
       lastClick: { t: 0, selector: '' },
     };
     if (mayCapture(this.kv, cfg.respectDoNotTrack)) this.start();
-    else log('capture off: opted out, or Do Not Track / Global Privacy Control');
+    else log('capture off (opt-out/DNT/GPC)');
   }
 
   track(name: string, metadata?: Metadata): void {
-    try {
-      this.emit('custom', scrub(metadata && typeof metadata === 'object' ? metadata : {}) as Metadata, String(name));
-    } catch (e) {
-      this.log('track failed', e);
-    }
+    this.safe(() => this.emit('custom', scrub(metadata && typeof metadata === 'object' ? metadata : {}) as Metadata, String(name)));
   }
 
   flush(): Promise<void> {
-    try {
-      return this.running ? this.dispatcher.flush() : Promise.resolve();
-    } catch {
-      return Promise.resolve();
-    }
+    return this.safe(() => (this.running ? this.dispatcher.flush() : undefined)) || Promise.resolve();
   }
 
   shutdown(): void {
-    try {
+    this.safe(() => {
       if (this.running) void this.dispatcher.flush();
       this.stop();
       this.saveNow();
       this.dead = true;
       this.onShutdown();
-    } catch (e) {
-      this.log('shutdown failed', e);
-    }
+    });
   }
 
   optOut(): void {
-    try {
+    this.safe(() => {
       this.kv.set(CONSENT_KEY, 'out');
       this.stop();
       this.queue.clear();
       this.saveNow();
-    } catch (e) {
-      this.log('optOut failed', e);
-    }
+    });
   }
 
   optIn(): void {
-    try {
+    this.safe(() => {
       this.kv.set(CONSENT_KEY, 'in');
       this.start();
-    } catch (e) {
-      this.log('optIn failed', e);
-    }
+    });
   }
 
   getSessionId(): string {
-    try {
-      return this.session.peek(Date.now());
-    } catch {
-      return '';
-    }
+    return this.safe(() => this.session.peek(Date.now())) || '';
   }
 
   getAnonymousId(): string {
@@ -148,6 +130,16 @@ export class Client implements ObserverInstance {
 
   stats(): Stats {
     return { queued: this.queue.length, sent: this.dispatcher.sent, retries: this.dispatcher.retries, dropped: { ...this.dropped } };
+  }
+
+  /** Runs `fn`; an SDK failure is logged (debug only), never thrown into the page. */
+  private safe<T>(fn: () => T): T | undefined {
+    try {
+      return fn();
+    } catch (e) {
+      this.log('error', e);
+      return undefined;
+    }
   }
 
   private start(): void {
@@ -161,7 +153,7 @@ export class Client implements ObserverInstance {
       [c.clicks, observeClicks],
       [c.errors, observeErrors],
       [c.network, observeNetwork],
-      [c.webVitals, observeVitals],
+      [c.webVitals && !!extensions.vitals, (x) => extensions.vitals && extensions.vitals(x)],
       [c.navigation || c.pageViews, (x) => observeNavigation(x, c.navigation, () => c.pageViews && pageView(x, false))],
       [c.pageViews, (x) => pageView(x, true)],
     ];
@@ -169,12 +161,12 @@ export class Client implements ObserverInstance {
       try {
         if (on) fn(ctx);
       } catch (e) {
-        this.log('observer failed to start', e);
+        this.log('observer', e);
       }
     }
     this.dispatcher.start();
     t.add(() => this.dispatcher.stop());
-    this.log('started; events go to', this.cfg.ingestUrl);
+    this.log('started', this.cfg.ingestUrl);
   }
 
   private stop(): void {
@@ -189,7 +181,7 @@ export class Client implements ObserverInstance {
       try {
         fn();
       } catch (e) {
-        this.log('hide hook failed', e);
+        this.log('hide', e);
       }
     }
     this.dispatcher.flushOnHide();
@@ -217,7 +209,7 @@ export class Client implements ObserverInstance {
       this.enqueue(ev);
       this.dispatcher.notify();
     } catch (e) {
-      this.log('event dropped: capture failed', e);
+      this.log('emit', e);
     }
   }
 
@@ -230,7 +222,7 @@ export class Client implements ObserverInstance {
 
   private drop(reason: string, n: number): void {
     this.dropped[reason] = (this.dropped[reason] || 0) + n;
-    this.log('dropped', n, 'event(s):', reason);
+    this.log('dropped', n, reason);
   }
 
   private scheduleSave(): void {

@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 from app.ingest.body import read_json_body
-from app.ingest.errors import MalformedJSON, PayloadTooLarge, UnsupportedMediaType
+from app.ingest.errors import (IngestError, InvalidBatch, MalformedJSON, NoAcceptableEvents,
+                               PayloadTooLarge, TooManyEvents, UnsupportedMediaType)
 
 MiB = 1024 * 1024
 
@@ -180,3 +181,24 @@ def test_bom_is_ignored_and_duplicate_keys_keep_last():
 
 def test_large_but_finite_numbers_survive():
     assert read(b"[1e308, 12345678901234567890]") == [1e308, 12345678901234567890]
+
+
+@pytest.mark.parametrize("cls, status, code", [
+    (MalformedJSON, 400, "malformed_json"), (PayloadTooLarge, 413, "payload_too_large"),
+    (TooManyEvents, 413, "too_many_events"), (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (InvalidBatch, 400, "invalid_batch"), (NoAcceptableEvents, 400, "no_acceptable_events"),
+])
+def test_error_classes_carry_status_code_and_message(cls, status, code):
+    error = cls()
+    assert isinstance(error, IngestError)
+    assert (error.status, error.code, error.details) == (status, code, None)
+    assert error.message and str(error) == error.message
+    assert code in repr(error)
+
+
+def test_error_details_and_code_override():
+    rejections = [{"index": 0, "code": "not_an_object", "errors": {}}]
+    assert NoAcceptableEvents(details=rejections).details == rejections
+    error = UnsupportedMediaType("no", code="unsupported_content_encoding")
+    assert (error.status, error.code, error.message) == (415, "unsupported_content_encoding", "no")
+    assert UnsupportedMediaType().code == "unsupported_media_type"  # the class is not changed

@@ -59,6 +59,8 @@ def test_cards_masked_with_and_without_separators(card):
     "order-4111111111111111x",  # glued to a letter
     "123e4567-e89b-12d3-a456-426614174000",  # digit runs inside a UUID
     "4111  1111 1111 1111",  # a double space is not a card separator
+    "1234 5678 9012 3456 7890 1234",  # grouped digits with no Luhn-valid 13-19 digit window
+    "٤١١١١١١١١١١١١١١١",  # Arabic-Indic digits are not card digits
 ])
 def test_non_cards_unchanged(number):
     assert mask_string(number, PARAMS) == (number, 0)

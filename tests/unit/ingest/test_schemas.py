@@ -148,6 +148,7 @@ def test_too_large_is_checked_before_the_schema():
     ("timestamp", {"timestamp": "2026-11-27T10:00:00+24:00"}),
     ("timestamp", {"timestamp": "2026-11-27T10:00:00+05:60"}),
     ("timestamp", {"timestamp": "2026-11-27T10:00:00." + "1" * 70 + "Z"}),
+    ("timestamp", {"timestamp": "٢٠٢٦-11-27T10:00:00Z"}),
     ("timestamp", {"timestamp": None}), ("timestamp", {"timestamp": [NOW_MS]}),
     ("session_id", {"session_id": ...}), ("session_id", {"session_id": ""}),
     ("session_id", {"session_id": "a" * 129}), ("session_id", {"session_id": "a b"}),

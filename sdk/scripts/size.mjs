@@ -1,0 +1,19 @@
+// Prints the minified and minified+gzipped sizes of the <script> builds; fails if the core is over 8 KiB.
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+
+const dist = join(dirname(fileURLToPath(import.meta.url)), '../dist');
+const LIMIT = 8192;
+let over = false;
+for (const [name, limit] of [['observer.min.js', LIMIT], ['observer.full.min.js', 0]]) {
+  const src = readFileSync(join(dist, name));
+  const gz = gzipSync(src, { level: 9 }).length;
+  console.log(`dist/${name}: ${src.length} bytes minified, ${gz} bytes minified+gzipped${limit ? ` (limit ${limit})` : ''}`);
+  if (limit && gz > limit) over = true;
+}
+if (over) {
+  console.error(`core build over the ${LIMIT}-byte budget`);
+  process.exit(1);
+}

@@ -1,0 +1,104 @@
+// The test's local servers: the page server (the page's origin) and a tiny fake ingest API.
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { LISTENER_COUNTER, OTHER_WRAPPER, testPage } from './pages.mjs';
+
+const DIST = join(dirname(fileURLToPath(import.meta.url)), '../../dist');
+
+const listen = (server, port = 0) =>
+  new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server.address().port));
+  });
+
+/** A port nothing listens on: a request to it fails with a network error. */
+export async function closedPort() {
+  const s = http.createServer();
+  const port = await listen(s);
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Serves the test page, the SDK builds, /ok.json (200) and a 404 for anything else. */
+export async function startPageServer({ port = 0, build = 'min' } = {}) {
+  const server = http.createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    const send = (status, type, body) => {
+      res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store' });
+      res.end(body);
+    };
+    if (path === '/' || path === '/index.html' || path === '/next') return send(200, 'text/html', testPage({ build, withCounter: false }));
+    if (path === '/counted.html') return send(200, 'text/html', testPage({ build, withCounter: true }));
+    if (path === '/observer.min.js' || path === '/observer.full.min.js') return send(200, 'application/javascript', readFileSync(join(DIST, path.slice(1))));
+    if (path === '/listener-count.js') return send(200, 'application/javascript', LISTENER_COUNTER);
+    if (path === '/other-wrapper.js') return send(200, 'application/javascript', OTHER_WRAPPER);
+    if (path === '/ok.json') return send(200, 'application/json', JSON.stringify({ ok: true, answer: 42 }));
+    return send(404, 'text/plain', 'not found');
+  });
+  const p = await listen(server, port);
+  return { server, origin: `http://127.0.0.1:${p}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+const TYPES = new Set(['page_view', 'click', 'rage_click', 'error', 'network', 'navigation', 'web_vital', 'custom']);
+
+/** A minimal stand-in for the ingest API (only for developing the SDK without the pipeline). */
+export async function startFakeIngest(apiKey) {
+  const received = []; // { t, status, contentType, events, raw }
+  const start = Date.now();
+  const server = http.createServer((req, res) => {
+    const origin = req.headers.origin || '*';
+    const cors = {
+      'Access-Control-Allow-Origin': origin,
+      'Access-Control-Allow-Credentials': 'true',
+      'Access-Control-Expose-Headers': 'Retry-After, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, X-Request-ID',
+      Vary: 'Origin',
+    };
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, { ...cors, 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': 'Content-Type, Authorization, X-Request-ID, X-API-Key', 'Access-Control-Max-Age': '600' });
+      return res.end();
+    }
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      const contentType = String(req.headers['content-type'] || '');
+      const answer = (status, body) => {
+        received.push({ t: Date.now() - start, status, contentType, events: (parsed && parsed.events) || [], raw, requestId: req.headers['x-request-id'] || null });
+        res.writeHead(status, {
+          ...cors,
+          'Content-Type': 'application/json',
+          'X-RateLimit-Limit': '1000',
+          'X-RateLimit-Remaining': '999',
+          'X-RateLimit-Reset': String(Math.ceil(Date.now() / 1000) + 60),
+        });
+        res.end(JSON.stringify(body));
+      };
+      let parsed = null;
+      if (req.method !== 'POST' || new URL(req.url, 'http://x').pathname !== '/v1/events') return answer(404, { error: { code: 'not_found' } });
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        return answer(400, { error: { code: 'bad_json' } });
+      }
+      const auth = String(req.headers.authorization || '');
+      const key = auth.startsWith('Bearer ') ? auth.slice(7) : parsed.api_key;
+      if (key !== apiKey) return answer(401, { error: { code: 'unauthorized' } });
+      const events = Array.isArray(parsed.events) ? parsed.events : [];
+      const rejected = [];
+      events.forEach((e, index) => {
+        const ok = e && typeof e.event_id === 'string' && TYPES.has(e.type) && Number.isInteger(e.timestamp) && typeof e.session_id === 'string' && typeof e.url === 'string' && e.metadata && typeof e.metadata === 'object' && (e.type !== 'custom' || e.name);
+        if (!ok) rejected.push({ index, code: 'invalid', errors: {} });
+      });
+      answer(202, { accepted: events.length - rejected.length, rejected, request_id: 'fake' });
+    });
+  });
+  const port = await listen(server);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received,
+    eventIds: () => new Set(received.filter((r) => r.status === 202).flatMap((r) => r.events.map((e) => e.event_id))),
+    close: () => new Promise((r) => server.close(r)),
+  };
+}

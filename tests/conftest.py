@@ -1,0 +1,129 @@
+"""Shared fixtures: real Redis, PostgreSQL and ClickHouse (18.16 server and chDB), isolated per run.
+
+Servers already running on this machine (Redis 6379, PostgreSQL 5432) are used when they
+answer; otherwise embedded ones are started under a temp dir. ClickHouse 18.16 is always
+started by the suite (Debian's clickhouse-server; installed by `make test` when root).
+Isolation: a fresh Redis db number + key prefix per test, a fresh PostgreSQL schema per
+session, a fresh ClickHouse database per test module.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import services  # noqa: E402  (scripts/services.py)
+
+_tmp = Path(tempfile.mkdtemp(prefix="observer-test-"))
+_dbs = itertools.cycle(range(2, 16))
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Base URL (db 0) of a Redis server."""
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"].rsplit("/", 1)[0]
+        return
+    if services.redis_available("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379"
+        return
+    svc = services.start_redis(_tmp / "redis")
+    yield svc.url.rsplit("/", 1)[0]
+    svc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """A Redis db of its own, flushed before the test."""
+    import redis
+
+    url = f"{redis_server}/{next(_dbs)}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """Admin URL of a PostgreSQL server."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        yield os.environ["TEST_DATABASE_URL"]
+        return
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if services.postgres_available(url):
+        yield url
+        return
+    svc = services.start_postgres(_tmp / "pg")
+    yield svc.url
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_server):
+    """A PostgreSQL URL whose search_path is a schema created for this test session."""
+    import psycopg2
+
+    schema = f"obs_test_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(pg_server)
+    conn.autocommit = True
+    conn.cursor().execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in pg_server else "?"
+    url = f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    from app.storage import postgres
+
+    postgres.migrate(url)
+    yield url
+    postgres.close_pools()
+    conn.cursor().execute(f'DROP SCHEMA "{schema}" CASCADE')
+    conn.close()
+
+
+@pytest.fixture
+def clean_pg(database_url):
+    """Empty tables before a test that counts rows."""
+    from app.storage import postgres
+
+    with postgres.cursor(database_url) as cur:
+        cur.execute("TRUNCATE dead_letters, api_keys, projects RESTART IDENTITY CASCADE")
+    return database_url
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server():
+    """A real ClickHouse 18.16 server for the session (clickhouse://... URL without database)."""
+    services.ensure_clickhouse_server()
+    svc = services.start_clickhouse_server(_tmp / "clickhouse")
+    yield svc.url.rsplit("/", 1)[0]
+    svc.stop()
+
+
+def _fresh_db() -> str:
+    return f"obs_t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["server", "chdb"])
+def clickhouse_url(request):
+    """A ClickHouse URL with its own database: the 18.16 server, then chDB."""
+    if request.param == "server":
+        return f"{request.getfixturevalue('clickhouse_server')}/{_fresh_db()}"
+    return f"chdb://{tempfile.mkdtemp(prefix='chdb-', dir=_tmp)}"
+
+
+@pytest.fixture
+def ch(clickhouse_url):
+    """A migrated ClickHouse backend (closed after the test)."""
+    from app.storage import clickhouse, clickhouse_migrations
+
+    backend = clickhouse.get_clickhouse(clickhouse_url)
+    clickhouse_migrations.migrate(backend)
+    yield backend
+    if backend.kind == "server":
+        backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
+    clickhouse.close_all()

@@ -1,0 +1,81 @@
+"""Session state scripts on a real Redis: versions, atomic claims, expiries, idempotency."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis as redis_lib
+
+from app.sessions.store import SessionStore
+
+
+@pytest.fixture
+def store(redis_url):
+    r = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    return SessionStore(r, prefix="t:", buckets=4, idle_s=30, max_s=3600, marker_ttl_s=600)
+
+
+def test_apply_is_idempotent_per_batch(store):
+    first = store.apply_batch("p", "b1", {"s": (3, 10, 20)}, at_ms=1_000)
+    again = store.apply_batch("p", "b1", {"s": (3, 10, 20)}, at_ms=2_000)
+    assert first == {"s": (1, True)} and again == {"s": (1, False)}
+    live = store.live("p", "s")
+    assert live["events"] == "3" and live["batches"] == "1" and live["first_ts"] == "10"
+
+
+def test_claim_once_then_late_events_start_version_two(store):
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    assert store.claim_due(at_ms=1_000 + 29_999) == []
+    claimed = store.claim_due(at_ms=1_000 + 30_000)
+    assert [(c.session_id, c.version) for c in claimed] == [("s", 1)]
+    assert store.claim_due(at_ms=100_000) == []  # never twice
+    assert store.snapshot("p", "s", 1)["reason"] == "idle"
+    assert store.apply_batch("p", "b2", {"s": (1, 50, 50)}, at_ms=40_000) == {"s": (2, True)}
+    store.complete("p", "s", 1)
+    assert store.snapshot("p", "s", 1) is None
+
+
+def test_max_duration_finalizes_busy_session(redis_url):
+    r = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    st = SessionStore(r, prefix="t:", buckets=2, idle_s=30, max_s=60, marker_ttl_s=600)
+    for i in range(5):
+        st.apply_batch("p", f"b{i}", {"s": (1, i, i)}, at_ms=i * 20_000)
+    claimed = st.claim_due(at_ms=60_000)
+    assert [c.version for c in claimed] == [1]
+    assert st.snapshot("p", "s", 1)["reason"] == "max_duration"
+
+
+def test_concurrent_claims_finalize_each_version_once(redis_url):
+    r = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    st = SessionStore(r, prefix="t:", buckets=8, idle_s=1, max_s=3600, marker_ttl_s=600)
+    for i in range(200):
+        st.apply_batch("p", f"b{i}", {f"s{i}": (1, i, i)}, at_ms=1_000)
+    results: list = []
+
+    def sweep():
+        results.extend(st.claim_due(at_ms=10_000))
+
+    threads = [threading.Thread(target=sweep) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [(c.session_id, c.version) for c in results]
+    assert len(ids) == 200 and len(set(ids)) == 200
+
+
+def test_every_key_expires(store):
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    store.claim_due(at_ms=100_000)
+    store.apply_batch("p", "b2", {"s": (1, 10, 10)}, at_ms=200_000)
+    keys = store.r.keys("t:*")
+    assert keys and all(store.r.ttl(k) > 0 for k in keys), {k: store.r.ttl(k) for k in keys}
+
+
+def test_stale_outbox_is_restamped(store):
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    store.claim_due(at_ms=50_000)
+    assert store.stale_outbox(60, at_ms=100_000) == []
+    stale = store.stale_outbox(60, at_ms=200_000)
+    assert [(c.session_id, c.version) for c in stale] == [("s", 1)]
+    assert store.stale_outbox(60, at_ms=200_001) == []  # re-stamped: not re-enqueued every sweep
