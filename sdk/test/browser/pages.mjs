@@ -32,14 +32,16 @@ export const LISTENER_COUNTER = `(() => {
   const fids = new WeakMap();
   const fid = (f) => { if (typeof f !== 'function' && typeof f !== 'object') return 0; if (!fids.has(f)) fids.set(f, nextId++); return fids.get(f); };
   P.addEventListener = function (type, fn, opts) {
-    if (fn) live.set(tid(this) + '|' + type + '|' + fid(fn) + '|' + cap(opts), { type, target: this === window ? 'window' : this === document ? 'document' : String(this) });
+    // Attributed to the SDK by the script on the stack (the test harness adds listeners of its own).
+    const sdk = /observer(\.full)?\.min\.js/.test(String(new Error().stack));
+    if (fn) live.set(tid(this) + '|' + type + '|' + fid(fn) + '|' + cap(opts), { type, sdk, target: this === window ? 'window' : this === document ? 'document' : String(this) });
     return add.call(this, type, fn, opts);
   };
   P.removeEventListener = function (type, fn, opts) {
     if (fn) live.delete(tid(this) + '|' + type + '|' + fid(fn) + '|' + cap(opts));
     return rem.call(this, type, fn, opts);
   };
-  window.__listeners = { count: () => live.size, list: () => Array.from(live.values()) };
+  window.__listeners = { count: () => live.size, sdk: () => Array.from(live.values()).filter((l) => l.sdk).length, list: () => Array.from(live.values()) };
   window.__orig = {
     fetch: window.fetch,
     open: XMLHttpRequest.prototype.open,

@@ -268,7 +268,7 @@ async function scenarioShutdown({ context, endpoint, origin }) {
   const base = await page.evaluate(() => window.__listeners.count());
   await page.evaluate(initInPage, { apiKey: API_KEY, endpoint });
   checks.sdk_patched_fetch = await page.evaluate(() => window.fetch !== window.__orig.fetch && XMLHttpRequest.prototype.send !== window.__orig.send);
-  checks.sdk_added_listeners = (await page.evaluate(() => window.__listeners.count())) > base;
+  checks.sdk_added_listeners = (await page.evaluate(() => window.__listeners.sdk())) >= 3;
   await page.addScriptTag({ url: '/other-wrapper.js' });
   await page.click('#buy');
   await sleep(100);
@@ -293,13 +293,12 @@ async function scenarioShutdown({ context, endpoint, origin }) {
       fetch_still_works: r.status === 200 && body.answer === 42 && window.__other.calls.fetch >= 1,
       xhr_still_works: xhr === 200 && window.__other.calls.send >= 1,
       nothing_captured_after_shutdown: window.__captured.length === n,
-      listeners: window.__listeners.count(),
-      leftover: window.__listeners.list(),
+      sdk_listeners_removed: window.__listeners.sdk() === 0,
+      leftover: window.__listeners.list().filter((l) => l.sdk),
     };
   });
   await page.click('#buy');
   checks.no_click_after_shutdown = (await page.evaluate(() => window.__captured.filter((e) => e.type === 'click').length)) === 1;
-  checks.listeners_restored_with_other_wrapper = a.listeners === base;
   for (const k of Object.keys(a)) if (typeof a[k] === 'boolean') checks[k] = a[k];
 
   // B: nothing wrapped after the SDK: every global goes back to the very original; init works again after shutdown.
@@ -307,6 +306,7 @@ async function scenarioShutdown({ context, endpoint, origin }) {
   const b = await page.evaluate(async ({ apiKey, endpoint }) => {
     const base = window.__listeners.count();
     const first = window.Observer.init({ apiKey, endpoint });
+    const during = window.__listeners.sdk();
     first.shutdown();
     const second = window.Observer.init({ apiKey, endpoint, beforeSend: (e) => (window.__captured.push(e), e) });
     const fresh = second !== first;
@@ -321,7 +321,7 @@ async function scenarioShutdown({ context, endpoint, origin }) {
       fetch_restored: window.fetch === o.fetch,
       xhr_open_send_restored: XMLHttpRequest.prototype.open === o.open && XMLHttpRequest.prototype.send === o.send,
       history_restored: history.pushState === o.pushState && history.replaceState === o.replaceState,
-      listeners_restored: window.__listeners.count() === base,
+      listeners_added_then_restored: during >= 3 && window.__listeners.count() === base && window.__listeners.sdk() === 0,
       leftover: window.__listeners.list(),
     };
   }, { apiKey: API_KEY, endpoint });
