@@ -22,3 +22,7 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+# gunicorn 27's control socket defaults to one shared path per user; several stacks on one
+# host (tests, dev) would fight over it and we do not use it.
+control_socket_disable = True

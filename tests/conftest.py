@@ -23,6 +23,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import services  # noqa: E402  (scripts/services.py)
 
 _tmp = Path(tempfile.mkdtemp(prefix="observer-test-"))
+# Never pick up ./var/observer.env from a `make run` in the same checkout.
+(_tmp / "empty.env").write_text("")
+os.environ["OBSERVER_ENV_FILE"] = str(_tmp / "empty.env")
 _dbs = itertools.cycle(range(2, 16))
 
 

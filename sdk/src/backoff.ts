@@ -4,5 +4,6 @@
  */
 export function backoffDelay(attempt: number, baseMs = 1000, capMs = 60000, rng: () => number = Math.random): number {
   const ceiling = Math.min(capMs, baseMs * Math.pow(2, Math.max(0, Math.min(attempt, 30))));
-  return Math.floor(Math.min(0.999999, Math.max(0, rng())) * ceiling);
+  const r = rng();
+  return Math.floor((r > 0 ? Math.min(r, 0.999999) : 0) * ceiling);
 }

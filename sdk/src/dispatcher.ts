@@ -41,6 +41,8 @@ export class Dispatcher {
   sent = 0;
   retries = 0;
   private limit: number;
+  /** Events of a batch refused with 413 not yet delivered: the limit stays low until they are. */
+  private splitLeft = 0;
   private attempt = 0;
   private blockedUntil = 0;
   private timer: unknown = null;
@@ -126,13 +128,15 @@ export class Dispatcher {
       this.attempt = 0;
       if (verdict === 'split' && batch.length > 1) {
         this.limit = Math.max(1, Math.floor(batch.length / 2));
+        this.splitLeft = Math.max(this.splitLeft, batch.length);
         continue;
       }
       queue.remove(ids);
+      this.splitLeft -= batch.length;
       if (verdict === 'ok') {
         this.sent += batch.length - res.rejected;
         if (res.rejected) this.d.drop('rejected', res.rejected);
-        this.limit = Math.min(this.o.maxBatchSize, this.limit * 2);
+        if (this.splitLeft <= 0) this.limit = Math.min(this.o.maxBatchSize, this.limit * 2);
       } else this.d.drop(verdict === 'split' ? 'too_large' : 'refused_' + res.status, batch.length);
       if (this.stopped) return;
     }

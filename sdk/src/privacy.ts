@@ -58,7 +58,11 @@ export function sanitizeUrl(raw: unknown, base?: string): string {
  * keys and array lengths capped; functions and symbols dropped, cycles cut by the depth cap.
  */
 export function scrub(v: unknown, maxString = 2000, depth = 0): unknown {
-  if (typeof v === 'string') return maskText(v.length > maxString ? v.slice(0, maxString) + '…' : v);
+  if (typeof v === 'string') {
+    // Mask before cutting, so a cut never leaves part of a card number or email behind.
+    const m = maskText(v.length > maxString + 100 ? v.slice(0, maxString + 100) : v);
+    return m.length > maxString ? m.slice(0, maxString) + '…' : m;
+  }
   if (typeof v === 'number') return isFinite(v) ? v : null;
   if (typeof v === 'boolean' || v == null) return v ?? null;
   if (typeof v === 'bigint') return String(v);
