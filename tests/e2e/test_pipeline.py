@@ -5,10 +5,7 @@ thread-pool worker), and with RabbitMQ as the broker when one answers on 5672.
 """
 from __future__ import annotations
 
-import base64
 import json
-import os
-import secrets
 import sys
 import time
 import uuid
@@ -18,71 +15,26 @@ import pytest
 import requests
 import standardwebhooks
 
-from tests.e2e.stack import ROOT, Stack
+from tests.e2e.conftest import SECRET
+from tests.e2e.stack import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import services  # noqa: E402
-from ufse_sink import Sink  # noqa: E402
 
 pytestmark = pytest.mark.e2e
-SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def _broker_params():
-    params = ["redis"]
+def _variants():
+    v = [("server", "redis"), ("chdb", "redis")]
     if services.rabbitmq_available():
-        params.append("amqp")
-    return params
+        v.append(("server", "amqp"))
+    return v
 
 
-@pytest.fixture(params=[("server", "redis"), ("chdb", "redis")] + ([("server", "amqp")] if "amqp" in _broker_params() else []),
-                ids=lambda p: f"{p[0]}-{p[1]}")
-def stack(request, redis_server, database_url, tmp_path):
+@pytest.fixture(params=_variants(), ids=lambda p: f"{p[0]}-{p[1]}")
+def stack(request, make_stack):
     engine, broker = request.param
-    import redis as redis_lib
-
-    db = {"server": 12, "chdb": 13}[engine] + (2 if broker == "amqp" else 0)
-    redis_url = f"{redis_server}/{db}"
-    redis_lib.Redis.from_url(redis_url).flushdb()
-    if engine == "server":
-        ch_url = f"{request.getfixturevalue('clickhouse_server')}/obs_e2e_{uuid.uuid4().hex[:8]}"
-    else:
-        ch_url = f"chdb://{tmp_path / 'chdb'}"
-    broker_url = redis_url
-    if broker == "amqp":
-        broker_url = "amqp://guest:guest@127.0.0.1:5672//"
-        _purge_amqp(broker_url)
-    sink = Sink(secret=SECRET).start()
-    env = {
-        "REDIS_URL": redis_url, "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
-        "CLICKHOUSE_URL": ch_url, "UFSE_URL": sink.url + "ufse", "UFSE_SECRET": SECRET,
-        "SESSION_IDLE_TIMEOUT": "3", "SESSION_SWEEP_INTERVAL": "0.5", "EVENTS_FLUSH_INTERVAL": "0.2",
-        "FORWARD_BACKOFF_BASE": "0.3", "FORWARD_BACKOFF_MAX": "2", "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:6]}:",
-        "RATE_LIMIT_DEFAULT": "1000/second", "RATE_LIMIT_PER_IP": "1000/second",
-    }
-    s = Stack(env, chdb=engine == "chdb")
-    from app.keys.store import KeyStore
-
-    _id, key = KeyStore(database_url).create("shop")
-    s.api_key, s.sink, s.engine, s.ch_url = key, sink, engine, ch_url
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
-        sink.stop()
-
-
-def _purge_amqp(url: str) -> None:
-    from kombu import Connection
-
-    with Connection(url) as conn:
-        ch = conn.channel()
-        for q in ("events", "sessions", "forward"):
-            try:
-                ch.queue_purge(q)
-            except Exception:
-                pass
+    return make_stack(engine=engine, broker=broker)
 
 
 def _event(sid, type_="click", ts=None, **extra):

@@ -1,0 +1,75 @@
+"""The ``make_stack`` fixture: a real running Observer (gunicorn, workers, beat) plus a UFSE sink."""
+from __future__ import annotations
+
+import base64
+import secrets
+import sys
+import uuid
+
+import pytest
+
+from tests.e2e.stack import ROOT, Stack
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from ufse_sink import Sink  # noqa: E402
+
+SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+_REDIS_DB = {("server", "redis"): 12, ("chdb", "redis"): 13, ("server", "amqp"): 14}
+
+
+def _purge_amqp(url: str) -> None:
+    from kombu import Connection
+
+    with Connection(url) as conn:
+        ch = conn.channel()
+        for q in ("events", "sessions", "forward"):
+            try:
+                ch.queue_purge(q)
+            except Exception:  # queue not declared yet: nothing to purge
+                pass
+
+
+@pytest.fixture
+def make_stack(request, redis_server, database_url, tmp_path):
+    """Factory: make_stack(engine="server"|"chdb", broker="redis"|"amqp", **env) -> started Stack."""
+    started: list = []
+
+    def factory(engine: str = "server", broker: str = "redis", project: str = "shop", **env_overrides):
+        import redis as redis_lib
+
+        redis_url = f"{redis_server}/{_REDIS_DB[(engine, broker)]}"
+        redis_lib.Redis.from_url(redis_url).flushdb()
+        if engine == "server":
+            ch_url = f"{request.getfixturevalue('clickhouse_server')}/obs_e2e_{uuid.uuid4().hex[:8]}"
+        else:
+            ch_url = f"chdb://{tmp_path / 'chdb'}"
+        broker_url = redis_url
+        if broker == "amqp":
+            broker_url = "amqp://guest:guest@127.0.0.1:5672//"
+            _purge_amqp(broker_url)
+        sink = Sink(secret=SECRET).start()
+        env = {
+            "REDIS_URL": redis_url, "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
+            "CLICKHOUSE_URL": ch_url, "UFSE_URL": sink.url + "ufse", "UFSE_SECRET": SECRET,
+            "SESSION_IDLE_TIMEOUT": "3", "SESSION_SWEEP_INTERVAL": "0.5", "EVENTS_FLUSH_INTERVAL": "0.2",
+            "FORWARD_BACKOFF_BASE": "0.3", "FORWARD_BACKOFF_MAX": "2", "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:6]}:",
+            "RATE_LIMIT_DEFAULT": "1000/second", "RATE_LIMIT_PER_IP": "1000/second",
+            **{k: str(v) for k, v in env_overrides.items()},
+        }
+        s = Stack(env, chdb=engine == "chdb")
+        from app.keys.store import KeyStore
+
+        _id, key = KeyStore(database_url).create(project)
+        s.api_key, s.sink, s.engine, s.ch_url, s.project = key, sink, engine, ch_url, project
+        started.append(s)
+        try:
+            s.start()
+        except Exception:
+            sink.stop()
+            raise
+        return s
+
+    yield factory
+    for s in started:
+        s.stop()
+        s.sink.stop()
