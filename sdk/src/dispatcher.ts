@@ -77,11 +77,24 @@ export class Dispatcher {
   flushOnHide(): void {
     const now = this.d.timers.now();
     if (this.blockedUntil > now || this.d.breaker.state(now) === 'open') return; // kept in storage for the next visit
+    const skip = new Set(this.inflight);
     for (let guard = 0; guard < 100; guard++) {
-      const batch = this.d.queue.peek(this.o.maxBatchSize, KEEPALIVE_BYTES - 200, this.inflight);
-      if (!batch.length || !this.d.transport.beacon(batch)) return;
-      this.d.queue.remove(new Set(batch.map((e) => e.event_id)));
-      this.sent += batch.length;
+      const batch = this.d.queue.peek(this.o.maxBatchSize, KEEPALIVE_BYTES - 200, skip);
+      if (!batch.length) return;
+      const ids = new Set(batch.map((e) => e.event_id));
+      const done = (ok: boolean) => {
+        if (!ok) return;
+        this.d.queue.remove(ids);
+        this.sent += batch.length;
+      };
+      const r = this.d.transport.beacon(batch);
+      if (r !== true) {
+        // Not taken by sendBeacon: a keepalive fetch may still land; the quota is spent either way.
+        if (r) r.then(done, () => {});
+        return;
+      }
+      done(true);
+      ids.forEach((id) => skip.add(id));
     }
   }
 
@@ -111,7 +124,7 @@ export class Dispatcher {
       } else budget.recordSend(now);
       const ids = new Set(batch.map((e: ObserverEvent) => e.event_id));
       this.inflight = ids;
-      const res = await transport.send(batch);
+      const res = await transport.send(batch, !retry);
       this.inflight = new Set();
       const after = timers.now();
       if (res.rateWait) this.blockedUntil = after + res.rateWait;

@@ -29,9 +29,13 @@ export function classify(status: number): Verdict {
 export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
 
 export interface Transport {
-  send(events: ObserverEvent[]): Promise<SendResult>;
-  /** Fire-and-forget delivery for page hide; true when the browser took the request. */
-  beacon(events: ObserverEvent[]): boolean;
+  /** One POST; `keepalive` lets it outlive the page (first attempts only: retries skip the shared quota). */
+  send(events: ObserverEvent[], keepalive?: boolean): Promise<SendResult>;
+  /**
+   * Delivery on page hide: true when sendBeacon took the request; else a keepalive fetch is
+   * tried and its promise tells whether the server took it (false when neither could go).
+   */
+  beacon(events: ObserverEvent[]): boolean | Promise<boolean>;
 }
 
 /** The body the ingest API reads; `api_key` only for header-less (text/plain) requests. */
@@ -43,14 +47,14 @@ export function encodeBody(events: ObserverEvent[], apiKey?: string): string {
 
 export function createTransport(fetchFn: FetchLike | undefined, url: string, apiKey: string, now: () => number): Transport {
   return {
-    async send(events) {
+    async send(events, keepalive = true) {
       const body = encodeBody(events);
       try {
         if (!fetchFn) throw new Error('no fetch');
         const res = await fetchFn(url, {
           method: 'POST',
           body,
-          keepalive: byteLength(body) <= KEEPALIVE_BYTES,
+          keepalive: keepalive && byteLength(body) <= KEEPALIVE_BYTES,
           credentials: 'omit',
           headers: {
             'Content-Type': 'application/json',
@@ -85,8 +89,10 @@ export function createTransport(fetchFn: FetchLike | undefined, url: string, api
       try {
         if (!fetchFn || byteLength(body) > KEEPALIVE_BYTES) return false;
         // text/plain keeps this a simple CORS request: no preflight, which may not survive unload.
-        fetchFn(url, { method: 'POST', body, keepalive: true, credentials: 'omit', headers: { 'Content-Type': 'text/plain' } }).catch(() => {});
-        return true;
+        return fetchFn(url, { method: 'POST', body, keepalive: true, credentials: 'omit', headers: { 'Content-Type': 'text/plain' } }).then(
+          (r) => r.status < 300 || r.type === 'opaque',
+          () => false,
+        );
       } catch {
         return false;
       }

@@ -174,6 +174,28 @@ test('when the beacon is refused the events stay queued (and persisted)', () => 
   assert.equal(s.queue.length, 3);
 });
 
+test('keepalive fallback: events leave the queue only once the server took them', async () => {
+  const s = setup();
+  s.transport.beaconOk = false;
+  s.transport.fallback = Promise.resolve(true);
+  s.add(3);
+  s.d.flushOnHide();
+  assert.equal(s.queue.length, 3);
+  await s.timers.advance(1);
+  assert.equal(s.queue.length, 0);
+});
+
+test('retries are sent without keepalive (only first attempts use the shared quota)', async () => {
+  const s = setup([status(503), ok()]);
+  const flags: Array<boolean | undefined> = [];
+  const send = s.transport.send.bind(s.transport);
+  s.transport.send = (events, keepalive) => (flags.push(keepalive), send(events, keepalive));
+  s.add(1);
+  await s.d.flush();
+  await s.timers.advance(5000);
+  assert.deepEqual(flags, [true, false]);
+});
+
 test('stop cancels timers; flush never rejects', async () => {
   const s = setup();
   s.transport.send = () => Promise.reject(new Error('boom'));

@@ -46,15 +46,16 @@ export class ScriptedTransport implements Transport {
   beacons: string[][] = [];
   beaconOk = true;
   constructor(private readonly timers: FakeTimers, private readonly answers: SendResult[] = [ok()]) {}
-  async send(events: ObserverEvent[]): Promise<SendResult> {
+  async send(events: ObserverEvent[], _keepalive?: boolean): Promise<SendResult> {
     this.sends.push({ t: this.timers.now(), ids: events.map((e) => e.event_id) });
     const a = this.answers.length > 1 ? (this.answers.shift() as SendResult) : this.answers[0];
     return typeof a === 'function' ? (a as (n: number) => SendResult)(events.length) : a;
   }
-  beacon(events: ObserverEvent[]): boolean {
+  beacon(events: ObserverEvent[]): boolean | Promise<boolean> {
     if (this.beaconOk) this.beacons.push(events.map((e) => e.event_id));
-    return this.beaconOk;
+    return this.beaconOk || this.fallback;
   }
+  fallback: boolean | Promise<boolean> = false;
 }
 
 let n = 0;

@@ -40,13 +40,18 @@ test('send: a network failure is status 0, never a throw', async () => {
   assert.equal((await tr.send([makeEvent()])).status, 0);
 });
 
-test('beacon body is text carrying api_key; falls back to keepalive fetch', () => {
+test('beacon body is text carrying api_key; falls back to keepalive fetch', async () => {
   const body = JSON.parse(encodeBody([makeEvent()], 'k9'));
   assert.equal(body.api_key, 'k9');
   const calls: RequestInit[] = [];
   const tr = createTransport(async (_u, init) => (calls.push(init), new Response(null, { status: 202 })), 'u', 'k9', Date.now);
-  assert.equal(tr.beacon([makeEvent()]), true, 'no sendBeacon in node: keepalive fetch');
+  assert.equal(await tr.beacon([makeEvent()]), true, 'no sendBeacon in node: keepalive fetch');
   assert.equal(calls[0].keepalive, true);
   assert.equal((calls[0].headers as Record<string, string>)['Content-Type'], 'text/plain');
   assert.equal(JSON.parse(String(calls[0].body)).api_key, 'k9');
+});
+
+test('a refused keepalive fallback reports false, so the events stay queued', async () => {
+  const tr = createTransport(() => Promise.reject(new TypeError('quota')), 'u', 'k', Date.now);
+  assert.equal(await tr.beacon([makeEvent()]), false);
 });
