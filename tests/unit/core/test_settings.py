@@ -1,0 +1,80 @@
+"""Settings: defaults, precedence, and start-up errors that name the variable."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from app.settings import SPEC, ConfigError, env_bool, load_settings, read_env_file
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _load(env=None, **overrides):
+    return load_settings({"OBSERVER_ENV_FILE": str(_EMPTY), **(env or {})}, overrides)
+
+
+_EMPTY = Path(__file__).with_name("empty.env.tmp")
+
+
+@pytest.fixture(autouse=True)
+def _empty_env_file():
+    _EMPTY.write_text("")
+    yield
+    _EMPTY.unlink(missing_ok=True)
+
+
+def test_defaults_and_derived_urls():
+    s = _load()
+    assert s.port == 8000 and s.session_idle_timeout == 1800 and s.session_max_duration == 86400
+    assert s.celery_broker_url == s.redis_url == s.sessions_redis_url == s.ratelimit_redis_url
+    assert s.chdb_path is None
+
+
+def test_environment_overrides_file_and_overrides_win(tmp_path):
+    f = tmp_path / "o.env"
+    f.write_text("# comment\nSESSION_IDLE_TIMEOUT=30\nPORT='9000'\n\nCLICKHOUSE_URL=chdb:///tmp/x\n")
+    s = load_settings({"OBSERVER_ENV_FILE": str(f), "PORT": "9100"}, {"REDIS_URL": "redis://h:1/2"})
+    assert s.session_idle_timeout == 30 and s.port == 9100 and s.redis_url == "redis://h:1/2"
+    assert s.chdb_path == "/tmp/x" and s.celery_broker_url == "redis://h:1/2"
+    assert read_env_file(f)["PORT"] == "9000"
+
+
+@pytest.mark.parametrize("name,value,fragment", [
+    ("SESSION_IDLE_TIMEOUT", "abc", "SESSION_IDLE_TIMEOUT: expected an integer"),
+    ("PORT", "0", "PORT: must be >= 1"),
+    ("UFSE_TIMEOUT", "soon", "UFSE_TIMEOUT: expected a number"),
+    ("RATELIMIT_FAIL_OPEN", "ture", "RATELIMIT_FAIL_OPEN: expected one of"),
+    ("REDIS_URL", "http://x", "REDIS_URL: expected a URL"),
+    ("CLICKHOUSE_URL", "mysql://x", "CLICKHOUSE_URL"),
+    ("RATE_LIMIT_DEFAULT", "lots", "RATE_LIMIT_DEFAULT: expected a rate"),
+    ("LOG_FORMAT", "xml", "LOG_FORMAT: expected one of"),
+    ("UFSE_URL", "http://u/x", "UFSE_SECRET: required"),
+    ("SESSION_MAX_DURATION", "10", "SESSION_MAX_DURATION: must be >= SESSION_IDLE_TIMEOUT"),
+    ("FORWARD_BACKOFF_MAX", "5000", "BROKER_VISIBILITY_TIMEOUT"),
+    ("BATCH_MARKER_TTL", "100", "BATCH_MARKER_TTL"),
+])
+def test_bad_values_stop_start_up_naming_the_variable(name, value, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        _load({name: value})
+
+
+def test_bad_secret_and_unknown_override():
+    with pytest.raises(ConfigError, match="UFSE_SECRET"):
+        _load({"UFSE_URL": "http://u/x", "UFSE_SECRET": "whsec_!!!"})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        _load(NOPE=1)
+    with pytest.raises(ConfigError, match="OBSERVER_ENV_FILE"):
+        load_settings({"OBSERVER_ENV_FILE": "/nonexistent/file"})
+    assert _load({"UFSE_URL": "http://u/x", "UFSE_SECRET": "whsec_dGVzdHNlY3JldA=="}).ufse_url == "http://u/x"
+
+
+def test_env_bool_spellings():
+    assert env_bool("X", "Yes") is True and env_bool("X", "off") is False
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in SPEC if f"`{name}`" not in readme]
+    assert not missing, f"README configuration table lacks {missing} (python scripts/settings_table.py)"
