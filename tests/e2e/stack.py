@@ -37,13 +37,15 @@ class Stack:
         (self.dir / "empty.env").write_text("")
         self.chdb = chdb
         self.procs: dict[str, subprocess.Popen] = {}
+        self.argv: dict[str, list[str]] = {}
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.dir / f"{name}.log", "wb")
+        self.argv[name] = argv
+        log = open(self.dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(argv, cwd=self.dir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
 
@@ -85,6 +87,18 @@ class Stack:
                 last = str(exc)
             time.sleep(0.3)
         raise RuntimeError(f"stack not ready: {last}\n{self.logs()}")
+
+    def signal(self, name: str, sig: int, wait: float | None = 30) -> int | None:
+        """Send ``sig`` to one process group (e.g. SIGKILL a worker mid-batch); wait for it to end."""
+        p = self.procs[name]
+        os.killpg(p.pid, sig)
+        if wait is None:
+            return None
+        return p.wait(timeout=wait)
+
+    def respawn(self, name: str) -> None:
+        """Start a process again with the same command line."""
+        self._spawn(name, self.argv[name])
 
     def check_alive(self) -> None:
         for name, p in self.procs.items():
