@@ -102,4 +102,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             metrics.HTTP_LATENCY.labels(endpoint).observe(time.perf_counter() - g.started)
         return resp
 
+    # Runs after every other after_request hook (they run in reverse order): flask-limiter sets
+    # Retry-After to its window reset on every limited answer; keep it only on 429, and keep
+    # our own value (e.g. 503's) where we set one.
+    def _retry_after_only_where_meant(resp):
+        if resp.status_code != 429:
+            mine = getattr(g, "retry_after", None)
+            if mine is not None:
+                resp.headers["Retry-After"] = mine
+            else:
+                resp.headers.pop("Retry-After", None)
+        return resp
+
+    app.after_request_funcs.setdefault(None, []).insert(0, _retry_after_only_where_meant)
     return app

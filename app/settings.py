@@ -148,6 +148,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "LOG_LEVEL": ("INFO", lambda n, r: r.upper(), "log level"),
     "LOG_FORMAT": ("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text"),
     "SENTRY_DSN": ("", _str, "Sentry DSN; empty disables Sentry"),
+    "WORKER_METRICS_PORT": ("0", lambda n, r: env_int(n, r, 0), "port where a Celery worker serves /metrics (0 = off)"),
     "OBSERVER_ENV": ("production", _str, "environment name in logs and Sentry"),
 }
 

@@ -33,6 +33,35 @@ def _setup_logging(**_kw) -> None:
     obs_logging.configure(_settings.log_level, _settings.log_format)
 
 
+@signals.celeryd_init.connect
+def _sentry(**_kw) -> None:
+    if _settings.sentry_dsn:
+        import sentry_sdk
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
+        sentry_sdk.init(dsn=_settings.sentry_dsn, environment=_settings.observer_env,
+                        integrations=[CeleryIntegration()], send_default_pii=False)
+
+
+@signals.worker_ready.connect
+def _metrics_server(**_kw) -> None:
+    """Serve this worker's (and, with PROMETHEUS_MULTIPROC_DIR, its children's) metrics."""
+    if not _settings.worker_metrics_port:
+        return
+    import os
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0", **({"registry": registry} if registry else {}))
+    log.info("worker metrics", extra={"port": _settings.worker_metrics_port})
+
+
 @signals.worker_process_init.connect
 def _after_fork(**_kw) -> None:
     runtime.reset()

@@ -31,6 +31,8 @@ def error_response(status: int, code: str, message: str, details=None, headers: 
     resp.status_code = status
     for k, v in (headers or {}).items():
         resp.headers[k] = v
+    if "Retry-After" in (headers or {}):
+        g.retry_after = headers["Retry-After"]
     return resp
 
 

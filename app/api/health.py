@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.observability import metrics
+from app.observability import metrics, queues
 from app.storage import postgres
 from app.storage import redis as redis_pool
 
@@ -66,7 +66,9 @@ def ready():
 
 @bp.get("/metrics")
 def metrics_view():
-    """Prometheus exposition."""
+    """Prometheus exposition (queue depths and live sessions sampled now)."""
+    rt = current_app.extensions["observer"]
+    queues.sample(rt.settings, rt.publisher.celery)
     return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
 

@@ -34,7 +34,14 @@ def _variants():
 @pytest.fixture(params=_variants(), ids=lambda p: f"{p[0]}-{p[1]}")
 def stack(request, make_stack):
     engine, broker = request.param
-    return make_stack(engine=engine, broker=broker)
+    extra = {}
+    if engine == "chdb":  # one worker only: it can serve its own /metrics on a fixed port
+        from tests.e2e.stack import free_port
+
+        extra["WORKER_METRICS_PORT"] = free_port()
+    s = make_stack(engine=engine, broker=broker, **extra)
+    s.worker_metrics_port = extra.get("WORKER_METRICS_PORT")
+    return s
 
 
 def _event(sid, type_="click", ts=None, **extra):
@@ -131,7 +138,17 @@ def test_pipeline_end_to_end(stack):
             assert by_id[e["event_id"]][1] == e["timestamp"]
             assert json.loads(by_id[e["event_id"]][2]) == e["metadata"]
         assert _ch_rows(stack, "SELECT uniqExact(event_id), count() FROM {db}.events FINAL WHERE session_id = '" + a + "'")[0] == (4, 4)
-        sess = _ch_rows(stack, "SELECT session_id, version, event_count, status FROM {db}.sessions FINAL WHERE session_id = '" + a + "' ORDER BY version")
-        assert sess == [(a, 1, 3, "delivered"), (a, 2, 1, "delivered")]
+        want = [(a, 1, 3, "delivered"), (a, 2, 1, "delivered")]
+        deadline = time.time() + 10  # the row is written just after UFSE's 200
+        while time.time() < deadline:
+            sess = _ch_rows(stack, "SELECT session_id, version, event_count, status FROM {db}.sessions FINAL WHERE session_id = '" + a + "' ORDER BY version")
+            if sess == want:
+                break
+            time.sleep(0.3)
+        assert sess == want
     metrics = requests.get(f"{stack.url}/metrics", timeout=5).text
     assert "observer_events_accepted_total" in metrics
+    assert 'observer_queue_depth{queue="events"}' in metrics and "observer_live_sessions" in metrics
+    if stack.worker_metrics_port:
+        worker = requests.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics", timeout=5).text
+        assert 'observer_forward_attempts_total{outcome="delivered"}' in worker, worker[:2000]

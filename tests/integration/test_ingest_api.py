@@ -449,7 +449,7 @@ def test_503_with_retry_after_when_the_broker_is_unreachable(make_app, key, brok
     assert time.monotonic() - started < 10  # bounded retries, no hanging request
     err = assert_error(r, 503, "broker_unavailable")
     assert "accepted" not in r.get_json()
-    assert int(r.headers["Retry-After"]) > 0
+    assert r.headers["Retry-After"] == "5"  # ours, not flask-limiter's window reset
     # nothing silently accepted: not on the real Redis either
     assert broker.llen("events") == 0
 
@@ -494,3 +494,10 @@ def test_unhandled_error_is_a_500_in_the_error_shape_without_leaking(make_app, k
     err = assert_error(r, 500, "internal_error")
     assert err["message"] == "Internal error." and err["details"] is None
     assert "secrets" not in r.get_data(as_text=True) and "RuntimeError" not in r.get_data(as_text=True)
+
+
+def test_retry_after_only_on_429_and_503(make_app, key, broker):
+    client = make_app().test_client()
+    r = post(client, {"events": [event()]}, key)
+    assert r.status_code == 202 and "X-RateLimit-Limit" in r.headers
+    assert "Retry-After" not in r.headers  # flask-limiter would add its window reset here
