@@ -1,12 +1,14 @@
 """Queue ``events``: batches -> ClickHouse (one INSERT per flush), then fan out to ``sessions``."""
 from __future__ import annotations
 
+import functools
 import logging
 
 from app.broker import Queue
 from app.forwarding.backoff import backoff_delay
 from app.observability import metrics
 from app.pipeline.persist import persist_batches, session_summary
+from app.storage import clickhouse_migrations
 from tasks import runtime
 from tasks.app import celery
 from tasks.batching import AckOnSuccessBatches
@@ -15,25 +17,15 @@ log = logging.getLogger(__name__)
 _s = runtime.settings()
 
 
+@functools.lru_cache(maxsize=1)
 def _insert_settings() -> dict | None:
-    # async_insert lets the server merge small INSERTs; wait_for_async_insert keeps "returned"
-    # meaning "written", which our ack depends on.
-    if runtime.clickhouse().kind == "server" and _features_async():
+    """INSERT settings for this engine, probed once per process."""
+    ch = runtime.clickhouse()
+    # async_insert lets a server merge small INSERTs from many workers; wait_for_async_insert
+    # keeps "the INSERT returned" meaning "the rows are written", which our ack relies on.
+    if ch.kind == "server" and clickhouse_migrations.detect(ch).async_insert:
         return {"async_insert": 1, "wait_for_async_insert": 1}
     return None
-
-
-_async_insert: list[bool] = []
-
-
-def _features_async() -> bool:
-    if not _async_insert:
-        try:
-            rows = runtime.clickhouse().execute("SELECT count() FROM system.settings WHERE name = 'async_insert'")
-            _async_insert.append(bool(rows[0][0]))
-        except Exception:
-            return False
-    return _async_insert[0]
 
 
 @celery.task(base=AckOnSuccessBatches, name="events.persist", flush_every=_s.events_flush_every,

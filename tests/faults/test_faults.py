@@ -103,3 +103,48 @@ def test_ufse_unreachable_then_back(make_stack):
     stack.sink = Sink(port=port, secret=SECRET).start()
     body = _delivered(stack, sid, timeout=60)
     assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
+
+
+def test_web_sigterm_under_load_keeps_every_accepted_event(make_stack):
+    """gunicorn's warm shutdown: every request answered 202 had its batch published and stored."""
+    import threading
+
+    from app.storage.clickhouse import get_clickhouse
+
+    stack = make_stack()
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def client(n: int) -> None:
+        session = requests.Session()
+        for i in range(400):  # bounded; ends early once the server is gone
+            if stop.is_set():
+                return
+            ev = {"event_id": str(uuid.uuid4()), "type": "click", "timestamp": int(time.time() * 1000),
+                  "session_id": f"sigterm-{n}", "url": "https://f.test/", "metadata": {"i": i}}
+            try:
+                r = session.post(f"{stack.url}/v1/events", json={"events": [ev]},
+                                 headers={"Authorization": f"Bearer {stack.api_key}"}, timeout=5)
+            except requests.RequestException:
+                return
+            if r.status_code == 202:
+                accepted.append(ev["event_id"])
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert stack.signal("web", signal.SIGTERM, wait=40) is not None
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(accepted) > 10
+    ch = get_clickhouse(stack.ch_url)
+    deadline = time.time() + 30
+    stored: set = set()
+    while time.time() < deadline:
+        stored = {r[0] for r in ch.execute(f"SELECT event_id FROM {ch.database}.events WHERE session_id LIKE 'sigterm-%%'")}
+        if set(accepted) <= stored:
+            break
+        time.sleep(0.5)
+    assert set(accepted) <= stored, f"{len(set(accepted) - stored)} accepted events never stored"
