@@ -100,9 +100,20 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
     """Deliver a dead-lettered session again (same webhook-id, fresh signature)."""
     dlq = runtime.dead_letters()
     row = dlq.get(dead_letter_id)
-    if row is None or row["replayed_at"] is not None or "payload" not in row["payload"]:
+    if row is None or row["replayed_at"] is not None:
         return "skipped"
-    prepared = service.Prepared.from_dead_letter(row["payload"])
+    data = row["payload"]
+    try:
+        if "payload" in data:
+            prepared = service.Prepared.from_dead_letter(data)
+        else:  # dead-lettered before a payload existed (events not visible): rebuild it now
+            prepared = service.prepare(runtime.clickhouse(), data["snapshot"], project=data["project"],
+                                       session_id=data["session_id"], version=int(data["version"]), settings=_s)
+    except service.NotVisibleYet as exc:
+        dlq.record_failure(dead_letter_id, f"events still not visible: {exc}")
+        return "failed"
+    except INFRA_ERRORS as exc:
+        raise self.retry(kwargs={"attempt": attempt + 1}, countdown=_retry_delay(attempt, None), exc=exc)
     client = runtime.ufse_client()
     if client is None:
         dlq.record_failure(dead_letter_id, "UFSE_URL is not configured")
@@ -110,7 +121,10 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
     result = service.send(client, prepared)
     if result.outcome == "delivered":
         dlq.mark_replayed(dead_letter_id)
-        service.record(runtime.clickhouse(), prepared, "delivered")
+        try:
+            service.record(runtime.clickhouse(), prepared, "delivered")
+        except ClickHouseError as exc:
+            log.error("could not record replayed session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
         return "delivered"
     if result.outcome == "retry" and attempt < _s.forward_max_retries:
         raise self.retry(kwargs={"attempt": attempt + 1}, countdown=_retry_delay(attempt, result.retry_after))
