@@ -289,6 +289,7 @@ def _client_proc(conn_ids: list[int], cfg: dict, start_at: float, out_q) -> None
     lat: list[float] = []
     statuses: dict[str, int] = {}
     events_ok = [0]
+    samples: dict[str, str] = {}
     lock = threading.Lock()
     deadline = start_at + cfg["seconds"]
     max_requests = cfg["max_requests"]
@@ -296,6 +297,7 @@ def _client_proc(conn_ids: list[int], cfg: dict, start_at: float, out_q) -> None
     def run(cid: int) -> None:
         my_lat: list[float] = []
         my_status: dict[str, int] = {}
+        my_sample: dict[str, str] = {}
         ok_events = 0
         conn = None
         headers = {"Authorization": f"Bearer {cfg['key']}", "Content-Type": "application/json"}
@@ -314,8 +316,10 @@ def _client_proc(conn_ids: list[int], cfg: dict, start_at: float, out_q) -> None
                     conn = http.client.HTTPConnection("127.0.0.1", cfg["port"], timeout=30)
                 conn.request("POST", "/v1/events", body=body, headers=headers)
                 r = conn.getresponse()
-                r.read()
+                answer = r.read()
                 status = str(r.status)
+                if r.status != 202 and status not in my_sample:
+                    my_sample[status] = answer[:300].decode(errors="replace")
                 if r.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -335,6 +339,8 @@ def _client_proc(conn_ids: list[int], cfg: dict, start_at: float, out_q) -> None
             for k, v in my_status.items():
                 statuses[k] = statuses.get(k, 0) + v
             events_ok[0] += ok_events
+            for k, v in my_sample.items():
+                samples.setdefault(k, v)
 
     threads = [threading.Thread(target=run, args=(c,), daemon=True) for c in conn_ids]
     for t in threads:
@@ -343,7 +349,7 @@ def _client_proc(conn_ids: list[int], cfg: dict, start_at: float, out_q) -> None
         t.join(timeout=cfg["seconds"] + 60)
     t_cpu1 = os.times()
     cpu = (t_cpu1.user - t_cpu0.user) + (t_cpu1.system - t_cpu0.system)
-    out_q.put({"lat": lat, "statuses": statuses, "events": events_ok[0], "cpu": cpu})
+    out_q.put({"lat": lat, "statuses": statuses, "events": events_ok[0], "cpu": cpu, "samples": samples})
 
 
 def drive(port: int, key: str, *, seconds: float, batch: int, connections: int, processes: int,
@@ -374,6 +380,12 @@ def drive(port: int, key: str, *, seconds: float, batch: int, connections: int, 
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
     ok = statuses.get("202", 0)
+    samples: dict[str, str] = {}
+    for r in results:
+        for k, v in r["samples"].items():
+            samples.setdefault(k, v)
+    for k, v in samples.items():
+        log(f"{run}: first {k} answer: {v}")
     events = sum(r["events"] for r in results)
     return {
         "requests": len(lat), "ok": ok, "rps": ok / seconds, "eps": events / seconds,

@@ -4,125 +4,29 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from app.ingest.errors import InvalidBatch, TooManyEvents
+from app.ingest.timestamps import MAX_TS_MS, MIN_TS_MS, Timestamp
+from app.ingest.validators import ID_PATTERN, MAX_METADATA_DEPTH, clean_text, http_url, metadata_depth, optional_id
 
 EVENT_TYPES = ("page_view", "click", "rage_click", "error", "network", "navigation",
                "web_vital", "custom")
 MAX_NAME_CHARS = 200
 MAX_URL_CHARS = 2048
-MAX_METADATA_DEPTH = 10
-# Integers outside [2000, 2100) are almost always seconds or microseconds sent by mistake.
-MIN_TS_MS = 946_684_800_000
-MAX_TS_MS = 4_102_444_800_000
 
-_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+# Re-exported for callers that read the limits from the schema module.
+__all__ = ["EVENT_TYPES", "MAX_NAME_CHARS", "MAX_URL_CHARS", "MAX_METADATA_DEPTH", "MIN_TS_MS", "MAX_TS_MS",
+           "EventSchema", "BatchSchema", "parse_batch", "validate_events"]
+
 _UUID = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
-# re.ASCII: \d would otherwise accept any Unicode digit (e.g. Arabic-Indic numerals).
-_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
-                  r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?", re.ASCII)
-# NUL breaks C consumers; lone surrogates cannot be encoded as UTF-8 for storage.
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _clean_text(value: str) -> None:
-    if _BAD_CHARS.search(value):
-        raise ValidationError("Must not contain NUL characters or unpaired surrogates.")
-
-
-def _http_url(value: str) -> None:
-    if not value:
-        return
-    _clean_text(value)
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.netloc \
-            or any(c.isspace() for c in value):
-        raise ValidationError("Must be an absolute http(s) URL or empty.")
-
-
-def _optional_id(value: str) -> None:
-    # Empty means "not known", as does absent or null.
-    if value and not _ID.match(value):
-        raise ValidationError("Must be 0-128 of [A-Za-z0-9._:-].")
-
-
-def _metadata(value: dict) -> None:
-    # Iterative walk: the depth limit must hold before anything recurses over the value.
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, str):
-            _clean_text(node)
-        elif isinstance(node, (dict, list)):
-            if depth > MAX_METADATA_DEPTH:
-                raise ValidationError(f"Must not nest deeper than {MAX_METADATA_DEPTH} levels.")
-            if isinstance(node, dict):
-                for key in node:
-                    _clean_text(key)
-                stack.extend((child, depth + 1) for child in node.values())
-            else:
-                stack.extend((child, depth + 1) for child in node)
-
-
-def _iso_to_ms(text: str) -> int | None:
-    """Return epoch ms for an ISO 8601 string with an offset, None if it has none."""
-    match = _ISO.fullmatch(text)
-    if not match:
-        raise ValueError(text)
-    year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = match.groups()
-    if not zulu and not sign:
-        return None
-    offset = timedelta(0)
-    if sign:
-        if int(off_h) > 23 or int(off_m) > 59:
-            raise ValueError(text)
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
-    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                      tzinfo=timezone(offset))
-    # Sub-millisecond digits are truncated, never rounded, so a time never moves forward.
-    millis = int((frac or "0")[:3].ljust(3, "0"))
-    return (moment - _EPOCH) // timedelta(milliseconds=1) + millis
-
-
-class Timestamp(fields.Field):
-    """ISO 8601 with a UTC offset, or integer epoch milliseconds, loaded as epoch ms."""
-
-    default_error_messages = {
-        "invalid": "Must be an ISO 8601 string with a UTC offset or integer epoch milliseconds.",
-        "naive": "Must carry a UTC offset or 'Z'.",
-        "range": "Must be between 2000-01-01 and 2100-01-01 (epoch milliseconds).",
-    }
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)) or \
-                (isinstance(value, str) and len(value) > 64):
-            raise self.make_error("invalid")
-        if isinstance(value, str):
-            try:
-                millis = _iso_to_ms(value)
-            except (ValueError, OverflowError) as exc:
-                raise self.make_error("invalid") from exc
-            if millis is None:
-                raise self.make_error("naive")
-        else:
-            millis = value
-        if not MIN_TS_MS <= millis < MAX_TS_MS:
-            raise self.make_error("range")
-        return millis
 
 
 def _id_field(required: bool) -> fields.String:
     return fields.String(required=required, allow_none=not required,
-                         validate=validate.Regexp(_ID, error="Must be 1-128 of [A-Za-z0-9._:-]."))
+                         validate=validate.Regexp(ID_PATTERN, error="Must be 1-128 of [A-Za-z0-9._:-]."))
 
 
 class EventSchema(Schema):
@@ -135,11 +39,11 @@ class EventSchema(Schema):
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     timestamp = Timestamp(required=True)
     session_id = _id_field(required=True)
-    url = fields.String(allow_none=True, validate=[validate.Length(max=MAX_URL_CHARS), _http_url])
+    url = fields.String(allow_none=True, validate=[validate.Length(max=MAX_URL_CHARS), http_url])
     name = fields.String(allow_none=True,
-                         validate=[validate.Length(max=MAX_NAME_CHARS), _clean_text])
-    anonymous_id = fields.String(allow_none=True, validate=_optional_id)
-    metadata = fields.Dict(allow_none=True, validate=_metadata)
+                         validate=[validate.Length(max=MAX_NAME_CHARS), clean_text])
+    anonymous_id = fields.String(allow_none=True, validate=optional_id)
+    metadata = fields.Dict(allow_none=True, validate=metadata_depth)
 
     @validates_schema
     def _custom_needs_name(self, data: dict, **kwargs: Any) -> None:
@@ -156,7 +60,7 @@ class BatchSchema(Schema):
     # allow_none on items: a null event is rejected alone (not_an_object), not the batch.
     events = fields.List(fields.Raw(allow_none=True), required=True)
     sent_at = Timestamp(allow_none=True)
-    api_key = fields.String(allow_none=True, validate=[validate.Length(max=256), _clean_text])
+    api_key = fields.String(allow_none=True, validate=[validate.Length(max=256), clean_text])
 
 
 _EVENT_SCHEMA = EventSchema()
