@@ -234,11 +234,14 @@ class CpuMeter:
 
     def __init__(self) -> None:
         self.roots: dict[str, int] = {}
-        self._dead: dict[str, dict[int, float]] = {}
+        self.single: set[str] = set()
 
-    def add(self, name: str, pid: Optional[int]) -> None:
+    def add(self, name: str, pid: Optional[int], tree: bool = True) -> None:
+        """Measure ``pid`` with its descendants (``tree``) or alone."""
         if pid:
             self.roots[name] = pid
+            if not tree:
+                self.single.add(name)
 
     def sample(self) -> dict[str, float]:
         import psutil
@@ -248,13 +251,15 @@ class CpuMeter:
             total = 0.0
             try:
                 root = psutil.Process(pid)
-                procs = [root] + root.children(recursive=True)
+                procs = [root] if name in self.single else [root] + root.children(recursive=True)
             except psutil.NoSuchProcess:
                 procs = []
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     t = p.cpu_times()
-                    total += t.user + t.system + getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
+                    total += t.user + t.system
+                    if name not in self.single:
+                        total += getattr(t, "children_user", 0) + getattr(t, "children_system", 0)
             out[name] = total
         return out
 
@@ -358,7 +363,7 @@ def drive(port: int, key: str, *, seconds: float, batch: int, connections: int, 
     processes for ``seconds``; returns rates, latency percentiles, statuses and client CPU."""
     processes = max(1, min(processes, connections))
     cfg = {"port": port, "key": key, "seconds": seconds, "batch": batch, "gzip": gz,
-           "run": f"{run}-{uuid.uuid4().hex[:6]}", "max_requests": max_requests}
+           "run": "".join(c if c.isalnum() else "_" for c in run) + "-" + uuid.uuid4().hex[:6], "max_requests": max_requests}
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     start_at = time.time() + 0.3
