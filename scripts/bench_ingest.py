@@ -52,7 +52,9 @@ def print_round(label: str, r: dict, cpu: dict, wall: float) -> None:
     print(f"{label:<14} req/s {fmt(r['rps']):>9}  events/s {fmt(r['eps'], 0):>9}  "
           f"p50 {fmt(r['p50'], 2):>7} ms  p95 {fmt(r['p95'], 2):>7} ms  p99 {fmt(r['p99'], 2):>7} ms  "
           f"ok {r['ok']}  errors {errs}", flush=True)
-    print(f"{'':<14} cpu (% of one core): {bl.cpu_line(cpu, wall)}", flush=True)
+    per_req = 1000 * cpu.get("web", 0) / r["ok"] if r["ok"] else float("nan")
+    print(f"{'':<14} cpu (% of one core): {bl.cpu_line(cpu, wall)}; web cpu {per_req:.2f} ms per accepted request",
+          flush=True)
 
 
 def main(argv=None) -> int:
@@ -121,11 +123,14 @@ def main(argv=None) -> int:
                        f"{fmt(med['rps'])} req/s, {fmt(med['eps'], 0)} events/s, "
                        f"p50 {fmt(med['p50'], 2)} ms, p95 {fmt(med['p95'], 2)} ms, p99 {fmt(med['p99'], 2)} ms, "
                        f"errors {errs or 'none'}")
-        summary.append(f"  cpu (% of one core, median): {bl.cpu_line(med_cpu, args.seconds)}")
+        web_ms = bl.median(1000 * r["cpu"].get("web", 0) / r["ok"] for r in main_rounds if r["ok"])
+        summary.append(f"  cpu (% of one core, median): {bl.cpu_line(med_cpu, args.seconds)}; "
+                       f"web cpu {web_ms:.2f} ms per request")
         for label, r in extra:
             summary.append(f"{label:<10} {fmt(r['rps'])} req/s, {fmt(r['eps'], 0)} events/s, "
                            f"p50 {fmt(r['p50'], 2)} ms, p95 {fmt(r['p95'], 2)} ms, p99 {fmt(r['p99'], 2)} ms, "
-                           f"errors {r['errors'] or 'none'}; ratio req/s vs B={args.batch} median "
+                           f"errors {r['errors'] or 'none'}; web cpu "
+                           f"{1000 * r['cpu'].get('web', 0) / max(r['ok'], 1):.2f} ms/request; ratio req/s vs B={args.batch} median "
                            f"{r['rps'] / med['rps']:.2f}, events/s {r['eps'] / med['eps']:.2f}")
         sizes = [(args.batch, med["rps"])] + [(int(l.split("=")[1]), r["rps"]) for l, r in extra if "gzip" not in l]
         if len(sizes) >= 2:

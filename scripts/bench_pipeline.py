@@ -58,6 +58,7 @@ def parse_args(argv=None):
     ap.add_argument("--idle-timeout", type=int, default=2, help="SESSION_IDLE_TIMEOUT (default 2)")
     ap.add_argument("--flush-interval", type=float, default=0.5, help="EVENTS_FLUSH_INTERVAL (default 0.5)")
     ap.add_argument("--round-timeout", type=float, default=180, help="max seconds to wait per round (default 180)")
+    ap.add_argument("--celery-loglevel", default="WARNING", help="Celery worker/beat log level (default WARNING)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     return ap.parse_args(argv)
 
@@ -153,16 +154,17 @@ def main(argv=None) -> int:
         procs.run([bl.BIN / "flask", "--app", "app", "migrate"])
         key = bl.create_key(pg.url)
         celery = [bl.BIN / "celery", "-A", "tasks"]
-        common = ["worker", "-E", "--loglevel", "WARNING", "--without-mingle", "--without-gossip"]
+        common = ["worker", "-E", "--loglevel", args.celery_loglevel, "--without-mingle", "--without-gossip"]
         web = procs.spawn("web", bl.gunicorn_argv())
+        wenv = {"LOG_LEVEL": args.celery_loglevel}
         w_ev = procs.spawn("events", celery + common + ["-Q", "events", "-c", args.events_concurrency,
                                                         "-n", f"events-{port}@%h", "--prefetch-multiplier",
-                                                        args.events_prefetch])
+                                                        args.events_prefetch], wenv)
         w_se = procs.spawn("sessions", celery + common + ["-Q", "sessions", "-c", args.sessions_concurrency,
-                                                          "-n", f"sessions-{port}@%h", "--prefetch-multiplier", 1])
+                                                          "-n", f"sessions-{port}@%h", "--prefetch-multiplier", 1], wenv)
         w_fw = procs.spawn("forward", celery + common + ["-Q", "forward", "-c", args.forward_concurrency,
-                                                         "-n", f"forward-{port}@%h", "--prefetch-multiplier", 1])
-        beat = procs.spawn("beat", celery + ["beat", "-s", tmp / "beat-schedule", "--loglevel", "WARNING"])
+                                                         "-n", f"forward-{port}@%h", "--prefetch-multiplier", 1], wenv)
+        beat = procs.spawn("beat", celery + ["beat", "-s", tmp / "beat-schedule", "--loglevel", args.celery_loglevel], wenv)
 
         def ready() -> bool:
             import json as _json

@@ -127,10 +127,10 @@ class Procs:
         self.env = env
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], env: Optional[dict] = None) -> subprocess.Popen:
         logf = open(self.dir / f"{name}.log", "ab")
         try:
-            p = subprocess.Popen([str(a) for a in argv], cwd=self.dir, env=self.env, stdout=logf,
+            p = subprocess.Popen([str(a) for a in argv], cwd=self.dir, env={**self.env, **(env or {})}, stdout=logf,
                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True, preexec_fn=services.make_child_preexec())
         finally:
