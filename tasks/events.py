@@ -18,7 +18,7 @@ _s = runtime.settings()
 
 
 @functools.lru_cache(maxsize=1)
-def _insert_settings() -> dict | None:
+def insert_settings() -> dict | None:
     """INSERT settings for this engine, probed once per process."""
     ch = runtime.clickhouse()
     # async_insert lets a server merge small INSERTs from many workers; wait_for_async_insert
@@ -36,7 +36,7 @@ def persist(requests) -> bool:
     try:
         persist_batches(runtime.clickhouse(), runtime.sessions_redis(), prefix=_s.redis_key_prefix,
                         batches=[b for b, _a in batches], marker_ttl=_s.batch_marker_ttl,
-                        insert_settings=_insert_settings())
+                        insert_settings=insert_settings())
     except Exception as exc:
         log.error("events insert failed", extra={"error": f"{type(exc).__name__}: {exc}", "batches": len(batches)})
         metrics.TASK_FAILURES.labels("events.persist").inc()

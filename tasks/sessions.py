@@ -6,6 +6,7 @@ import logging
 from app.broker import Queue
 from app.pipeline import sessions as pipeline
 from tasks import runtime
+from tasks.events import insert_settings
 from tasks.app import celery
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,8 @@ _s = runtime.settings()
              retry_jitter=True, max_retries=50)
 def update(summary: dict) -> dict:
     """Count one stored batch into its sessions."""
-    return pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary)
+    # One small INSERT per batch: async_insert (where the server has it) lets ClickHouse merge them.
+    return pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary, insert_settings())
 
 
 @celery.task(name="sessions.claim_idle", acks_late=True, ignore_result=True)

@@ -57,4 +57,5 @@ def session_summary(batch: dict) -> dict:
             s[0] += 1
             s[1] = min(s[1], ts)
             s[2] = max(s[2], ts)
-    return {"batch_id": batch["batch_id"], "project": batch["project"], "request_id": batch.get("request_id", ""), "sessions": per}
+    return {"batch_id": batch["batch_id"], "project": batch["project"], "request_id": batch.get("request_id", ""),
+            "received_at": int(batch["received_at"]), "sessions": per}

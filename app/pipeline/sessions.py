@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from app.observability import metrics
 from app.storage import events_repo
@@ -9,17 +10,20 @@ from app.storage import events_repo
 log = logging.getLogger(__name__)
 
 
-def apply_summary(store, ch, summary: dict) -> dict[str, int]:
+def apply_summary(store, ch, summary: dict, insert_settings: dict | None = None) -> dict[str, int]:
     """Apply one batch summary; returns {session_id: version}. Idempotent per (batch, session)."""
     per = {sid: tuple(v) for sid, v in summary["sessions"].items()}
-    result = store.apply_batch(summary["project"], summary["batch_id"], per)
+    now = int(time.time() * 1000)
+    received = int(summary.get("received_at") or now)
+    result = store.apply_batch(summary["project"], summary["batch_id"], per, at_ms=min(received, now))
+    store.note_lag(now - received)
     dupes = sum(1 for _v, fresh in result.values() if not fresh)
     if dupes:
         metrics.BATCHES_DUPLICATE.labels("sessions").inc(dupes)
     # Inserted again on redelivery too: the crash may have hit between the script and this
     # INSERT; the ReplacingMergeTree key collapses the repeat.
     rows = [(summary["project"], sid, version, summary["batch_id"], per[sid][0]) for sid, (version, _f) in result.items()]
-    events_repo.insert_session_batches(ch, rows)
+    events_repo.insert_session_batches(ch, rows, settings=insert_settings)
     metrics.CH_INSERT_ROWS.labels("session_batches").inc(len(rows))
     return {sid: version for sid, (version, _f) in result.items()}
 

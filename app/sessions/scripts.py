@@ -1,16 +1,17 @@
 """The Lua scripts. Every key a script touches arrives through KEYS and shares one hash tag."""
 
 # KEYS: live hash, version counter, applied marker, bucket deadline zset
-# ARGV: now_ms, idle_ms, max_ms, n_events, first_ts, last_ts, member, marker_ttl_s, live_ttl_s, ver_ttl_s
+# ARGV: activity_ms (when the API received the batch), idle_ms, max_ms, n_events, first_ts, last_ts,
+#       member, marker_ttl_s, live_ttl_s, ver_ttl_s
 APPLY_BATCH = """
 local applied = redis.call('GET', KEYS[3])
 if applied then return {tonumber(applied), 0} end
-local now = tonumber(ARGV[1])
+local act = tonumber(ARGV[1])
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then
   v = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[1], 'version', v, 'started_ms', now, 'first_ts', ARGV[5], 'last_ts', ARGV[6],
-             'batches', 0, 'events', 0)
+  redis.call('HSET', KEYS[1], 'version', v, 'started_ms', act, 'last_seen_ms', act, 'first_ts', ARGV[5],
+             'last_ts', ARGV[6], 'batches', 0, 'events', 0)
 end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
 redis.call('HINCRBY', KEYS[1], 'batches', 1)
@@ -21,12 +22,14 @@ end
 if tonumber(ARGV[6]) > tonumber(redis.call('HGET', KEYS[1], 'last_ts')) then
   redis.call('HSET', KEYS[1], 'last_ts', ARGV[6])
 end
-local started = tonumber(redis.call('HGET', KEYS[1], 'started_ms'))
-local idle_at = now + tonumber(ARGV[2])
+-- batches may be processed out of order: activity is the latest receive time seen
+local started = math.min(tonumber(redis.call('HGET', KEYS[1], 'started_ms')), act)
+local last = math.max(tonumber(redis.call('HGET', KEYS[1], 'last_seen_ms')), act)
+local idle_at = last + tonumber(ARGV[2])
 local max_at = started + tonumber(ARGV[3])
 local deadline, reason = idle_at, 'idle'
 if max_at < idle_at then deadline, reason = max_at, 'max_duration' end
-redis.call('HSET', KEYS[1], 'last_seen_ms', now, 'deadline', deadline, 'reason', reason)
+redis.call('HSET', KEYS[1], 'started_ms', started, 'last_seen_ms', last, 'deadline', deadline, 'reason', reason)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[9]))
 redis.call('ZADD', KEYS[4], deadline, ARGV[7])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
@@ -35,11 +38,12 @@ return {tonumber(v), 1}
 """
 
 # KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash
-# ARGV: member, expected version, now_ms, final_ttl_s, outbox member
+# ARGV: member, expected version, now_ms, final_ttl_s, outbox member, watermark_ms
+# A session is due when its deadline is behind the watermark (now minus the pipeline's lag).
 # Returns 1 claimed, 0 not due / gone, -1 version moved on (caller re-reads).
 CLAIM = """
 local due = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if (not due) or tonumber(due) > tonumber(ARGV[3]) then return 0 end
+if (not due) or tonumber(due) > tonumber(ARGV[6]) then return 0 end
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then
   redis.call('ZREM', KEYS[2], ARGV[1])

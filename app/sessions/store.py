@@ -63,7 +63,10 @@ class SessionStore:
 
     # -- update -----------------------------------------------------------------------------
     def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None) -> dict[str, tuple[int, bool]]:
-        """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}."""
+        """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}.
+
+        ``at_ms`` is the batch's activity time: when the API received it (now by default).
+        """
         now = now_ms() if at_ms is None else at_ms
         out: dict[str, tuple[int, bool]] = {}
         for sid, (n, first_ts, last_ts) in per_session.items():
@@ -78,19 +81,33 @@ class SessionStore:
         return out
 
     # -- claim ------------------------------------------------------------------------------
+    def note_lag(self, lag_ms: int) -> None:
+        """Record how far behind receipt the session step runs (received -> applied)."""
+        self.r.set(f"{self.prefix}sessions:lag", max(0, int(lag_ms)), ex=3600)
+
+    def lag_ms(self) -> int:
+        """The last recorded session-step lag (0 when none)."""
+        return int(self.r.get(f"{self.prefix}sessions:lag") or 0)
+
     def claim_due(self, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
-        """Freeze every session whose deadline passed; each version is claimed exactly once."""
+        """Freeze every session whose deadline passed; each version is claimed exactly once.
+
+        Deadlines are receive times plus the idle timeout, so they are compared with a watermark,
+        now minus the pipeline's lag: while the queues run behind, a session is not finalized
+        before the batches already received for it have been counted.
+        """
         now = now_ms() if at_ms is None else at_ms
+        watermark = now - self.lag_ms()
         claimed: list[Claimed] = []
         for bucket in range(self.buckets):
             base = self._base(bucket)
-            for member in self.r.zrangebyscore(f"{base}deadline", "-inf", now, start=0, num=limit):
-                got = self._claim_one(member, now)
+            for member in self.r.zrangebyscore(f"{base}deadline", "-inf", watermark, start=0, num=limit):
+                got = self._claim_one(member, now, watermark)
                 if got:
                     claimed.append(got)
         return claimed
 
-    def _claim_one(self, member: str, now: int) -> Claimed | None:
+    def _claim_one(self, member: str, now: int, watermark: int) -> Claimed | None:
         project, _, sid = member.partition(SEP)
         k = self.keys(project, sid)
         for _attempt in range(3):  # the version can move on between HGET and the script
@@ -99,7 +116,7 @@ class SessionStore:
                 version = "0"  # the script removes the stale index entry
             result = self._claim(
                 keys=[k["live"], k["deadline"], k["outbox"], f"{k['final']}{version}"],
-                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}"],
+                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark],
             )
             if result == 1:
                 return Claimed(project, sid, int(version))

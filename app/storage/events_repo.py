@@ -41,11 +41,12 @@ def insert_events(ch, batches: Iterable[dict], settings: dict | None = None) -> 
     return ch.insert("events", EVENT_COLUMNS, event_rows(batches), settings=settings)
 
 
-def insert_session_batches(ch, rows: list[tuple]) -> int:
+def insert_session_batches(ch, rows: list[tuple], settings: dict | None = None) -> int:
     """Record (project, session_id, version, batch_id, events) mappings."""
     now = int(time.time() * 1000)
     data = [(p, s, int(v), b, int(n), now) for (p, s, v, b, n) in rows]
-    return ch.insert("session_batches", ("project", "session_id", "version", "batch_id", "events", "created_ms"), data)
+    return ch.insert("session_batches", ("project", "session_id", "version", "batch_id", "events", "created_ms"),
+                     data, settings=settings)
 
 
 def _params(project: str, session_id: str, version: int) -> dict[str, Any]:

@@ -79,3 +79,22 @@ def test_stale_outbox_is_restamped(store):
     stale = store.stale_outbox(60, at_ms=200_000)
     assert [(c.session_id, c.version) for c in stale] == [("s", 1)]
     assert store.stale_outbox(60, at_ms=200_001) == []  # re-stamped: not re-enqueued every sweep
+
+
+def test_pipeline_lag_holds_back_claims(store):
+    # Batches received at 1 s and 2 s; the second is counted late (the queue ran 5 s behind).
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    store.note_lag(5_000)
+    assert store.claim_due(at_ms=33_000) == []  # deadline 31 s, but the watermark is only 28 s
+    store.apply_batch("p", "b2", {"s": (1, 20, 20)}, at_ms=2_000)
+    assert store.live("p", "s")["deadline"] == "32000"  # extended by the late-counted batch
+    store.note_lag(0)
+    assert [(c.session_id, c.version) for c in store.claim_due(at_ms=33_000)] == [("s", 1)]
+    assert store.snapshot("p", "s", 1)["batches"] == "2"  # one version, not split
+
+
+def test_out_of_order_batches_keep_the_latest_activity(store):
+    store.apply_batch("p", "late", {"s": (1, 10, 10)}, at_ms=9_000)
+    store.apply_batch("p", "early", {"s": (1, 5, 5)}, at_ms=4_000)
+    live = store.live("p", "s")
+    assert live["last_seen_ms"] == "9000" and live["started_ms"] == "4000" and live["deadline"] == "39000"
