@@ -148,3 +148,28 @@ def test_web_sigterm_under_load_keeps_every_accepted_event(make_stack):
             break
         time.sleep(0.5)
     assert set(accepted) <= stored, f"{len(set(accepted) - stored)} accepted events never stored"
+
+
+def test_long_clickhouse_outage_parks_batches_then_replays(make_stack, clickhouse_server):
+    """Past EVENTS_MAX_ATTEMPTS a batch becomes a poison_batch dead letter; `dlq replay` stores it."""
+    u = urlparse(clickhouse_server)
+    proxy = TcpProxy(u.hostname, u.port)
+    db = f"obs_fault_{uuid.uuid4().hex[:8]}"
+    try:
+        stack = make_stack(CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{proxy.port}/{db}", EVENTS_MAX_ATTEMPTS=2)
+        stack.ch_url = f"{clickhouse_server}/{db}"
+        proxy.down()
+        sid = f"parked-{uuid.uuid4().hex[:6]}"
+        ids = _post(stack, sid, 3)
+        deadline = time.time() + 30
+        while time.time() < deadline and "1 dead letter(s)" not in stack.flask("dlq", "list", "--kind", "poison_batch").stdout:
+            time.sleep(0.5)
+        listing = stack.flask("dlq", "list", "--kind", "poison_batch").stdout
+        assert "1 dead letter(s)" in listing, listing + stack.logs()
+        proxy.up()
+        assert "1 replay(s) enqueued" in stack.flask("dlq", "replay", "--all").stdout
+        body = _delivered(stack, sid, timeout=60)
+        assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
+        assert "0 dead letter(s)" in stack.flask("dlq", "list").stdout
+    finally:
+        proxy.close()
