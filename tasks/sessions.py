@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from app.broker import Queue
 from app.pipeline import sessions as pipeline
@@ -11,6 +12,9 @@ from tasks.app import celery
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
+# Delete the lock only if it is still ours (a slow sweep must not free a newer sweep's lock).
+_release = runtime.sessions_redis().register_script(
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 
 
 @celery.task(name="sessions.update", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
@@ -28,8 +32,9 @@ def claim_idle() -> int:
     """Claim sessions past their deadline and enqueue their forwarding."""
     r = runtime.sessions_redis()
     lock = f"{_s.redis_key_prefix}claim-lock"
+    token = uuid.uuid4().hex
     # Overlapping sweeps are harmless (each claim is atomic) but wasteful: one at a time.
-    if not r.set(lock, "1", nx=True, px=int(max(_s.session_sweep_interval, 1) * 2000)):
+    if not r.set(lock, token, nx=True, px=int(max(_s.session_sweep_interval, 1) * 2000)):
         return 0
     try:
         claimed, stale = pipeline.sweep(runtime.session_store(), limit=_s.session_claim_batch,
@@ -39,4 +44,4 @@ def claim_idle() -> int:
                              queue=Queue.FORWARD.value)
         return len(claimed)
     finally:
-        r.delete(lock)
+        _release(keys=[lock], args=[token], client=r)

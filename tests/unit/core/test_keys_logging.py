@@ -77,3 +77,18 @@ def test_request_ids():
     assert valid_request_id("abc-123_x.y:z") == "abc-123_x.y:z"
     assert valid_request_id("short") is None and valid_request_id("bad id with spaces") is None
     assert valid_request_id(None) is None and len(new_request_id()) == 32
+
+
+def test_sentry_is_initialised_only_with_a_dsn(monkeypatch, tmp_path):
+    import sentry_sdk
+
+    from app import create_app
+
+    env = tmp_path / "e.env"
+    env.write_text("")
+    monkeypatch.setenv("OBSERVER_ENV_FILE", str(env))
+    create_app()
+    assert not sentry_sdk.get_client().is_active()
+    create_app({"SENTRY_DSN": "https://public@127.0.0.1:9/1"})  # nothing is sent until an error
+    assert sentry_sdk.get_client().is_active()
+    sentry_sdk.init(dsn=None)
