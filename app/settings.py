@@ -145,7 +145,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "TRUSTED_PROXY_COUNT": ("0", lambda n, r: env_int(n, r, 0), "proxies in front of the web tier (X-Forwarded-For hops to trust)"),
     "SENSITIVE_QUERY_PARAMS": ("", env_list, "extra query parameter names whose values are masked"),
     "CORS_MAX_AGE": ("600", lambda n, r: env_int(n, r, 0), "seconds browsers may cache a preflight"),
-    "LOG_LEVEL": ("INFO", lambda n, r: r.upper(), "log level"),
+    "LOG_LEVEL": ("INFO", lambda n, r: env_choice(n, r.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")), "log level of web and workers (takes precedence over celery --loglevel)"),
     "LOG_FORMAT": ("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text"),
     "SENTRY_DSN": ("", _str, "Sentry DSN; empty disables Sentry"),
     "WORKER_METRICS_PORT": ("0", lambda n, r: env_int(n, r, 0), "port where a Celery worker serves /metrics (0 = off)"),
