@@ -131,3 +131,12 @@ def ch(clickhouse_url):
     if backend.kind == "server":
         backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
     clickhouse.close_all()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_run_dir():
+    """Delete this run's server data (after the session fixtures stopped their servers)."""
+    yield
+    import shutil
+
+    shutil.rmtree(_tmp, ignore_errors=True)

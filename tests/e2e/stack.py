@@ -123,3 +123,7 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        if os.environ.get("OBSERVER_KEEP_E2E_LOGS") != "1":
+            import shutil
+
+            shutil.rmtree(self.dir, ignore_errors=True)
