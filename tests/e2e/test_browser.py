@@ -91,6 +91,7 @@ def test_real_browser_main_scenario(browser_stack):
 def test_real_browser_backs_off_then_delivers(browser_stack):
     result = _run(browser_stack, "backoff")
     statuses = [r["status"] for r in result["requests"]]
+    print(f"backoff: statuses {statuses}, gaps ms {result['gaps_ms']}")
     assert 503 in statuses and 429 in statuses and statuses[-1] == 202, statuses
     assert all(g >= 500 for g in result["gaps_ms"][:3]), result["gaps_ms"]  # Retry-After honoured
     _wait_for_ids(browser_stack, set(result["event_ids"]))
