@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -149,16 +148,7 @@ def main(argv=None) -> int:
         print("\n" + "\n".join(summary), flush=True)
         return 0
     finally:
-        if procs:
-            procs.stop_all()
-        if pg:
-            pg.close()
-        if redis:
-            redis.stop()
-        if args.keep:
-            log(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bl.teardown(tmp, args.keep, procs, pg, redis)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import base64
 import http.client
 import os
 import secrets
-import shutil
 import sys
 import tempfile
 import threading
@@ -307,20 +306,7 @@ def main(argv=None) -> int:
             print(f"WARNING: {len(bad)} round(s) did not complete within {args.round_timeout:g} s")
         return 0
     finally:
-        if procs:
-            procs.stop_all()
-        if sink:
-            sink.stop()
-        if ch:
-            ch.stop()
-        if pg:
-            pg.close()
-        if redis:
-            redis.stop()
-        if args.keep:
-            log(f"logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        bl.teardown(tmp, args.keep, procs, sink, ch, pg, redis)
 
 
 if __name__ == "__main__":

@@ -169,6 +169,24 @@ class Procs:
                 p.wait(timeout=10)
 
 
+def teardown(tmp: Path, keep: bool, *resources) -> None:
+    """Stop what a benchmark started, in order (Procs.stop_all, Service.stop, sink.stop, pg.close),
+    then remove its temp dir unless --keep."""
+    import shutil
+
+    for r in resources:
+        if r is None:
+            continue
+        for method in ("stop_all", "stop", "close"):
+            if hasattr(r, method):
+                getattr(r, method)()
+                break
+    if keep:
+        log(f"logs kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1,
                alive: Optional[Callable[[], None]] = None) -> float:
     """Poll ``check`` until true; returns the seconds waited; raises after ``timeout``."""

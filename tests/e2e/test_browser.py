@@ -98,5 +98,6 @@ def test_real_browser_backs_off_then_delivers(browser_stack):
 
 
 def test_shutdown_restores_globals_with_a_later_wrapper(browser_stack):
-    result = _run(browser_stack, "shutdown")
-    assert result["leftover_listeners"] in (0, [], {}) or not result["leftover_listeners"]
+    result = _run(browser_stack, "shutdown")  # _run fails unless every check of the scenario passed
+    assert not result["leftover_listeners"], result["leftover_listeners"]
+    assert all(result["checks"].values()) and result["checks"], result["checks"]

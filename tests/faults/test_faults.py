@@ -36,6 +36,25 @@ def _delivered(stack, sid, timeout=60):
     return [d for d in got if d["headers"].get("webhook-id") == wid and d["status"] == 200][-1]["body"]
 
 
+@pytest.fixture
+def stack_behind_proxy(make_stack, clickhouse_server):
+    """Factory: a stack whose ClickHouse is reached through a TcpProxy; returns (stack, proxy)."""
+    u = urlparse(clickhouse_server)
+    proxies: list[TcpProxy] = []
+
+    def factory(**env):
+        proxy = TcpProxy(u.hostname, u.port)
+        proxies.append(proxy)
+        db = f"obs_fault_{uuid.uuid4().hex[:8]}"
+        stack = make_stack(CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{proxy.port}/{db}", **env)
+        stack.ch_url = f"{clickhouse_server}/{db}"  # the test itself reads ClickHouse directly
+        return stack, proxy
+
+    yield factory
+    for proxy in proxies:
+        proxy.close()
+
+
 def test_worker_killed_mid_batch_redelivers(make_stack):
     # Messages sit unacked in celery-batches' buffer for 4 s; SIGKILL the events worker then.
     stack = make_stack(EVENTS_FLUSH_INTERVAL=4, EVENTS_FLUSH_EVERY=1000, BROKER_VISIBILITY_TIMEOUT=6)
@@ -60,28 +79,22 @@ def test_warm_shutdown_requeues_buffered_work(make_stack):
     assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
 
 
-def test_clickhouse_outage_loses_nothing(make_stack, clickhouse_server):
-    u = urlparse(clickhouse_server)
-    proxy = TcpProxy(u.hostname, u.port)
-    db = f"obs_fault_{uuid.uuid4().hex[:8]}"
-    try:
-        stack = make_stack(CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{proxy.port}/{db}", EVENTS_MAX_ATTEMPTS=20)
-        stack.ch_url = f"{clickhouse_server}/{db}"
-        proxy.down()
-        sid = f"chdown-{uuid.uuid4().hex[:6]}"
-        ids = _post(stack, sid, 3) + _post(stack, sid, 2)  # the API does not need ClickHouse
-        ready = requests.get(f"{stack.url}/ready", timeout=10).json()
-        assert ready["status"] == "ok" and ready["checks"]["clickhouse"]["ok"] is False
-        time.sleep(4)  # inserts fail and are re-published with backoff meanwhile
-        proxy.up()
-        body = _delivered(stack, sid, timeout=90)
-        assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
-        from app.storage.clickhouse import get_clickhouse
+def test_clickhouse_outage_loses_nothing(stack_behind_proxy):
+    stack, proxy = stack_behind_proxy(EVENTS_MAX_ATTEMPTS=20)
+    proxy.down()
+    sid = f"chdown-{uuid.uuid4().hex[:6]}"
+    ids = _post(stack, sid, 3) + _post(stack, sid, 2)  # the API does not need ClickHouse
+    ready = requests.get(f"{stack.url}/ready", timeout=10).json()
+    assert ready["status"] == "ok" and ready["checks"]["clickhouse"]["ok"] is False
+    time.sleep(4)  # inserts fail and are re-published with backoff meanwhile
+    proxy.up()
+    body = _delivered(stack, sid, timeout=90)
+    assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
+    from app.storage.clickhouse import get_clickhouse
 
-        rows = get_clickhouse(stack.ch_url).execute(f"SELECT uniqExact(event_id) FROM {db}.events WHERE session_id = %(s)s", {"s": sid})
-        assert rows[0][0] == 5
-    finally:
-        proxy.close()
+    ch = get_clickhouse(stack.ch_url)
+    rows = ch.execute(f"SELECT uniqExact(event_id) FROM {ch.database}.events WHERE session_id = %(s)s", {"s": sid})
+    assert rows[0][0] == 5
 
 
 def test_ufse_unreachable_then_back(make_stack):
@@ -150,26 +163,19 @@ def test_web_sigterm_under_load_keeps_every_accepted_event(make_stack):
     assert set(accepted) <= stored, f"{len(set(accepted) - stored)} accepted events never stored"
 
 
-def test_long_clickhouse_outage_parks_batches_then_replays(make_stack, clickhouse_server):
+def test_long_clickhouse_outage_parks_batches_then_replays(stack_behind_proxy):
     """Past EVENTS_MAX_ATTEMPTS a batch becomes a poison_batch dead letter; `dlq replay` stores it."""
-    u = urlparse(clickhouse_server)
-    proxy = TcpProxy(u.hostname, u.port)
-    db = f"obs_fault_{uuid.uuid4().hex[:8]}"
-    try:
-        stack = make_stack(CLICKHOUSE_URL=f"clickhouse://default:@127.0.0.1:{proxy.port}/{db}", EVENTS_MAX_ATTEMPTS=2)
-        stack.ch_url = f"{clickhouse_server}/{db}"
-        proxy.down()
-        sid = f"parked-{uuid.uuid4().hex[:6]}"
-        ids = _post(stack, sid, 3)
-        deadline = time.time() + 30
-        while time.time() < deadline and "1 dead letter(s)" not in stack.flask("dlq", "list", "--kind", "poison_batch").stdout:
-            time.sleep(0.5)
-        listing = stack.flask("dlq", "list", "--kind", "poison_batch").stdout
-        assert "1 dead letter(s)" in listing, listing + stack.logs()
-        proxy.up()
-        assert "1 replay(s) enqueued" in stack.flask("dlq", "replay", "--all").stdout
-        body = _delivered(stack, sid, timeout=60)
-        assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
-        assert "0 dead letter(s)" in stack.flask("dlq", "list").stdout
-    finally:
-        proxy.close()
+    stack, proxy = stack_behind_proxy(EVENTS_MAX_ATTEMPTS=2)
+    proxy.down()
+    sid = f"parked-{uuid.uuid4().hex[:6]}"
+    ids = _post(stack, sid, 3)
+    deadline = time.time() + 30
+    while time.time() < deadline and "1 dead letter(s)" not in stack.flask("dlq", "list", "--kind", "poison_batch").stdout:
+        time.sleep(0.5)
+    listing = stack.flask("dlq", "list", "--kind", "poison_batch").stdout
+    assert "1 dead letter(s)" in listing, listing + stack.logs()
+    proxy.up()
+    assert "1 replay(s) enqueued" in stack.flask("dlq", "replay", "--all").stdout
+    body = _delivered(stack, sid, timeout=60)
+    assert sorted(e["event_id"] for e in body["events"]) == sorted(ids)
+    assert "0 dead letter(s)" in stack.flask("dlq", "list").stdout
