@@ -131,6 +131,8 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "EVENTS_FLUSH_INTERVAL": ("1", _secs, "max seconds a buffered events task waits for its INSERT"),
     "EVENTS_MAX_ATTEMPTS": ("6", _pos, "INSERT attempts for a batch before it is dead-lettered"),
     "BATCH_MARKER_TTL": ("172800", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
+    "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
+    "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
     "BROKER_VISIBILITY_TIMEOUT": ("1800", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
     "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
     "MAX_EVENTS_PER_REQUEST": ("1000", _pos, "events per request"),
