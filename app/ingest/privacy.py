@@ -1,42 +1,40 @@
-"""Server-side PII scrubbing of event strings: emails, card numbers, secrets in query strings."""
+"""Server-side PII scrubbing of event strings, by the rules the browser SDK applies too.
+
+The rules (sensitive parameter names, patterns, card checks, test vectors) live in
+``privacy_rules.json`` beside this module; the SDK's build and tests read the same file.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any, Collection
 from urllib.parse import unquote
 
+RULES = json.loads((Path(__file__).with_name("privacy_rules.json")).read_text(encoding="utf-8"))
+
 # Query/fragment parameter names whose values are masked (compared lower-cased, after
-# percent-decoding). Credentials and bearer material (OAuth, JWTs, signed-URL signatures),
-# one-time codes, and session identifiers. Extend with the SENSITIVE_QUERY_PARAMS setting.
-DEFAULT_SENSITIVE_PARAMS = frozenset({
-    "password", "passwd", "pwd", "pass", "passphrase",
-    "token", "access_token", "refresh_token", "id_token", "auth_token", "csrf_token",
-    "xsrf_token", "_csrf", "jwt", "bearer", "otp", "code",
-    "secret", "client_secret", "auth", "authorization", "credentials",
-    "key", "api_key", "apikey", "api-key", "private_key",
-    "session", "sessionid", "session_id", "sid", "phpsessid", "jsessionid",
-    "signature", "sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
-    "x-goog-signature", "x-goog-credential",
-})
+# percent-decoding). Extend with the SENSITIVE_QUERY_PARAMS setting.
+DEFAULT_SENSITIVE_PARAMS = frozenset(RULES["sensitive_params"])
 # Metadata keys (any depth, case-insensitive) whose value is dropped with the key: these
 # carry credentials wholesale, so masking patterns inside them is not enough.
 DROPPED_KEYS = frozenset({"authorization", "cookie", "set-cookie", "proxy-authorization",
                           "x-api-key"})
 
-EMAIL_MASK, CARD_MASK, PARAM_MASK = "[email]", "[card]", "[redacted]"
+MASKS = RULES["masks"]
+EMAIL_MASK, CARD_MASK, PARAM_MASK = MASKS["email"], MASKS["card"], MASKS["param"]
 
-# Lookbehinds pin each match to the start of a run and possessive quantifiers forbid
-# backtracking inside it, so a hostile 10 KiB string is scanned in linear time.
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@(?:[A-Za-z0-9-]++\.)+[A-Za-z]{2,63}")
+_PARAM = re.compile(RULES["param"])
+# Each pattern is bounded on both sides (lookarounds, bounded quantifiers): linear scans.
+_PATTERNS = [(re.compile(p["regex"]), MASKS[p["name"]], p["hint"]) for p in RULES["patterns"]]
+_CARD = RULES["card"]
 # A run of digits with single spaces or dashes between them, not glued to a letter or digit
 # on its left (so digit runs inside UUIDs and hex ids are not candidates).
-_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])[0-9](?:[ -]?[0-9])*+")
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])" + _CARD["digit_run"])
 _SEPARATOR = re.compile(r"[ -]")
-# Longer runs (tables of numbers) are not searched for a card inside them: the search is
-# quadratic-ish in Python and would let one hostile string cost seconds.
-_MAX_GROUPS = 64
-_PARAM = re.compile(r"([?&#;])([^=&#?;\s]{1,64}+)=([^&#;\s\"'<>]*+)")
+_DIGIT = re.compile(r"[0-9]")
+_MIN, _MAX, _FIRST, _MAX_GROUPS = _CARD["min_digits"], _CARD["max_digits"], _CARD["first_digits"], _CARD["max_groups"]
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -49,21 +47,25 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _is_card(digits: str) -> bool:
+    # Issuer numbers start with 2-6: epoch-millisecond timestamps (1...) are never cards.
+    return _MIN <= len(digits) <= _MAX and digits[0] in _FIRST and _luhn_ok(digits)
+
+
 def _card_end(groups: list[str], start: int) -> int:
-    """Return the end of the shortest Luhn-valid 13-19 digit window from start, else 0."""
+    """Return the end of the shortest card-valid window of groups from start, else 0."""
     total = 0
     for end in range(start, len(groups)):
         total += len(groups[end])
-        if total > 19:
+        if total > _MAX:
             return 0
-        if total >= 13 and _luhn_ok("".join(groups[start:end + 1])):
+        if total >= _MIN and _is_card("".join(groups[start:end + 1])):
             return end + 1
     return 0
 
 
 def _mask_run(run: str) -> tuple[str, int]:
-    digits = _SEPARATOR.sub("", run)
-    if 13 <= len(digits) <= 19 and _luhn_ok(digits):
+    if _is_card(_SEPARATOR.sub("", run)):
         return CARD_MASK, 1
     groups, separators = _SEPARATOR.split(run), _SEPARATOR.findall(run)
     if len(groups) < 2 or len(groups) > _MAX_GROUPS:
@@ -84,7 +86,7 @@ def _mask_cards(s: str) -> tuple[str, int]:
     pieces, last, count = [], 0, 0
     for match in _DIGIT_RUN.finditer(s):
         start, end = match.span()
-        if end - start < 13 or (end < len(s) and s[end].isalnum()):
+        if end - start < _MIN or (end < len(s) and s[end].isalnum()):
             continue
         masked, n = _mask_run(match.group())
         if n:
@@ -112,12 +114,14 @@ def mask_string(s: str, sensitive_params: Collection[str]) -> tuple[str, int]:
     # Parameters go first so a token that happens to contain an email is masked once.
     if "=" in s:
         s = _PARAM.sub(param, s)
-    if "@" in s:
-        s, emails = _EMAIL.subn(EMAIL_MASK, s)
-        count += emails
-    if len(s) >= 13:
+    has_digit = _DIGIT.search(s) is not None
+    if has_digit and len(s) >= _MIN:
         s, cards = _mask_cards(s)
         count += cards
+    for regex, mask, hint in _PATTERNS:
+        if (hint == "@" and "@" in s) or (hint == "digit" and has_digit):
+            s, n = regex.subn(mask, s)
+            count += n
     return s, count
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.ingest.privacy import (DEFAULT_SENSITIVE_PARAMS, DROPPED_KEYS, mask_string,
+from app.ingest.privacy import (DEFAULT_SENSITIVE_PARAMS, DROPPED_KEYS, RULES, mask_string,
                                 scrub_event)
 
 PARAMS = DEFAULT_SENSITIVE_PARAMS
@@ -27,7 +27,8 @@ TOKENS = [
     ("GET /api?api%5Fkey=k1 HTTP/1.1", "GET /api?api%5Fkey=[redacted] HTTP/1.1"),
     ('<a href="/x?sid=42">', '<a href="/x?sid=[redacted]">'),
     ("/login?code=&next=/", "/login?code=&next=/"),  # empty values have nothing to mask
-    ("/search?q=token&page=2", "/search?q=token&page=2"),  # a value, not a name
+    ("/list?page=token&sort=2", "/list?page=token&sort=2"),  # a value, not a name
+    ("/search?q=jane+doe&page=2", "/search?q=[redacted]&page=2"),  # search terms are redacted
 ]
 
 
@@ -90,7 +91,7 @@ def test_masking_is_idempotent_and_counts_each_value():
 
 
 def test_param_holding_an_email_is_masked_once():
-    assert mask_string("?token=a@b.io&email=c@d.io", PARAMS) == ("?token=[redacted]&email=[email]", 2)
+    assert mask_string("?token=a@b.io&to=c@d.io", PARAMS) == ("?token=[redacted]&to=[email]", 2)
 
 
 def test_scrub_event_nested_metadata():
@@ -157,8 +158,25 @@ def test_hostile_strings_are_linear(hostile):
 def test_scrub_cost_for_a_full_request_is_small():
     metadata = {f"k{i}": f"user{i}@example.com paid 4111 1111 1111 1111 at /p?token=t{i}"
                 for i in range(60)}
-    events = [{"url": "https://example.com/?q=1", "name": "n", "metadata": dict(metadata)}
+    events = [{"url": "https://example.com/?page=1", "name": "n", "metadata": dict(metadata)}
               for _ in range(1000)]
     start = time.perf_counter()
     assert sum(scrub_event(e, PARAMS) for e in events) == 1000 * 60 * 3
     assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize("text, expected", RULES["vectors"])
+def test_shared_rule_vectors(text, expected):
+    """The vectors of privacy_rules.json: the SDK's unit tests run the very same list."""
+    assert mask_string(text, PARAMS)[0] == expected
+
+
+@pytest.mark.parametrize("text", RULES["keep"])
+def test_shared_false_positive_corpus_unchanged(text):
+    """Timestamps, UUIDs, prices, order ids and the like stay as they are."""
+    assert mask_string(text, PARAMS) == (text, 0)
+
+
+def test_epoch_milliseconds_are_never_cards():
+    # 1700000000004 passes Luhn; issuer numbers start with 2-6, so it is no card.
+    assert mask_string("1700000000004", PARAMS) == ("1700000000004", 0)
