@@ -1,0 +1,115 @@
+"""A copy of the system ClickHouse config whose paths and ports all live under one directory."""
+from __future__ import annotations
+
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from toolkit.net import LOCALHOST
+
+_CH_PATH_PREFIXES = ("/var/lib/clickhouse", "/var/log/clickhouse-server", "/var/run/clickhouse-server")
+_CH_REMOVE_TAGS = ("interserver_http_port", "interserver_https_port", "mysql_port",
+                   "postgresql_port", "https_port", "tcp_port_secure", "grpc_port",
+                   "prometheus", "listen_host", "interserver_http_host",
+                   # test clusters of the stock config point at port 9000
+                   "remote_servers")
+
+
+def _ch_rewrite_paths(root: ET.Element, dir: Path) -> None:
+    mapping = {"/var/lib/clickhouse": str(dir / "data"),
+               "/var/log/clickhouse-server": str(dir / "log"),
+               "/var/run/clickhouse-server": str(dir / "run")}
+    # Substitutions from /etc/metrika.xml (include_from) are not used here: drop the `incl`
+    # attributes ("Include not found" noise) and the elements that are only a placeholder for
+    # one (an empty <zookeeper/> left behind makes the DDLWorker fail on "No addresses").
+    parents = {c: p for p in root.iter() for c in p}
+    for el in list(root.iter()):
+        if "incl" in el.attrib:
+            del el.attrib["incl"]
+            if len(el) == 0 and not (el.text or "").strip() and el in parents:
+                parents[el].remove(el)
+    for el in root.iter():
+        if el.text and el.text.strip().startswith("/"):
+            t = el.text.strip()
+            for prefix in _CH_PATH_PREFIXES:
+                if t == prefix or t.startswith(prefix + "/"):
+                    el.text = mapping[prefix] + t[len(prefix):]
+                    break
+
+
+def write_config(dir: Path, tcp_port: int, http_port: int, source: Path) -> Path:
+    tree = ET.parse(source / "config.xml")
+    root = tree.getroot()
+    for tag in _CH_REMOVE_TAGS:
+        for el in root.findall(tag):
+            root.remove(el)
+
+    def setval(tag: str, value: str) -> None:
+        el = root.find(tag)
+        if el is None:
+            el = ET.SubElement(root, tag)
+        el.text = value
+
+    setval("path", f"{dir / 'data'}/")
+    setval("tmp_path", f"{dir / 'data' / 'tmp'}/")
+    setval("user_files_path", f"{dir / 'data' / 'user_files'}/")
+    setval("format_schema_path", f"{dir / 'data' / 'format_schemas'}/")
+    logger = root.find("logger")
+    if logger is None:
+        logger = ET.SubElement(root, "logger")
+    for tag, name in (("log", "clickhouse-server.log"), ("errorlog", "clickhouse-server.err.log")):
+        el = logger.find(tag)
+        if el is None:
+            el = ET.SubElement(logger, tag)
+        el.text = str(dir / "log" / name)
+    for tag in ("size", "count"):
+        for el in logger.findall(tag):
+            logger.remove(el)
+    ET.SubElement(logger, "size").text = "100M"
+    ET.SubElement(logger, "count").text = "3"
+    setval("tcp_port", str(tcp_port))
+    setval("http_port", str(http_port))
+    ET.SubElement(root, "listen_host").text = LOCALHOST
+    # a dev/test server: modest caches (allocated on demand anyway)
+    setval("mark_cache_size", str(512 * 1024 * 1024))
+    setval("uncompressed_cache_size", str(512 * 1024 * 1024))
+    users = root.find("users_config")
+    if users is not None and users.text and os.path.isabs(users.text.strip()):
+        users.text = os.path.basename(users.text.strip())
+    _ch_rewrite_paths(root, dir)
+    out = dir / "config.xml"
+    tree.write(out, encoding="utf-8", xml_declaration=True)
+    return out
+
+
+def copy_aux(dir: Path, source: Path) -> None:
+    src_users = source / "users.xml"
+    if src_users.exists():
+        tree = ET.parse(src_users)
+        _ch_rewrite_paths(tree.getroot(), dir)
+        tree.write(dir / "users.xml", encoding="utf-8", xml_declaration=True)
+    for sub in ("config.d", "users.d", "conf.d"):
+        s = source / sub
+        d = dir / sub
+        if d.exists():
+            shutil.rmtree(d)
+        if s.is_dir():
+            d.mkdir()
+            for f in s.iterdir():
+                if f.suffix in (".xml", ".yaml", ".yml") and f.is_file():
+                    if f.suffix == ".xml":
+                        try:
+                            tree = ET.parse(f)
+                            r = tree.getroot()
+                            for tag in _CH_REMOVE_TAGS:
+                                for el in r.findall(tag):
+                                    r.remove(el)
+                            _ch_rewrite_paths(r, dir)
+                            tree.write(d / f.name, encoding="utf-8", xml_declaration=True)
+                            continue
+                        except ET.ParseError:
+                            pass
+                    shutil.copy2(f, d / f.name)
+
+

@@ -1,0 +1,190 @@
+"""Observer's own processes (web, Celery workers, beat, Flower, the UFSE sink) as :class:`Proc`.
+
+Command lines come from the Procfile (what an operator runs), node names get a tag so several
+stacks can share a host; with chDB one thread-pool worker owns ClickHouse and consumes every
+queue. Each process is checked ready through a client: web's ``/ready``, a Celery control
+ping per worker, Flower's ``/healthcheck``, the sink's ``/_received``, beat's first tick.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from toolkit import checks, procfile
+from toolkit.proc import Proc, ProcError
+
+ROOT = procfile.ROOT
+QUEUES = ("events", "sessions", "forward")
+
+
+def has_maintenance_queue() -> bool:
+    """True once the code defines the ``maintenance`` queue (beat's sweeps run there)."""
+    for rel in ("app/broker.py", "tasks/app.py", "celeryconfig.py"):
+        path = ROOT / rel
+        if path.exists() and re.search(r"""["']maintenance["']""", path.read_text()):
+            return True
+    return False
+
+
+def clean_environ(inherit_settings: bool) -> dict:
+    """os.environ without the harness's own settings unless ``inherit_settings`` (make run)."""
+    env = dict(os.environ)
+    if not inherit_settings:
+        sys.path.insert(0, str(ROOT))
+        from app.settings import SPEC
+
+        for key in list(env):
+            if key in SPEC or key.startswith(("OBSERVER_", "CELERY_", "PROMETHEUS_")):
+                env.pop(key)
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return env
+
+
+class ObserverStack:
+    """Web + workers + beat (+ Flower) on one set of settings; every process a Proc."""
+
+    def __init__(self, dir: Path, env: dict, *, chdb: bool = False, tag: str = "",
+                 echo: bool = False, worker_args: tuple = (), owner_prefetch: int = 200) -> None:
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(env)
+        self.env.setdefault("BEAT_SCHEDULE_FILE", str(self.dir / "beat-schedule"))
+        self.chdb, self.tag, self.echo = chdb, tag, echo
+        self.worker_args = tuple(worker_args)
+        self.owner_prefetch = owner_prefetch
+        self.procs: dict[str, Proc] = {}
+        broker = self.env.get("CELERY_BROKER_URL") or self.env["REDIS_URL"]
+        self.ping = checks.CeleryPing(broker)
+
+    @property
+    def port(self) -> int:
+        return int(self.env.get("PORT", "8000"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ------------------------------------------------------------------ commands
+
+    def flask(self, *args: str, check: bool = True, timeout: float = 120,
+              env: Optional[dict] = None) -> subprocess.CompletedProcess:
+        """Run ``flask --app app ...`` on this stack's settings."""
+        return subprocess.run([str(procfile.venv_bin() / "flask"), "--app", "app", *args],
+                              cwd=str(ROOT), env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, check=check, timeout=timeout)
+
+    def worker_commands(self) -> dict[str, list[str]]:
+        """``{name: argv}`` of the workers this stack runs (Procfile, or one chDB owner)."""
+        queues = QUEUES + (("maintenance",) if has_maintenance_queue() else ())
+        if self.chdb:
+            cmd = (f"celery -A tasks worker -P threads -c 8 -Q {','.join(queues)} -E "
+                   f"-n owner@%h --prefetch-multiplier {self.owner_prefetch}")
+            out = {"owner": procfile.argv(cmd, self.env)}
+        else:
+            lines = procfile.read()
+            if "maintenance" in queues and "worker_maintenance" not in lines:
+                lines["worker_maintenance"] = ("celery -A tasks worker -Q maintenance -n "
+                                               "maintenance@%h -c 1 --prefetch-multiplier 1 -E")
+            out = {name[len("worker_"):]: procfile.argv(cmd, self.env)
+                   for name, cmd in lines.items() if name.startswith("worker_")}
+        for argv in out.values():
+            n = argv.index("-n")
+            argv[n + 1] = argv[n + 1].replace("@", f"{self.tag}@", 1)
+            argv.extend(self.worker_args)
+        return out
+
+    # ------------------------------------------------------------------ processes
+
+    def add(self, name: str, argv: list, ready, **kw) -> Proc:
+        """Register (not start) a process logging to ``dir/name.log``."""
+        p = Proc(name, argv, env=self.env, cwd=ROOT, log_path=self.dir / f"{name}.log",
+                 ready=ready, echo=self.echo, **kw)
+        self.procs[name] = p
+        return p
+
+    def add_web(self) -> Proc:
+        """gunicorn from the Procfile; ready when /ready answers 200."""
+        argv = procfile.argv(procfile.read()["web"], self.env)
+        return self.add("web", argv, checks.http_ok(f"{self.url}/ready"), ready_timeout=90,
+                        stop_signals=((15, 40.0),))
+
+    def add_workers(self) -> list[Proc]:
+        """Each worker; ready when it answers a control ping under its node name."""
+        out = []
+        for name, argv in self.worker_commands().items():
+            node = argv[argv.index("-n") + 1]
+            out.append(self.add(name, argv, self.ping.node_ready(node), ready_timeout=90,
+                                stop_signals=((15, 40.0),)))
+        return out
+
+    def add_beat(self, name: str = "beat", schedule: Optional[Path] = None) -> Proc:
+        """celery beat (a second one gets its own schedule file); ready at its banner."""
+        env = dict(self.env, BEAT_SCHEDULE_FILE=str(schedule or self.dir / f"{name}-schedule"))
+        argv = procfile.argv(procfile.read()["beat"], env)
+        p = self.add(name, argv, None, stop_signals=((15, 15.0),))
+        p.ready_check = checks.log_has(p, "beat: Starting")
+        p.env = env
+        return p
+
+    def add_flower(self, port: int) -> Proc:
+        """Flower on 127.0.0.1:port; ready when /healthcheck answers."""
+        env = dict(self.env, FLOWER_PORT=str(port), FLOWER_UNAUTHENTICATED_API="1")
+        argv = procfile.argv(procfile.read()["flower"], env) + ["--address=127.0.0.1"]
+        p = self.add("flower", argv, checks.http_answers(f"http://127.0.0.1:{port}/healthcheck"))
+        p.env = env
+        return p
+
+    def start(self, *, beat: bool = True, flower_port: Optional[int] = None) -> "ObserverStack":
+        """Start workers, beat, web (and Flower) together, then wait for each to be ready."""
+        if not self.procs:
+            self.add_workers()
+            if beat:
+                self.add_beat()
+            if flower_port:
+                self.add_flower(flower_port)
+            self.add_web()
+        for p in self.procs.values():
+            if not p.alive():
+                p.start(wait=False)
+        for p in self.procs.values():
+            p.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Web's /ready answers 200 with ClickHouse ok (chDB: the owner's heartbeat)."""
+        probe = checks.http_ok(f"{self.url}/ready", lambda d: d["checks"]["clickhouse"]["ok"])
+        web = self.procs["web"]
+        saved = web.ready_check
+        web.ready_check = lambda: (self.check_alive() or True) and probe()
+        try:
+            web.wait_ready(timeout)
+        except ProcError as exc:
+            raise ProcError(f"{exc}\n{self.logs()}") from None
+        finally:
+            web.ready_check = saved
+
+    def check_alive(self) -> None:
+        """Raise when a process of the stack has exited."""
+        for name, p in self.procs.items():
+            if p.proc is not None and not p.alive():
+                raise ProcError(f"{name} exited with {p.proc.returncode}\n{self.logs()}")
+
+    def logs(self, tail: int = 40) -> str:
+        """The last lines of every process's log."""
+        return "\n".join(f"--- {n} ---\n{p.log_tail(tail)}" for n, p in self.procs.items())
+
+    def stop_order(self) -> list[Proc]:
+        """Web first (no new work), then beat and Flower, then the workers (warm shutdown)."""
+        rank = {"web": 0, "flower": 2}
+        return sorted(self.procs.values(),
+                      key=lambda p: rank.get(p.name, 1 if "beat" in p.name else 3))
+
+    def stop(self) -> None:
+        """Stop every process in :meth:`stop_order`, each by its process group."""
+        for p in self.stop_order():
+            p.stop()
+        self.ping.close()

@@ -1,0 +1,311 @@
+"""One supervised child process: start, wait until ready, prefix its log lines, stop by group.
+
+Every process Observer's scripts and tests start (servers, web, workers, beat, Flower, sink)
+is a :class:`Proc`. A child runs in its own session (its own process group), gets a
+parent-death signal (so even a SIGKILLed parent leaves nothing behind), and has its stdout and
+stderr pumped, line by line and prefixed with its name, into a log file and optionally the
+console. Fault helpers (kill -9, SIGSTOP/SIGCONT, restart, kill of pool children only) act on
+the PIDs this object started, never on processes found by name.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal as _signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from toolkit import console
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+except OSError:  # pragma: no cover
+    _libc = None
+
+RUNNING: "set[Proc]" = set()
+
+
+def make_child_preexec(death_signal: int = _signal.SIGTERM) -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` giving the child ``death_signal`` when the forking thread dies.
+
+    Linux delivers the parent-death signal when the *thread* that forked exits, so it is only
+    set from the main thread (None otherwise: worker threads of a test may come and go).
+    """
+    if _libc is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def _preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(death_signal), 0, 0, 0)
+        if os.getppid() != parent:  # parent already gone between fork and prctl
+            os.kill(os.getpid(), int(death_signal))
+
+    return _preexec
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cmdline(pid: int) -> str:
+    """The command line of ``pid`` ('' when gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc (a Celery pool's processes, for example)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return sorted(out)
+
+
+class ProcError(RuntimeError):
+    """A process exited while starting or did not become ready in time."""
+
+
+class Proc:
+    """A child process started from a fixed argv; can be stopped, signalled and restarted."""
+
+    def __init__(self, name: str, argv: Iterable, *, env: Optional[dict] = None,
+                 cwd: Optional[Path] = None, log_path: Optional[Path] = None,
+                 ready: Optional[Callable[[], bool]] = None, ready_timeout: float = 60.0,
+                 stop_signals=((_signal.SIGTERM, 20.0),), death_signal: int = _signal.SIGTERM,
+                 user: Optional[str] = None, echo: bool = False, url: str = "",
+                 port: Optional[int] = None, dir: Optional[Path] = None,
+                 pid_file: Optional[Path] = None, extra: Optional[dict] = None) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.env = env
+        self.cwd = Path(cwd or os.getcwd())
+        self.log_path = Path(log_path) if log_path else None
+        self.ready_check = ready
+        self.ready_timeout = ready_timeout
+        self.stop_signals = tuple(stop_signals)
+        self.death_signal = death_signal
+        self.user = user
+        self.echo = echo
+        self.url = url
+        self.port = port
+        self.dir = Path(dir) if dir else self.cwd
+        self.pid_file = pid_file
+        self.extra = dict(extra or {})
+        self.proc: Optional[subprocess.Popen] = None
+        self.startup_seconds = 0.0
+        self.starts = 0
+        self._pump: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        return f"<Proc {self.name} pid={self.pid} {self.url}>"
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc else None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, wait: bool = True) -> "Proc":
+        """Spawn the process (own session, parent-death signal), then wait until ready."""
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv, cwd=str(self.cwd), env=self.env, user=self.user,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=make_child_preexec(self.death_signal))
+        self.starts += 1
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self.proc.pid}\n")
+        RUNNING.add(self)
+        self._pump = threading.Thread(target=self._pump_lines, args=(self.proc,), daemon=True,
+                                      name=f"log-{self.name}")
+        self._pump.start()
+        if wait:
+            self.wait_ready()
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _pump_lines(self, proc: subprocess.Popen) -> None:
+        log = open(self.log_path, "a", buffering=1) if self.log_path else None
+        try:
+            for raw in iter(proc.stdout.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if log is not None:
+                    log.write(f"{time.strftime('%H:%M:%S')} {self.name} | {line}\n")
+                if self.echo:
+                    console.emit(self.name, line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            proc.stdout.close()
+            if log is not None:
+                log.close()
+
+    def wait_ready(self, timeout: Optional[float] = None) -> float:
+        """Poll the readiness check (through the client library) until true; seconds waited."""
+        t0 = time.monotonic()
+        deadline = t0 + (self.ready_timeout if timeout is None else timeout)
+        last = None
+        while self.ready_check is not None:
+            if not self.alive():
+                raise ProcError(f"{self.name} exited with code {self.proc.returncode} while "
+                                f"starting; log {self.log_path}:\n{self.log_tail()}")
+            try:
+                if self.ready_check():
+                    break
+            except Exception as exc:  # not ready yet: any client error means "try again"
+                last = exc
+            if time.monotonic() > deadline:
+                raise ProcError(f"{self.name} not ready within {deadline - t0:.0f}s "
+                                f"(last: {last!r}); log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def alive(self) -> bool:
+        """True while the leader runs (a SIGSTOPped process counts as alive)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace: Optional[float] = None) -> Optional[int]:
+        """Stop signals to the leader, each with its grace; then SIGKILL the whole group."""
+        if self.proc is None:
+            return None
+        try:
+            if self.alive():
+                os.kill(self.proc.pid, _signal.SIGCONT)  # a stopped process cannot exit
+            for sig, wait in self.stop_signals:
+                if not self.alive():
+                    break
+                self.signal(sig)
+                try:
+                    self.proc.wait(grace if grace is not None else wait)
+                except subprocess.TimeoutExpired:
+                    console.note(f"{self.name} (pid {self.pid}) still running after "
+                                 f"{_signal.Signals(sig).name}")
+            self.kill_group()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                console.note(f"{self.name} (pid {self.pid}) did not die after SIGKILL")
+        finally:
+            RUNNING.discard(self)
+            self._drop_pid_file()
+        if self._pump is not None:
+            self._pump.join(2)
+        return self.proc.returncode
+
+    def restart(self, wait: bool = True) -> "Proc":
+        """Start again with the same argv, port and data (stopping first if still running)."""
+        if self.alive():
+            self.stop()
+        else:
+            self.kill_group()
+            self.proc.wait()
+        return self.start(wait=wait)
+
+    def _drop_pid_file(self) -> None:
+        if self.pid_file is None:
+            return
+        try:
+            if self.pid_file.read_text().split()[0] == str(self.pid):
+                self.pid_file.unlink()
+        except (OSError, IndexError):
+            pass
+
+    # ------------------------------------------------------------------ faults
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the leader only (by PID)."""
+        try:
+            os.kill(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def kill_group(self, sig: int = _signal.SIGKILL) -> None:
+        """Send ``sig`` to the process group this object started (its session)."""
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill9(self, group: bool = False) -> int:
+        """kill -9 the leader (or its whole group) and reap it; returns its exit status."""
+        self.kill_group() if group else self.signal(_signal.SIGKILL)
+        return self.proc.wait(30)
+
+    def sigstop(self) -> None:
+        """Freeze the leader (SIGSTOP): it holds its sockets but answers nothing."""
+        self.signal(_signal.SIGSTOP)
+
+    def sigcont(self) -> None:
+        """Resume a SIGSTOPped leader."""
+        self.signal(_signal.SIGCONT)
+
+    def children(self) -> list[int]:
+        """PIDs of the leader's direct children (a prefork pool), from /proc."""
+        return children_of(self.proc.pid) if self.alive() else []
+
+    def kill_children(self, sig: int = _signal.SIGKILL) -> list[int]:
+        """Signal the pool children only, not the leader; returns the PIDs signalled."""
+        hit = []
+        for pid in self.children():
+            try:
+                os.kill(pid, sig)
+                hit.append(pid)
+            except ProcessLookupError:
+                pass
+        return hit
+
+    # ------------------------------------------------------------------ logs
+
+    def log_text(self) -> str:
+        """The whole prefixed log ('' when there is none)."""
+        try:
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def log_tail(self, n: int = 30) -> str:
+        """The last ``n`` log lines."""
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def __enter__(self) -> "Proc":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:  # pragma: no cover - safety net
+    for p in list(RUNNING):
+        try:
+            p.stop(grace=5)
+        except Exception:
+            pass
