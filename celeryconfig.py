@@ -20,11 +20,12 @@ worker_send_task_events = True
 task_send_sent_event = True
 
 task_default_queue = "events"
-task_queues = (Queue("events"), Queue("sessions"), Queue("forward"))
+task_queues = (Queue("events"), Queue("sessions"), Queue("forward"), Queue("maintenance"))
 task_routes = {
     "events.*": {"queue": "events"},
     "sessions.*": {"queue": "sessions"},
     "forward.*": {"queue": "forward"},
+    "maintenance.*": {"queue": "maintenance"},
 }
 task_create_missing_queues = False
 

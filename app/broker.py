@@ -10,11 +10,13 @@ log = logging.getLogger(__name__)
 
 
 class Queue(str, enum.Enum):
-    """The three queues; each gets its own worker pool and concurrency."""
+    """The queues; each gets its own worker pool and concurrency."""
 
     EVENTS = "events"
     SESSIONS = "sessions"
     FORWARD = "forward"
+    # beat's sweeps: a queue of their own so a backlog of work never delays finalization
+    MAINTENANCE = "maintenance"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -27,9 +29,10 @@ def make_celery(settings, name: str = "observer") -> Celery:
     app.config_from_object("celeryconfig")
     app.conf.broker_url = settings.celery_broker_url
     opts = dict(app.conf.broker_transport_options or {})
+    timeout = settings.broker_socket_timeout
     if settings.celery_broker_url.startswith("redis"):
-        # Longer than any countdown we schedule (checked in settings), so ETA retries are not
-        # redelivered early; also the redelivery delay after a worker dies.
+        # The redelivery delay after a worker dies, and longer than anything a live worker
+        # holds unacked (checked in settings), so a held message is never handed out twice.
         vt = settings.broker_visibility_timeout
         opts = {
             "visibility_timeout": vt,
@@ -37,7 +40,16 @@ def make_celery(settings, name: str = "observer") -> Celery:
             # interval x throttle seconds (100 s by default); scan every vt/10 instead.
             "unacked_restore_interval": max(1, min(60, vt // 10)),
             "unacked_restore_throttle": 1,
+            # Without a socket timeout a half-open broker connection (a stopped or partitioned
+            # Redis) blocks the caller for ever; kombu's docs warn about it. Must exceed
+            # kombu's BRPOP timeout (1 s).
+            "socket_timeout": max(timeout, 2.0),
+            "socket_connect_timeout": min(timeout, 2.0),
+            "socket_keepalive": True,
+            "health_check_interval": 10,
         }
+    elif settings.celery_broker_url.startswith(("amqp", "pyamqp")):
+        opts.update({"read_timeout": timeout, "write_timeout": timeout})
     app.conf.broker_transport_options = opts
     return app
 
@@ -54,8 +66,10 @@ class Publisher:
             self.celery.send_task(
                 "events.persist", args=[batch], queue=Queue.EVENTS.value,
                 headers={"request_id": request_id},
+                # One quick retry rides out a reconnect; a broker that stays silent costs at most
+                # about two socket timeouts, then the client gets 503 + Retry-After.
                 retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
             )
         except Exception as exc:  # kombu/redis/amqp raise many types; all mean "not published"
             log.error("publish failed", extra={"error": f"{type(exc).__name__}: {exc}", "batch_id": batch["batch_id"]})

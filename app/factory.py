@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import psycopg2
+import psycopg2.pool
 from flask import Flask, g, request
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -56,8 +58,10 @@ def _install_sentry(settings: Settings) -> None:
     import sentry_sdk
     from sentry_sdk.integrations.flask import FlaskIntegration
 
+    from app.observability.sentry import safe_options
+
     sentry_sdk.init(dsn=settings.sentry_dsn, environment=settings.observer_env, integrations=[FlaskIntegration()],
-                    send_default_pii=False, traces_sample_rate=0.0)
+                    **safe_options())
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -74,7 +78,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     limiter = _limiter(settings)
     limiter.init_app(app)
     app.extensions["observer"] = Runtime(
-        settings=settings, keys=KeyCache(store.lookup, settings.key_cache_ttl), key_store=store,
+        settings=settings, keys=KeyCache(store.lookup, settings.key_cache_ttl, stale_max=settings.key_cache_stale_max,
+                                         unavailable=(psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)),
+        key_store=store,
         publisher=Publisher(settings), limiter=limiter,
         sensitive_params=frozenset(DEFAULT_SENSITIVE_PARAMS | {p.lower() for p in settings.sensitive_query_params}),
     )

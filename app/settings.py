@@ -98,6 +98,14 @@ def _str(n: str, r: str) -> str:
     return r
 
 
+def _schedule(n: str, r: str) -> tuple[float, ...]:
+    """A comma-separated list of positive delays in seconds (at least one)."""
+    items = env_list(n, r)
+    if not items:
+        raise ConfigError(f"{n}: expected comma-separated seconds, got {r!r}")
+    return tuple(env_float(n, item, 0.001) for item in items)
+
+
 # name -> (default, parser, one-line meaning). Defaults of ``None`` derive from another setting.
 SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "PORT": ("8000", _pos, "HTTP port of the web process"),
@@ -120,26 +128,34 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "SESSION_SWEEP_INTERVAL": ("5", _secs, "seconds between beat sweeps for idle sessions"),
     "SESSION_BUCKETS": ("16", _pos, "idle-index buckets (hash tags) for Redis Cluster spread"),
     "SESSION_CLAIM_BATCH": ("500", _pos, "max sessions claimed per bucket per sweep"),
-    "FORWARD_MAX_RETRIES": ("8", lambda n, r: env_int(n, r, 0), "UFSE attempts after the first before dead-lettering"),
-    "FORWARD_BACKOFF_BASE": ("2", _secs, "first retry delay ceiling, seconds (doubles per attempt, full jitter)"),
-    "FORWARD_BACKOFF_MAX": ("600", _secs, "retry delay cap, seconds"),
+    "FORWARD_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", _schedule, "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), then dead letter"),
+    "FORWARD_CIRCUIT_THRESHOLD": ("5", _pos, "consecutive retryable UFSE failures that open the destination's circuit"),
+    "FORWARD_CIRCUIT_MAX": ("300", _secs, "longest pause between probes of an open UFSE circuit, seconds"),
+    "FORWARD_DRAIN_RATE": ("20", _pos, "parked forwards released per second once UFSE answers again"),
     "FORWARD_VISIBILITY_RETRIES": ("30", _pos, "times a forward waits for ClickHouse to show all counted batches"),
     "FORWARD_MAX_EVENTS": ("5000", _pos, "events per UFSE payload (more sets truncated=true)"),
     "FORWARD_MAX_REQUEST_IDS": ("100", _pos, "request ids listed per UFSE payload"),
     "FORWARD_OUTBOX_STALE": ("900", _secs, "seconds after which a claimed, unforwarded session is re-enqueued"),
     "EVENTS_FLUSH_EVERY": ("500", _pos, "events tasks buffered before one ClickHouse INSERT"),
     "EVENTS_FLUSH_INTERVAL": ("1", _secs, "max seconds a buffered events task waits for its INSERT"),
-    "EVENTS_MAX_ATTEMPTS": ("6", _pos, "INSERT attempts for a batch before it is dead-lettered"),
+    "EVENTS_RETRY_SCHEDULE": ("60,300,900,3600", _schedule, "seconds before each retry of a batch ClickHouse rejects as data (scaled; ~1.4 h), then poison_batch"),
+    "EVENTS_PAUSE_MAX": ("30", _secs, "longest pause of the events worker between probes while ClickHouse is unavailable"),
+    "CLICKHOUSE_TIMEOUT": ("20", _secs, "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
+    "SESSIONS_RETRY_MAX": ("30", _secs, "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility timeout)"),
     "BATCH_MARKER_TTL": ("172800", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
     "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
     "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
-    "BROKER_VISIBILITY_TIMEOUT": ("1800", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
+    "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
+    "BROKER_SOCKET_TIMEOUT": ("5", _secs, "socket timeout of broker connections (a half-open broker never hangs a request)"),
+    "BEAT_STALE_AFTER": ("60", _secs, "seconds without a finished sweep after which /ready reports beat as down"),
     "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
+    "MAX_BODY_DRAIN": ("16777216", lambda n, r: env_int(n, r, 0), "bytes of an over-limit body read and discarded so the client can read its 413"),
     "MAX_EVENTS_PER_REQUEST": ("1000", _pos, "events per request"),
     "MAX_EVENT_BYTES": ("10240", _pos, "serialized bytes per event"),
     "TIMESTAMP_MAX_PAST": ("604800", _pos, "seconds an event timestamp may lie before received_at"),
     "TIMESTAMP_MAX_FUTURE": ("3600", _pos, "seconds an event timestamp may lie after received_at"),
     "KEY_CACHE_TTL": ("30", _secs, "seconds a key lookup (hit or miss) is cached per web process"),
+    "KEY_CACHE_STALE_MAX": ("3600", lambda n, r: env_float(n, r, 0.0), "seconds a known key keeps working from the cache while PostgreSQL is unreachable (0 = never)"),
     "KEY_ROTATE_GRACE": ("86400", _pos, "seconds an old key stays valid after rotate"),
     "RATE_LIMIT_DEFAULT": ("200/second", env_rate, "requests per key unless the key has its own"),
     "RATE_LIMIT_PER_IP": ("50/second", env_rate, "requests per client IP per key"),
@@ -234,10 +250,18 @@ def _cross_check(v: dict[str, Any]) -> None:
             raise ConfigError(f"UFSE_SECRET: {exc}") from None
     if v["SESSION_MAX_DURATION"] < v["SESSION_IDLE_TIMEOUT"]:
         raise ConfigError("SESSION_MAX_DURATION: must be >= SESSION_IDLE_TIMEOUT")
-    # A retry countdown longer than the visibility timeout makes the Redis broker redeliver
-    # the waiting message, i.e. duplicate deliveries: refuse that configuration.
-    if v["BROKER_VISIBILITY_TIMEOUT"] <= v["FORWARD_BACKOFF_MAX"] * 2:
-        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must exceed twice FORWARD_BACKOFF_MAX")
+    # Nothing may wait unacked on a live worker longer than the visibility timeout, or the
+    # Redis broker hands it to a second worker while the first still holds it. The longest
+    # waits are: a countdown retry of sessions.update; a buffered events message held while
+    # ClickHouse is paused (half the timeout); a flush (interval + one ClickHouse call).
+    # Longer waits (UFSE and data-error retries) live in the due-time index, not in messages.
+    vt = v["BROKER_VISIBILITY_TIMEOUT"]
+    if vt < 2 * v["SESSIONS_RETRY_MAX"]:
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice SESSIONS_RETRY_MAX")
+    if vt < 2 * (v["EVENTS_FLUSH_INTERVAL"] + v["CLICKHOUSE_TIMEOUT"]):
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT")
+    if vt < 2 * v["BROKER_SOCKET_TIMEOUT"]:
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice BROKER_SOCKET_TIMEOUT")
     if v["BATCH_MARKER_TTL"] <= v["BROKER_VISIBILITY_TIMEOUT"]:
         raise ConfigError("BATCH_MARKER_TTL: must exceed BROKER_VISIBILITY_TIMEOUT")
 

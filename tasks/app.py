@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import json
+import os
 import threading
 import time
-import json
 
 from celery import signals
 
@@ -17,13 +18,14 @@ log = logging.getLogger(__name__)
 
 _settings = runtime.settings()
 celery = make_celery(_settings)
-celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward"]
+celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward", "tasks.maintenance"]
 celery.conf.beat_schedule = {
-    "sessions.claim_idle": {
-        "task": "sessions.claim_idle",
+    "maintenance.sweep": {
+        "task": "maintenance.sweep",
         "schedule": _settings.session_sweep_interval,
-        # A tick nobody ran within one interval is dropped instead of piling up.
-        "options": {"expires": max(1.0, _settings.session_sweep_interval), "queue": "sessions"},
+        # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
+        # intervals is dropped instead of piling up (the next one does the same work).
+        "options": {"expires": max(5.0, 3 * _settings.session_sweep_interval), "queue": "maintenance"},
     },
 }
 
@@ -33,14 +35,35 @@ def _setup_logging(**_kw) -> None:
     obs_logging.configure(_settings.log_level, _settings.log_format)
 
 
+@signals.worker_init.connect
+def _cap_prefetch(sender=None, **_kw) -> None:
+    """Cap what an events worker prefetches to two flushes' worth.
+
+    A prefetched message waits for the flushes ahead of it; with at most two flushes' worth
+    held, the longest wait is about 2 x (EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT), which the
+    settings check keeps under the visibility timeout, so a live worker's message is never
+    handed to another worker.
+    """
+    if sender is None or "events" not in (celery.amqp.queues.consume_from or {}):
+        return
+    concurrency = max(1, int(getattr(sender, "concurrency", 1) or 1))
+    cap = max(1, (2 * _settings.events_flush_every) // concurrency)
+    if int(sender.prefetch_multiplier or 1) > cap:
+        log.warning("events prefetch capped", extra={"requested": sender.prefetch_multiplier, "cap": cap,
+                                                     "concurrency": concurrency})
+        sender.prefetch_multiplier = cap
+
+
 @signals.celeryd_init.connect
 def _sentry(**_kw) -> None:
     if _settings.sentry_dsn:
         import sentry_sdk
         from sentry_sdk.integrations.celery import CeleryIntegration
 
+        from app.observability.sentry import safe_options
+
         sentry_sdk.init(dsn=_settings.sentry_dsn, environment=_settings.observer_env,
-                        integrations=[CeleryIntegration()], send_default_pii=False)
+                        integrations=[CeleryIntegration()], **safe_options())
 
 
 @signals.worker_ready.connect
@@ -60,6 +83,41 @@ def _metrics_server(**_kw) -> None:
         multiprocess.MultiProcessCollector(registry)
     start_http_server(_settings.worker_metrics_port, addr="0.0.0.0", **({"registry": registry} if registry else {}))
     log.info("worker metrics", extra={"port": _settings.worker_metrics_port})
+
+
+@signals.worker_init.connect
+def _watch_restores(**_kw) -> None:
+    """Count the broker's visibility-timeout restores (see tasks.watch)."""
+    from tasks import watch
+
+    watch.install_restore_counter()
+
+
+@signals.worker_ready.connect
+def _worker_heartbeat(sender=None, **_kw) -> None:
+    """Publish this worker's holding/progress state (read by /ready and /metrics)."""
+    from celery.worker import state as wstate
+
+    from tasks import watch
+
+    batches = celery.tasks.get("events.persist")
+    consumer = getattr(sender, "consumer", None) if sender is not None else None
+    queues = sorted(celery.amqp.queues.consume_from or {}) if celery.amqp.queues.consume_from else []
+    last = {"count": -1, "at": time.time()}
+
+    def probe():
+        done = sum(wstate.total_count.values())
+        if done != last["count"]:
+            last.update(count=done, at=time.time())
+        held = len(wstate.reserved_requests)
+        progress = last["at"]
+        if "events" in queues and batches is not None and hasattr(batches, "held"):
+            held += batches.held()
+            progress = max(progress, batches.last_progress)
+        return held, progress
+
+    name = getattr(sender, "hostname", None) or getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
+    watch.Heartbeat(runtime.sessions_redis, _settings.redis_key_prefix, name, probe).start()
 
 
 @signals.worker_process_init.connect

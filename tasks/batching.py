@@ -1,28 +1,132 @@
-"""celery-batches with a stricter ack: a buffered message is acked only if its flush succeeded.
+"""celery-batches with the acks Observer needs, fixed for broker restarts.
 
-Stock celery-batches acks acks_late requests when the flush *returns*, even after an
-exception. Here the flush must return True; anything else requeues every message of the
-flush, so a batch is never acked before the INSERT holding its events returned.
+Stock celery-batches 0.11:
+- acks acks_late requests when the flush *returns*, even after an exception;
+- passes no ``error_callback``, so when a pool child dies mid-flush its messages are neither
+  acked nor requeued until the visibility timeout, and their prefetch slots stay taken;
+- keeps its flush timer on the task instance while the timer belongs to the consumer's event
+  loop: after a broker reconnect Celery rebuilds the consumer and calls ``Strategy`` again, the
+  old timer is dead, ``_tref`` is still set, and the worker never flushes again
+  (celery-batches #99/#107, fixed upstream in #108 after 0.11).
+
+Here the flush returns one verdict per request (ack or requeue); a dead child requeues every
+message of its flush at once; ``Strategy`` re-arms the timer on the new consumer; and while
+storage is paused the flush holds its requests in the buffer (the prefetch window stays full,
+so the broker stops delivering) for at most ``hold_limit`` seconds before requeueing them.
 """
 from __future__ import annotations
 
+import logging
+import random
+import threading
+import time
 from typing import Any, Collection
 
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
+from app.observability import metrics
+
+log = logging.getLogger(__name__)
+
 
 class AckOnSuccessBatches(Batches):
-    """Batches task whose messages are acked on success and requeued otherwise."""
+    """Batches task with per-request verdicts, lost-child requeue, pause and re-armed timer."""
 
+    #: seconds a request may wait in the buffer while storage is paused (< visibility timeout / 2)
+    hold_limit = 25.0
+    #: longest pause between probes of unavailable storage
+    pause_max = 30.0
+    #: scales pauses like every other retry delay (RETRY_TIME_SCALE)
+    time_scale = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._paused_until = 0.0
+        self._pauses = 0
+        self._state_lock = threading.Lock()
+        self.in_flight = 0
+        self.last_progress = time.time()
+        self.restarts = 0
+
+    # -- consumer (re)start -----------------------------------------------------------------
+    def Strategy(self, task, app, consumer):  # noqa: N802 (celery's name)
+        """Build the message handler for a (re)started consumer, re-arming the flush timer."""
+        if self._tref is not None:
+            # The timer lives on the previous consumer's hub, which is gone after a reconnect.
+            try:
+                self._tref.cancel()
+            except Exception:  # a timer of a dead hub may refuse even that
+                pass
+            self._tref = None
+            self.restarts += 1
+            log.warning("events consumer restarted; flush timer re-armed", extra={"restarts": self.restarts})
+        handler = super().Strategy(task, app, consumer)
+        if self.held() and self._tref is None:
+            # Requests buffered before the reconnect still need a flush (acks of messages from
+            # the old connection fail harmlessly; the broker then restores them).
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return handler
+
+    def held(self) -> int:
+        """Requests buffered or in a running flush (for the stall watchdog)."""
+        return self._buffer.qsize() + self._pending.qsize() + self.in_flight
+
+    # -- flush ------------------------------------------------------------------------------
     def flush(self, requests: Collection[Any]) -> Any:
+        """Hand ``requests`` to the pool (or hold them while storage is paused)."""
+        now = time.monotonic()
+        if now < self._paused_until:
+            self._hold(requests, now)
+            return None
         serializable = ([SimpleRequest.from_request(r) for r in requests],)
+        with self._state_lock:
+            self.in_flight += len(requests)
 
         def on_return(result: Any) -> None:
+            verdicts = result.get("verdicts", {}) if isinstance(result, dict) else {}
             for req in requests:
-                if result is True:
+                if verdicts.get(req.id) == "ack":
                     req.acknowledge()
-                else:
+                else:  # requeue, or a flush that failed outright: back to the broker now
                     req.reject(requeue=True)
+            self._settled(len(requests), pause=bool(isinstance(result, dict) and result.get("pause")))
 
-        return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None), callback=on_return)
+        def on_error(exc_info: Any) -> None:
+            # The pool child died (WorkerLostError) or the pool refused the job.
+            metrics.FLUSH_LOST.inc()
+            log.error("events flush lost its pool child; requeueing", extra={"requests": len(requests), "error": str(exc_info)[:300]})
+            for req in requests:
+                req.reject(requeue=True)
+            self._settled(len(requests), pause=False)
+
+        return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
+                                      callback=on_return, error_callback=on_error)
+
+    def _settled(self, n: int, *, pause: bool) -> None:
+        with self._state_lock:
+            self.in_flight = max(0, self.in_flight - n)
+            self.last_progress = time.time()
+            if pause:
+                # Exponential pause with jitter between probes: while ClickHouse is away the
+                # worker neither hammers it nor churns messages through the broker.
+                step = min(self.pause_max, 2.0 ** self._pauses) * self.time_scale
+                self._paused_until = time.monotonic() + step * (0.5 + 0.5 * random.random())
+                self._pauses += 1
+                metrics.EVENTS_PAUSES.inc()
+            else:
+                self._pauses = 0
+
+    def _hold(self, requests: Collection[Any], now: float) -> None:
+        """Keep requests buffered during a pause; requeue those held too long."""
+        for req in requests:
+            since = getattr(req, "_observer_held_since", None)
+            if since is None:
+                since = now
+                req._observer_held_since = now
+            if now - since < self.hold_limit:
+                self._pending.put(req)
+            else:
+                req.reject(requeue=True)
+        with self._state_lock:
+            self.last_progress = time.time()

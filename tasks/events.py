@@ -5,9 +5,10 @@ import functools
 import logging
 
 from app.broker import Queue
-from app.forwarding.backoff import backoff_delay
 from app.observability import metrics
+from app.pipeline import flush as flush_mod
 from app.pipeline.persist import persist_batches, session_summary
+from app.pipeline.retries import DueIndex
 from app.storage import clickhouse_migrations
 from tasks import runtime
 from tasks.app import celery
@@ -28,44 +29,94 @@ def insert_settings() -> dict | None:
     return None
 
 
-@celery.task(base=AckOnSuccessBatches, name="events.persist", flush_every=_s.events_flush_every,
+def due_index() -> DueIndex:
+    """Where refused batches wait for their next attempt."""
+    return DueIndex(runtime.sessions_redis(), _s.redis_key_prefix, "events")
+
+
+class EventsBatches(AckOnSuccessBatches):
+    """The events task's batching, with holds and pauses from the settings."""
+
+    hold_limit = min(25.0, _s.broker_visibility_timeout / 2 - _s.events_flush_interval)
+    pause_max = _s.events_pause_max
+    time_scale = _s.retry_time_scale
+
+
+@celery.task(base=EventsBatches, name="events.persist", flush_every=_s.events_flush_every,
              flush_interval=_s.events_flush_interval, acks_late=True, reject_on_worker_lost=True)
-def persist(requests) -> bool:
+def persist(requests) -> dict:
     """Store buffered batches in ClickHouse, then publish one sessions.update per batch."""
-    batches = [(r.args[0], int((r.kwargs or {}).get("attempt", 0))) for r in requests]
+    items: list[flush_mod.Item] = []
+    verdicts: dict[str, str] = {}
+    for r in requests:
+        try:
+            batch = r.args[0]
+            _ = batch["batch_id"], batch["project"], batch["events"]
+            items.append(flush_mod.Item(r.id, batch, int((r.kwargs or {}).get("attempt", 0))))
+        except Exception as exc:  # unreadable message: no retry can fix it
+            verdicts[r.id] = _unreadable(r, exc)
+    deps = flush_mod.FlushDeps(insert=_insert, publish_session_step=send_session_update, park=_park,
+                               dead_letter=_dead_letter, schedule=_s.events_retry_schedule, scale=_s.retry_time_scale)
     try:
-        persist_batches(runtime.clickhouse(), runtime.sessions_redis(), prefix=_s.redis_key_prefix,
-                        batches=[b for b, _a in batches], marker_ttl=_s.batch_marker_ttl,
-                        insert_settings=insert_settings())
-    except Exception as exc:
-        log.error("events insert failed", extra={"error": f"{type(exc).__name__}: {exc}", "batches": len(batches)})
+        outcome = flush_mod.run_flush(items, deps)
+    except Exception as exc:  # run_flush never raises by design; if it does, requeue and say so
+        log.exception("events flush crashed", extra={"error": str(exc)[:300]})
         metrics.TASK_FAILURES.labels("events.persist").inc()
-        return _retry_or_dead_letter(batches, exc)
-    for batch, _attempt in batches:
-        send_session_update(batch)
-    return True
+        return {"verdicts": verdicts, "pause": True}
+    if outcome.pause:
+        metrics.TASK_FAILURES.labels("events.persist").inc()
+    verdicts.update(outcome.verdicts)
+    return {"verdicts": verdicts, "pause": outcome.pause}
+
+
+def _insert(batches: list[dict]) -> None:
+    persist_batches(runtime.clickhouse(), runtime.sessions_redis(), prefix=_s.redis_key_prefix,
+                    batches=batches, marker_ttl=_s.batch_marker_ttl, insert_settings=insert_settings())
 
 
 def send_session_update(batch: dict) -> None:
     """Publish the session step of one stored batch."""
     celery.send_task("sessions.update", args=[session_summary(batch)], queue=Queue.SESSIONS.value,
-                     headers={"request_id": batch.get("request_id", "")})
+                     headers={"request_id": batch.get("request_id", "")},
+                     retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
 
 
-def _retry_or_dead_letter(batches: list[tuple[dict, int]], exc: Exception) -> bool:
-    """Re-publish each batch with a delay (or dead-letter it); True once all are safe."""
-    for batch, attempt in batches:
-        if attempt + 1 >= _s.events_max_attempts:
-            runtime.dead_letters().add("poison_batch", batch["batch_id"], {"batch": batch},
-                                       f"{type(exc).__name__}: {exc}", attempt + 1, batch.get("request_id"))
-            metrics.DEAD_LETTERS.labels("poison_batch").inc()
-            continue
-        # ClickHouse being down or overloaded is worth retrying; backoff keeps us from hammering it.
-        delay = backoff_delay(attempt + 1, base=1.0, cap=min(300.0, _s.forward_backoff_max))
-        celery.send_task("events.persist", args=[batch], kwargs={"attempt": attempt + 1},
-                         queue=Queue.EVENTS.value, countdown=delay,
-                         headers={"request_id": batch.get("request_id", "")})
-    return True
+def _park(item: flush_mod.Item, due_at: float) -> None:
+    due_index().park(item.batch["batch_id"], {"batch": item.batch, "attempt": item.attempt + 1}, due_at)
+
+
+def _dead_letter(item: flush_mod.Item, error: str) -> None:
+    runtime.dead_letters().add("poison_batch", item.batch["batch_id"], {"batch": item.batch}, error,
+                               item.attempt + 1, item.batch.get("request_id"))
+
+
+def _unreadable(request, exc: Exception) -> str:
+    ref = f"unreadable:{request.id}"
+    try:
+        runtime.dead_letters().add("poison_batch", ref, {"args": repr(request.args)[:100_000]},
+                                   f"{type(exc).__name__}: {exc}", 1)
+    except Exception:  # PostgreSQL away: keep the message for later
+        return flush_mod.REQUEUE
+    metrics.DEAD_LETTERS.labels("poison_batch").inc()
+    log.error("unreadable events message dead-lettered", extra={"ref": ref})
+    return flush_mod.ACK
+
+
+def republish_due(limit: int) -> int:
+    """Re-publish refused batches whose retry is due; returns how many."""
+    index = due_index()
+    due = index.due(limit=limit)
+    sent = []
+    for member, payload in due:
+        if payload is not None:
+            batch = payload["batch"]
+            celery.send_task("events.persist", args=[batch], kwargs={"attempt": int(payload["attempt"])},
+                             queue=Queue.EVENTS.value, headers={"request_id": batch.get("request_id", "")})
+        sent.append(member)
+    index.done(sent)
+    if sent:
+        metrics.DUE_REPUBLISHED.labels("events").inc(len(sent))
+    return len(sent)
 
 
 @celery.task(name="events.replay_batch", acks_late=True, reject_on_worker_lost=True, ignore_result=True)

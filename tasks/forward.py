@@ -1,29 +1,58 @@
-"""Queue ``forward``: deliver finished sessions to UFSE with backoff; dead-letter the rest."""
+"""Queue ``forward``: deliver finished sessions to UFSE; retries wait in the due-time index.
+
+A retryable answer (network error, 408, 429, 5xx) parks the delivery in the ``forward``
+due-time index for the next step of ``FORWARD_RETRY_SCHEDULE`` (about a day in all) and acks
+the message: no Celery countdown holds a message for minutes. A circuit per destination stops
+every waiting session from hitting a UFSE that is down; when a probe succeeds, every parked
+delivery is released and the maintenance sweep drains them at ``FORWARD_DRAIN_RATE``.
+"""
 from __future__ import annotations
 
 import logging
+import time
+from urllib.parse import urlparse
 
 import psycopg2
 import redis
 
 from app.forwarding import service
-from app.forwarding.backoff import backoff_delay
+from app.forwarding.circuit import Circuit
 from app.observability import metrics
+from app.pipeline.retries import DueIndex, schedule_delay
 from app.storage.clickhouse import ClickHouseError
+from celery.exceptions import Reject, Retry
 from tasks import runtime
 from tasks.app import celery
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
-# Our own storage being down is worth waiting out; the claimed session stays in the outbox, so
-# even after these retries run out the beat sweep re-enqueues it (FORWARD_OUTBOX_STALE).
-INFRA_ERRORS = (ClickHouseError, redis.ConnectionError, redis.TimeoutError, psycopg2.OperationalError)
+SEP = "\x1f"
+# Our own storage being down is worth waiting out: a few short countdowns (held by the worker,
+# each well under the visibility timeout), then the delivery is parked for a minute.
+INFRA_ERRORS = (ClickHouseError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+_INFRA_COUNTDOWNS = 4
 
 
-def _retry_delay(attempt: int, retry_after: float | None) -> float:
-    delay = backoff_delay(attempt, base=_s.forward_backoff_base, cap=_s.forward_backoff_max)
-    # Honour the receiver's Retry-After, within our cap (the visibility timeout exceeds it).
-    return min(max(delay, retry_after or 0.0), _s.forward_backoff_max)
+def due_index() -> DueIndex:
+    """Where deliveries wait for their next attempt."""
+    return DueIndex(runtime.sessions_redis(), _s.redis_key_prefix, "forward")
+
+
+def circuit() -> Circuit:
+    """The circuit of the UFSE destination (by host, shared by every forward worker)."""
+    host = urlparse(_s.ufse_url).netloc or "ufse"
+    return Circuit(runtime.sessions_redis(), _s.redis_key_prefix, host, threshold=_s.forward_circuit_threshold,
+                   max_pause=_s.forward_circuit_max, scale=_s.retry_time_scale)
+
+
+def member(project: str, session_id: str, version: int) -> str:
+    """The due-index member of one session version."""
+    return f"{project}{SEP}{session_id}{SEP}{int(version)}"
+
+
+def _park(project: str, session_id: str, version: int, attempt: int, due_at: float, reason: str) -> None:
+    due_index().park(member(project, session_id, version), {"attempt": attempt}, due_at)
+    metrics.FORWARD_PARKED.labels(reason).inc()
 
 
 def _dead_letter(prepared: service.Prepared | None, ref: str, error: str, attempts: int, extra: dict | None = None) -> int:
@@ -34,27 +63,51 @@ def _dead_letter(prepared: service.Prepared | None, ref: str, error: str, attemp
     return dl_id
 
 
+def _countdown_retry(task, countdown: float, **kwargs):
+    """``task.retry`` that requeues the message instead of dropping it if the broker is down."""
+    try:
+        return task.retry(kwargs=kwargs, countdown=countdown)
+    except Retry:
+        raise
+    except Reject as exc:  # Celery drops the message when publishing the retry fails; keep it
+        raise Reject(exc, requeue=True) from None
+
+
 @celery.task(bind=True, name="forward.deliver", acks_late=True, reject_on_worker_lost=True,
              ignore_result=True, max_retries=None)
-def deliver(self, project: str, session_id: str, version: int, attempt: int = 0, waits: int = 0) -> str:
-    """Deliver one claimed session version to UFSE."""
+def deliver(self, project: str, session_id: str, version: int, attempt: int = 0, waits: int = 0,
+            due: bool = False, infra: int = 0) -> str:
+    """Deliver one claimed session version to UFSE (``due``: re-published by the sweep)."""
+    args = {"attempt": attempt, "waits": waits, "due": due}
     try:
-        return _deliver(self, project, session_id, version, attempt, waits)
+        return _deliver(self, project, session_id, version, attempt, waits, due)
     except INFRA_ERRORS as exc:
         metrics.TASK_FAILURES.labels("forward.deliver").inc()
-        if waits >= _s.forward_visibility_retries:
-            log.error("forward gave up for now; the outbox sweep will retry",
-                      extra={"webhook_id": f"{project}:{session_id}:{version}", "error": str(exc)})
+        log.warning("forward: storage unavailable", extra={"webhook_id": f"{project}:{session_id}:{version}", "error": str(exc)[:300]})
+        if infra < _INFRA_COUNTDOWNS:
+            raise _countdown_retry(self, min(_s.sessions_retry_max, 2.0 ** infra * _s.retry_time_scale * 2),
+                                   **args, infra=infra + 1) from None
+        try:
+            _park(project, session_id, version, attempt, time.time() + 60 * _s.retry_time_scale, "storage")
+        except INFRA_ERRORS:
+            # Nowhere to park: the claimed session stays in the outbox and the stale sweep
+            # re-enqueues it (FORWARD_OUTBOX_STALE).
+            log.error("forward deferred to the outbox sweep", extra={"webhook_id": f"{project}:{session_id}:{version}"})
             return "deferred"
-        log.warning("forward: storage unavailable, retrying", extra={"error": str(exc)})
-        raise self.retry(kwargs={"attempt": attempt, "waits": waits + 1}, countdown=_retry_delay(waits, None))
+        return "parked"
 
 
-def _deliver(task, project: str, session_id: str, version: int, attempt: int, waits: int) -> str:
-    store, ch = runtime.session_store(), runtime.clickhouse()
+def _deliver(task, project: str, session_id: str, version: int, attempt: int, waits: int, due: bool) -> str:
+    store, ch, index = runtime.session_store(), runtime.clickhouse(), due_index()
     ref = f"{project}:{session_id}:{version}"
+    m = member(project, session_id, version)
+    if not due:
+        parked = index.due_at(m)
+        if parked is not None and parked > time.time():
+            return "scheduled"  # a stale-outbox re-enqueue of a parked retry: the sweep sends it when due
     snap = store.snapshot(project, session_id, version)
     if snap is None:
+        index.done([m])
         log.info("forward: nothing to do (already delivered or dead-lettered)", extra={"webhook_id": ref})
         return "gone"
     try:
@@ -64,34 +117,79 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             _dead_letter(None, ref, f"events never became visible: {exc}", attempt,
                          {"project": project, "session_id": session_id, "version": version, "snapshot": snap})
             store.complete(project, session_id, version)
+            index.done([m])
             return "dead_lettered"
-        raise task.retry(kwargs={"attempt": attempt, "waits": waits + 1}, countdown=min(2 ** waits, 30))
+        raise _countdown_retry(task, min(2 ** waits, 30), attempt=attempt, waits=waits + 1, due=True) from None
     client = runtime.ufse_client()
     if client is None:
         _dead_letter(prepared, ref, "UFSE_URL is not configured", attempt)
-        store.complete(project, session_id, version)
+        _finish(store, ch, index, prepared, "dead_lettered")
         return "dead_lettered"
+    breaker = circuit()
+    allowed, until = breaker.allow()
+    if not allowed:
+        _park(project, session_id, version, attempt, until, "circuit")
+        return "held"
     result = service.send(client, prepared)
     if result.outcome == "delivered":
-        _finish(store, ch, prepared, "delivered")
+        _finish(store, ch, index, prepared, "delivered")
+        if breaker.success():
+            released = index.release_all()
+            log.warning("UFSE answers again; releasing parked deliveries", extra={"released": released})
         return "delivered"
-    if result.outcome == "retry" and attempt < _s.forward_max_retries:
-        raise task.retry(kwargs={"attempt": attempt + 1, "waits": waits},
-                         countdown=_retry_delay(attempt, result.retry_after))
+    if result.outcome == "retry":
+        breaker.failure()
+        delay = schedule_delay(_s.forward_retry_schedule, attempt, _s.retry_time_scale)
+        if delay is not None:
+            # Honour the receiver's Retry-After: it may only lengthen the wait.
+            delay = max(delay, result.retry_after or 0.0)
+            _park(project, session_id, version, attempt + 1, time.time() + delay, "retry")
+            log.info("forward retry parked", extra={"webhook_id": ref, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
+            return "retrying"
     _dead_letter(prepared, ref, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
-    _finish(store, ch, prepared, "dead_lettered")
+    _finish(store, ch, index, prepared, "dead_lettered")
     return "dead_lettered"
 
 
-def _finish(store, ch, prepared: service.Prepared, status: str) -> None:
-    """Forget the snapshot; record the session in ClickHouse (a failure there is logged, not retried,
-    since retrying would repeat a delivery UFSE already accepted)."""
+def _finish(store, ch, index: DueIndex, prepared: service.Prepared, status: str) -> None:
+    """Forget the snapshot and any parked retry; record the session in ClickHouse (a failure
+    there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
     store.complete(prepared.project, prepared.session_id, prepared.version)
+    index.done([member(prepared.project, prepared.session_id, prepared.version)])
     try:
         service.record(ch, prepared, status)
     except ClickHouseError as exc:
         metrics.CH_ERRORS.labels("record_session").inc()
         log.error("could not record forwarded session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
+
+
+def release_due(sweep_interval: float) -> int:
+    """Re-publish parked deliveries that are due, gated by the circuit and the drain rate."""
+    index = due_index()
+    if _s.ufse_url:
+        until = circuit().open_until()
+        if until > 0:
+            # Open: nothing is released but a single probe once the pause is over.
+            limit = 1 if time.time() >= until else 0
+        else:
+            limit = max(1, int(_s.forward_drain_rate * max(sweep_interval, 1.0)))
+    else:
+        limit = max(1, int(_s.forward_drain_rate * max(sweep_interval, 1.0)))
+    if limit == 0:
+        return 0
+    due = index.due(limit=limit)
+    sent = []
+    for m, payload in due:
+        project, session_id, version = m.split(SEP)
+        celery.send_task("forward.deliver", args=[project, session_id, int(version)],
+                         kwargs={"attempt": int((payload or {}).get("attempt", 0)), "due": True}, queue="forward")
+        sent.append(m)
+    # Forget only after publishing: a crash in between publishes again, and delivery is
+    # idempotent on the snapshot (a delivered version has none).
+    index.done(sent)
+    if sent:
+        metrics.DUE_REPUBLISHED.labels("forward").inc(len(sent))
+    return len(sent)
 
 
 @celery.task(bind=True, name="forward.replay", acks_late=True, reject_on_worker_lost=True,
@@ -112,8 +210,10 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
     except service.NotVisibleYet as exc:
         dlq.record_failure(dead_letter_id, f"events still not visible: {exc}")
         return "failed"
-    except INFRA_ERRORS as exc:
-        raise self.retry(kwargs={"attempt": attempt + 1}, countdown=_retry_delay(attempt, None), exc=exc)
+    except INFRA_ERRORS:
+        if attempt < _INFRA_COUNTDOWNS:
+            raise _countdown_retry(self, min(_s.sessions_retry_max, 2.0 ** attempt * 2), attempt=attempt + 1) from None
+        raise
     client = runtime.ufse_client()
     if client is None:
         dlq.record_failure(dead_letter_id, "UFSE_URL is not configured")
@@ -126,7 +226,9 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
         except ClickHouseError as exc:
             log.error("could not record replayed session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
         return "delivered"
-    if result.outcome == "retry" and attempt < _s.forward_max_retries:
-        raise self.retry(kwargs={"attempt": attempt + 1}, countdown=_retry_delay(attempt, result.retry_after))
+    if result.outcome == "retry" and attempt < _INFRA_COUNTDOWNS:
+        # An operator is waiting on a replay: a few short tries, then it stays pending.
+        raise _countdown_retry(self, min(_s.sessions_retry_max, max(2.0 ** attempt * 2, result.retry_after or 0)),
+                               attempt=attempt + 1) from None
     dlq.record_failure(dead_letter_id, f"{result.outcome}: status={result.status} {result.error or ''}".strip())
     return "failed"

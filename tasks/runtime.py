@@ -29,7 +29,7 @@ def clickhouse():
     from app.storage.clickhouse import get_clickhouse
 
     s = settings()
-    return _get("ch", lambda: get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size))
+    return _get("ch", lambda: get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size, s.clickhouse_timeout))
 
 
 def sessions_redis():

@@ -1,47 +1,53 @@
-"""Queue ``sessions``: session updates, and the beat job that claims idle sessions."""
+"""Queue ``sessions``: count each stored batch into its sessions."""
 from __future__ import annotations
 
 import logging
-import uuid
 
-from app.broker import Queue
+from celery.exceptions import Reject, Retry
+
 from app.pipeline import sessions as pipeline
+from app.pipeline.flush import is_transient
+from app.forwarding.backoff import backoff_delay
+from app.observability import metrics
 from tasks import runtime
 from tasks.events import insert_settings
 from tasks.app import celery
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
-# Delete the lock only if it is still ours (a slow sweep must not free a newer sweep's lock).
-_release = runtime.sessions_redis().register_script(
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 
 
-@celery.task(name="sessions.update", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
-             # Redis or ClickHouse hiccups pass; the step is idempotent so a retry is safe.
-             autoretry_for=(ConnectionError, OSError, RuntimeError), retry_backoff=1, retry_backoff_max=120,
-             retry_jitter=True, max_retries=50)
-def update(summary: dict) -> dict:
+@celery.task(bind=True, name="sessions.update", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             max_retries=None)
+def update(self, summary: dict) -> dict:
     """Count one stored batch into its sessions."""
-    # One small INSERT per batch: async_insert (where the server has it) lets ClickHouse merge them.
-    return pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary, insert_settings())
+    try:
+        # One small INSERT per batch: async_insert (where the server has it) lets ClickHouse merge them.
+        return pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary, insert_settings())
+    except Exception as exc:
+        # redis-py's ConnectionError/TimeoutError derive from redis.RedisError, not from the
+        # builtins, and ClickHouseError says itself whether it is transient: is_transient knows
+        # both. The step is idempotent (a marker per batch and session), so a retry is safe.
+        if not is_transient(exc):
+            raise
+        metrics.TASK_FAILURES.labels("sessions.update").inc()
+        retries = self.request.retries or 0
+        # The countdown is held by this worker as an unacked ETA message: capped well under the
+        # visibility timeout, and never given up on (an outage is a delay, not a loss).
+        countdown = max(0.5, backoff_delay(retries + 1, base=1.0, cap=_s.sessions_retry_max) * _s.retry_time_scale)
+        log.warning("sessions step: storage unavailable, retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:300],
+                                                                             "retry_in_s": round(countdown, 2)})
+        try:
+            raise self.retry(countdown=countdown, exc=exc)
+        except Retry:
+            raise
+        except Reject as rej:  # the retry could not be published (broker down too): keep the message
+            raise Reject(rej, requeue=True) from None
 
 
 @celery.task(name="sessions.claim_idle", acks_late=True, ignore_result=True)
 def claim_idle() -> int:
-    """Claim sessions past their deadline and enqueue their forwarding."""
-    r = runtime.sessions_redis()
-    lock = f"{_s.redis_key_prefix}claim-lock"
-    token = uuid.uuid4().hex
-    # Overlapping sweeps are harmless (each claim is atomic) but wasteful: one at a time.
-    if not r.set(lock, token, nx=True, px=int(max(_s.session_sweep_interval, 1) * 2000)):
-        return 0
-    try:
-        claimed, stale = pipeline.sweep(runtime.session_store(), limit=_s.session_claim_batch,
-                                        outbox_stale_s=_s.forward_outbox_stale)
-        for c in list(claimed) + list(stale):
-            celery.send_task("forward.deliver", args=[c.project, c.session_id, c.version],
-                             queue=Queue.FORWARD.value)
-        return len(claimed)
-    finally:
-        _release(keys=[lock], args=[token], client=r)
+    """Kept for a rolling deploy: an older beat's tick runs the maintenance sweep."""
+    from tasks.maintenance import run_sweep
+
+    return run_sweep()

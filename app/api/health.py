@@ -8,6 +8,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify
 
 from app.observability import metrics, queues
+from app.observability.heartbeats import read_heartbeats
 from app.storage import postgres
 from app.storage import redis as redis_pool
 
@@ -46,9 +47,33 @@ def _clickhouse(rt) -> str:
     return "server " + get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size).execute("SELECT version()")[0][0]
 
 
+def _beat(s) -> str:
+    raw = redis_pool.client(s.sessions_redis_url).get(f"{s.redis_key_prefix}hb:sweep")
+    if not raw:
+        raise RuntimeError("no maintenance sweep has finished yet (is beat running, and a maintenance worker?)")
+    age = time.time() - float(raw)
+    metrics.SWEEP_LAST.set(float(raw))
+    if age > s.beat_stale_after:
+        raise RuntimeError(f"last sweep {age:.0f}s ago (beat or the maintenance worker is down)")
+    return f"last sweep {age:.1f}s ago"
+
+
+def _workers(s) -> str:
+    beats = read_heartbeats(redis_pool.client(s.sessions_redis_url), s.redis_key_prefix,
+                            stall_after=s.broker_visibility_timeout)
+    stalled = [b["worker"] for b in beats if b["stalled"]]
+    if stalled:
+        raise RuntimeError(f"stalled (holding messages, no progress for {s.broker_visibility_timeout}s): {', '.join(stalled)}")
+    return f"{len(beats)} worker(s) live"
+
+
 @bp.get("/ready")
 def ready():
-    """Readiness: broker and PostgreSQL must answer; Redis and ClickHouse are reported."""
+    """Readiness: the broker must answer (it is what a 202 needs); everything else is reported.
+
+    PostgreSQL being down does not take the web out: known keys keep working from the cache
+    (KEY_CACHE_STALE_MAX); only unknown keys get 503 until it is back.
+    """
     rt = current_app.extensions["observer"]
     s = rt.settings
     checks = {
@@ -57,9 +82,12 @@ def ready():
         "sessions_redis": _check(lambda: redis_pool.client(s.sessions_redis_url).ping() and "ok"),
         "ratelimit_redis": _check(lambda: redis_pool.client(s.ratelimit_redis_url).ping() and "ok"),
         "clickhouse": _check(lambda: _clickhouse(rt)),
+        "beat": _check(lambda: _beat(s)),
+        "workers": _check(lambda: _workers(s)),
     }
-    ok = checks["broker"]["ok"] and checks["postgres"]["ok"]
-    resp = jsonify({"status": "ok" if ok else "degraded", "checks": checks})
+    ok = checks["broker"]["ok"]
+    everything = all(c["ok"] for c in checks.values())
+    resp = jsonify({"status": "ok" if everything else "degraded", "checks": checks})
     resp.status_code = 200 if ok else 503
     return resp
 
@@ -69,6 +97,8 @@ def metrics_view():
     """Prometheus exposition (queue depths and live sessions sampled now)."""
     rt = current_app.extensions["observer"]
     queues.sample(rt.settings, rt.publisher.celery)
+    _check(lambda: _beat(rt.settings))  # refreshes observer_beat_last_sweep_timestamp
+    _check(lambda: _workers(rt.settings))  # refreshes observer_worker_stalled
     return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
 
 

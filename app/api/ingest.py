@@ -10,10 +10,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from app.api.errors import ApiError
 from app.broker import BrokerUnavailable
-from app.ingest.body import read_json_body
-from app.ingest.errors import NoAcceptableEvents
+from app.ingest.body import drain, read_json_body
+from app.ingest.errors import NoAcceptableEvents, PayloadTooLarge
 from app.ingest.privacy import scrub_event
 from app.ingest.schemas import parse_batch, validate_events
+from app.keys.cache import KeyStoreUnavailable
 from app.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,13 @@ def _header_key() -> str | None:
 def _authenticate(key: str | None):
     if not key:
         raise ApiError(401, "missing_api_key", "An API key is required (Authorization: Bearer, X-API-Key or body api_key).")
-    info = current_app.extensions["observer"].keys.get(key)
+    try:
+        info = current_app.extensions["observer"].keys.get(key)
+    except KeyStoreUnavailable:
+        # PostgreSQL is away and this key was not seen lately: it cannot be checked, so the
+        # client keeps its events and retries (known keys keep working from the cache).
+        raise ApiError(503, "key_store_unavailable", "API keys cannot be checked right now; retry later.",
+                       headers={"Retry-After": "5"}) from None
     if info is None:
         raise ApiError(401, "invalid_api_key", "Unknown or revoked API key.")
     return info
@@ -73,9 +80,16 @@ def ingest():
     received_at = int(time.time() * 1000)
     header_key = _header_key()
     info = _authenticate(header_key) if header_key else None
-    body = read_json_body(request.stream, content_type=request.headers.get("Content-Type"),
-                          content_encoding=request.headers.get("Content-Encoding"),
-                          content_length=request.content_length, max_bytes=s.max_body_bytes)
+    try:
+        body = read_json_body(request.stream, content_type=request.headers.get("Content-Type"),
+                              content_encoding=request.headers.get("Content-Encoding"),
+                              content_length=request.content_length, max_bytes=s.max_body_bytes)
+    except PayloadTooLarge:
+        # Answering while the client is still sending makes the server close a socket with
+        # unread data, which the client sees as a connection reset instead of our 413: read
+        # (and discard) a bounded amount first.
+        drain(request.stream, s.max_body_drain)
+        raise
     raw_events, body_key = parse_batch(body, max_events=s.max_events_per_request)
     if info is None:
         info = _authenticate(body_key)

@@ -28,6 +28,17 @@ def read_json_body(stream: BinaryIO, *, content_type: str | None, content_encodi
     return _parse(raw)
 
 
+def drain(stream: BinaryIO, limit: int) -> int:
+    """Read and discard up to ``limit`` bytes of what is left of a body; returns bytes read."""
+    seen = 0
+    while seen < limit:
+        chunk = stream.read(min(_CHUNK, limit - seen))
+        if not chunk:
+            break
+        seen += len(chunk)
+    return seen
+
+
 def _check_content_type(content_type: str | None) -> None:
     if not content_type:
         raise UnsupportedMediaType("A Content-Type header is required.")

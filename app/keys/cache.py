@@ -1,6 +1,14 @@
-"""Per-process TTL cache of key lookups, misses included (bad-key floods stay off PostgreSQL)."""
+"""Per-process TTL cache of key lookups, misses included, that fails static on PostgreSQL.
+
+Entries are fresh for ``ttl`` seconds (a revoked key stops within that once PostgreSQL
+answers). When a refresh fails because PostgreSQL is unreachable, a key this process knew
+keeps its last answer for up to ``stale_max`` seconds after it was last loaded; the refresh
+is retried every few seconds, not on every request. A key never seen before cannot be
+checked, which is :class:`KeyStoreUnavailable` (the API answers 503 with Retry-After).
+"""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -9,22 +17,31 @@ from typing import Callable
 from app.keys import model
 from app.observability import metrics
 
+log = logging.getLogger(__name__)
 _MISS = object()
+_RETRY_S = 5.0  # while PostgreSQL is away, one refresh attempt per key this often
+
+
+class KeyStoreUnavailable(RuntimeError):
+    """The key store could not be asked and this key is not in the cache."""
 
 
 class KeyCache:
-    """Bounded LRU of digest -> KeyInfo|None, each entry valid for ``ttl`` seconds."""
+    """Bounded LRU of digest -> (fresh until, KeyInfo|None, loaded at)."""
 
-    def __init__(self, loader: Callable[[str], model.KeyInfo | None], ttl: float, max_entries: int = 50_000, clock=time.monotonic) -> None:
+    def __init__(self, loader: Callable[[str], model.KeyInfo | None], ttl: float, max_entries: int = 50_000,
+                 clock=time.monotonic, stale_max: float = 3600.0, unavailable: tuple[type[BaseException], ...] = (Exception,)) -> None:
         self.loader = loader
         self.ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
-        self._data: OrderedDict[bytes, tuple[float, object]] = OrderedDict()
+        self.stale_max = stale_max
+        self.unavailable = unavailable
+        self._data: OrderedDict[bytes, tuple[float, object, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> model.KeyInfo | None:
-        """Cached lookup; a revoked key disappears within ``ttl``."""
+        """Cached lookup; raises KeyStoreUnavailable only for an unknown key during an outage."""
         if not model.well_formed(key):
             metrics.KEY_CACHE.labels("malformed").inc()
             return None
@@ -35,12 +52,32 @@ class KeyCache:
             if hit and hit[0] > now:
                 self._data.move_to_end(d)
                 metrics.KEY_CACHE.labels("hit").inc()
-                return None if hit[1] is _MISS else hit[1]  # type: ignore[return-value]
-        info = self.loader(key)  # outside the lock: a slow database must not serialize requests
+                return _value(hit[1])
+        try:
+            info = self.loader(key)  # outside the lock: a slow database must not serialize requests
+        except self.unavailable as exc:
+            return self._stale(d, hit, now, exc)
         metrics.KEY_CACHE.labels("load").inc()
+        self._put(d, (now + self.ttl, info if info is not None else _MISS, now))
+        return info
+
+    def _stale(self, d: bytes, hit, now: float, exc: BaseException) -> model.KeyInfo | None:
+        if hit is None or now - hit[2] > self.stale_max:
+            metrics.KEY_CACHE.labels("unavailable").inc()
+            raise KeyStoreUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        metrics.KEY_CACHE_STALE.inc()
+        log.warning("key store unreachable; serving the cached answer", extra={"age_s": round(now - hit[2], 1)})
+        # Keep the original load time, so staleness stays bounded by stale_max.
+        self._put(d, (now + min(self.ttl, _RETRY_S), hit[1], hit[2]))
+        return _value(hit[1])
+
+    def _put(self, d: bytes, entry: tuple[float, object, float]) -> None:
         with self._lock:
-            self._data[d] = (now + self.ttl, info if info is not None else _MISS)
+            self._data[d] = entry
             self._data.move_to_end(d)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
-        return info
+
+
+def _value(v: object) -> model.KeyInfo | None:
+    return None if v is _MISS else v  # type: ignore[return-value]

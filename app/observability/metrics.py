@@ -1,7 +1,8 @@
 """Prometheus metrics shared by the web process and the workers.
 
-Under gunicorn and prefork Celery set ``PROMETHEUS_MULTIPROC_DIR`` (the Procfile does), so
-every process writes its samples there and ``/metrics`` aggregates them.
+Under gunicorn and prefork Celery set ``PROMETHEUS_MULTIPROC_DIR`` (``make run`` and the
+test stacks do; a deployment sets it per host), so every process writes its samples there
+and ``/metrics`` aggregates them.
 """
 from __future__ import annotations
 
@@ -29,6 +30,17 @@ FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency",
                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 DEAD_LETTERS = Counter("observer_dead_letters_total", "Dead letters written", ["kind"])
 TASK_FAILURES = Counter("observer_task_failures_total", "Task failures", ["task"])
+FLUSH_SPLITS = Counter("observer_flush_splits_total", "Events flushes split to isolate a batch ClickHouse refused")
+EVENTS_PARKED = Counter("observer_events_parked_total", "Refused batches parked for a later retry")
+EVENTS_PAUSES = Counter("observer_events_pauses_total", "Pauses of an events worker while storage was unavailable")
+FLUSH_LOST = Counter("observer_flush_lost_total", "Flushes whose pool child died; their messages were requeued at once")
+BROKER_RESTORES = Counter("observer_broker_restores_total", "Unacked messages the Redis broker restored after the visibility timeout")
+FORWARD_PARKED = Counter("observer_forward_parked_total", "Deliveries parked in the due-time index", ["reason"])
+DUE_REPUBLISHED = Counter("observer_due_republished_total", "Parked retries re-published by the sweep", ["index"])
+KEY_CACHE_STALE = Counter("observer_key_cache_stale_total", "Keys served from an expired cache entry while PostgreSQL was unreachable")
+SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp", "Epoch seconds of the last finished maintenance sweep", multiprocess_mode="max")
+STALLED = Gauge("observer_worker_stalled", "1 when a worker holds messages and made no progress", ["worker"], multiprocess_mode="max")
+DUE_PARKED = Gauge("observer_due_parked", "Retries parked in the due-time index", ["index"], multiprocess_mode="livemax")
 QUEUE_DEPTH = Gauge("observer_queue_depth", "Messages waiting per queue", ["queue"], multiprocess_mode="livemax")
 LIVE_SESSIONS = Gauge("observer_live_sessions", "Sessions awaiting finalization", multiprocess_mode="livemax")
 

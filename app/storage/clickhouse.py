@@ -22,8 +22,65 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
+# Server error codes that say "not now" rather than "never": overload, limits, a replica or
+# ZooKeeper away, a table not created yet. A batch that failed with one of these is retried
+# without counting an attempt; any other server error is about the data and is isolated.
+TRANSIENT_CODES = frozenset({
+    3,    # UNEXPECTED_END_OF_FILE (connection cut mid-answer)
+    60,   # UNKNOWN_TABLE (migration still running)
+    81,   # UNKNOWN_DATABASE
+    159,  # TIMEOUT_EXCEEDED
+    164,  # READONLY
+    202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    203,  # NO_FREE_CONNECTION
+    209,  # SOCKET_TIMEOUT
+    210,  # NETWORK_ERROR
+    225,  # NO_ZOOKEEPER
+    241,  # MEMORY_LIMIT_EXCEEDED
+    242,  # TABLE_IS_READ_ONLY
+    252,  # TOO_MANY_PARTS
+    279,  # ALL_CONNECTION_TRIES_FAILED
+    319,  # UNKNOWN_STATUS_OF_INSERT
+    425,  # SYSTEM_ERROR
+    999,  # KEEPER_EXCEPTION
+})
+_CODE = re.compile(r"Code:\s*(\d+)")
+
+
 class ClickHouseError(RuntimeError):
-    """A ClickHouse call failed (connection, server or query error)."""
+    """A ClickHouse call failed; ``transient`` says whether waiting can fix it."""
+
+    def __init__(self, message: str, *, code: int | None = None, transient: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.transient = transient
+
+
+def classify(exc: BaseException) -> tuple[int | None, bool]:
+    """(server error code, transient?) of a driver or chDB exception."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        found = _CODE.search(str(exc))
+        code = int(found.group(1)) if found else None
+    try:
+        from clickhouse_driver import errors as drv
+    except ImportError:  # chDB-only install
+        drv = None
+    if drv is not None and isinstance(exc, (drv.NetworkError, drv.SocketTimeoutError)):
+        return code, True
+    if isinstance(exc, (OSError, EOFError, TimeoutError)):
+        return code, True
+    if code is None:
+        # No server code: the driver failed before or outside the server (a connection that
+        # never came up). chDB reports every failure with a code, so this is connection-side.
+        return None, drv is not None and isinstance(exc, drv.Error) and not isinstance(exc, drv.ServerException)
+    return code, code in TRANSIENT_CODES
+
+
+def wrap(exc: BaseException) -> ClickHouseError:
+    """A ClickHouseError carrying the classification of ``exc``."""
+    code, transient = classify(exc)
+    return ClickHouseError(f"{type(exc).__name__}: {exc}"[:2000], code=code, transient=transient)
 
 
 def ident(name: str) -> str:
@@ -61,7 +118,7 @@ class ServerBackend:
 
     kind = "server"
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeout: float = 20.0) -> None:
         from clickhouse_driver import Client  # imported here so chDB-only installs stay light
 
         parsed = urlparse(url)
@@ -69,7 +126,7 @@ class ServerBackend:
         self._kwargs = dict(
             host=parsed.hostname or "127.0.0.1", port=parsed.port or 9000,
             user=unquote(parsed.username or "default"), password=unquote(parsed.password or ""),
-            connect_timeout=3, send_receive_timeout=60, sync_request_timeout=5,
+            connect_timeout=3, send_receive_timeout=timeout, sync_request_timeout=5,
             settings={"use_numpy": False},
         )
         self._client_cls = Client
@@ -101,7 +158,12 @@ class ServerBackend:
             return client.execute(sql, params or {}, settings=settings)
         except (DriverError, OSError, EOFError) as exc:
             broken = True
-            raise ClickHouseError(f"{type(exc).__name__}: {exc}") from exc
+            raise wrap(exc) from exc
+        except Exception as exc:
+            # A row the driver cannot encode (a lone surrogate, a wrong type) fails mid-INSERT
+            # and leaves the connection unusable; it is a data error, not an outage.
+            broken = True
+            raise ClickHouseError(f"{type(exc).__name__}: {exc}"[:2000], transient=False) from exc
         finally:
             self._give(client, broken)
 
@@ -144,7 +206,7 @@ class ChdbBackend:
             with self._lock:
                 return self._session.query(sql, "JSONCompact")
         except Exception as exc:  # chdb raises its own RuntimeError subclasses
-            raise ClickHouseError(f"{type(exc).__name__}: {exc}") from exc
+            raise wrap(exc) from exc
 
     def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
         """Run a statement or query; returns rows as tuples."""
@@ -176,7 +238,7 @@ _backends: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
-def get_clickhouse(url: str, pool_size: int = 8):
+def get_clickhouse(url: str, pool_size: int = 8, timeout: float = 20.0):
     """The process-wide backend for ``url`` (created on first use)."""
     with _lock:
         backend = _backends.get(url)
@@ -185,7 +247,7 @@ def get_clickhouse(url: str, pool_size: int = 8):
             if parsed.scheme == "chdb":
                 backend = ChdbBackend(parsed.path or "./var/chdb")
             else:
-                backend = ServerBackend(url, pool_size)
+                backend = ServerBackend(url, pool_size, timeout)
             _backends[url] = backend
         return backend
 

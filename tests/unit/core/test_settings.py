@@ -52,8 +52,11 @@ def test_environment_overrides_file_and_overrides_win(tmp_path):
     ("LOG_FORMAT", "xml", "LOG_FORMAT: expected one of"),
     ("UFSE_URL", "http://u/x", "UFSE_SECRET: required"),
     ("SESSION_MAX_DURATION", "10", "SESSION_MAX_DURATION: must be >= SESSION_IDLE_TIMEOUT"),
-    ("FORWARD_BACKOFF_MAX", "5000", "BROKER_VISIBILITY_TIMEOUT"),
-    ("BATCH_MARKER_TTL", "100", "BATCH_MARKER_TTL"),
+    ("SESSIONS_RETRY_MAX", "40", "BROKER_VISIBILITY_TIMEOUT: must be at least twice SESSIONS_RETRY_MAX"),
+    ("CLICKHOUSE_TIMEOUT", "60", "BROKER_VISIBILITY_TIMEOUT: must be at least twice EVENTS_FLUSH_INTERVAL"),
+    ("FORWARD_RETRY_SCHEDULE", "5,,soon", "FORWARD_RETRY_SCHEDULE: expected a number"),
+    ("EVENTS_RETRY_SCHEDULE", ",", "EVENTS_RETRY_SCHEDULE: expected comma-separated seconds"),
+    ("BATCH_MARKER_TTL", "30", "BATCH_MARKER_TTL"),
 ])
 def test_bad_values_stop_start_up_naming_the_variable(name, value, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
