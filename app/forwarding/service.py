@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 
 class NotVisibleYet(Exception):
-    """ClickHouse shows fewer batches than the session counted; try again later."""
+    """A batch the version counted is not written to ClickHouse yet; try again later."""
 
 
 @dataclass
@@ -29,6 +29,11 @@ class Prepared:
     finalized_reason: str
     finalized_at_ms: int
 
+    @property
+    def empty(self) -> bool:
+        """True when the version owns no event (every one it counted belongs to another version)."""
+        return int(self.totals.get("event_count", 0)) == 0
+
     def as_dead_letter(self) -> dict:
         """What the dead-letter row keeps for a replay."""
         return {"project": self.project, "session_id": self.session_id, "version": self.version,
@@ -42,14 +47,33 @@ class Prepared:
                                            "totals", "finalized_reason", "finalized_at_ms")})
 
 
-def prepare(ch, snapshot: dict, *, project: str, session_id: str, version: int, settings) -> Prepared:
-    """Read a frozen session back from ClickHouse and build its UFSE payload."""
+def ready(ch, snapshot: dict, *, project: str, session_id: str, version: int) -> bool:
+    """True once every batch the version counted is written (its ``pending`` count is back to 0).
+
+    A lost marker makes a batch count twice in ``batches`` but both counts are paired with their
+    own write in ``pending``, so nothing wedges. ``visible >= batches`` also proves readiness (the
+    only check for snapshots taken before ``pending`` existed).
+    """
+    if "pending" in snapshot and int(snapshot["pending"]) <= 0:
+        return True
     expected = int(snapshot.get("batches", 0))
-    visible = events_repo.count_session_batches(ch, project, session_id, version)
-    if visible < expected:
-        raise NotVisibleYet(f"{visible}/{expected} batches visible")
-    totals = events_repo.session_totals(ch, project, session_id, version, 50, settings.forward_max_request_ids)
-    rows = events_repo.session_events(ch, project, session_id, version, settings.forward_max_events + 1)
+    return events_repo.count_session_batches(ch, project, session_id, version) >= expected
+
+
+def prepare(ch, snapshot: dict, *, project: str, session_id: str, version: int, settings,
+            wait_for_writes: bool = True) -> Prepared:
+    """Read a frozen version back from ClickHouse (the events it owns) and build its UFSE payload.
+
+    Raises NotVisibleYet while a counted batch is unwritten; ``wait_for_writes=False`` (an
+    operator's replay of a dead letter, whose snapshot is old) builds from what ClickHouse holds.
+    """
+    if wait_for_writes and not ready(ch, snapshot, project=project, session_id=session_id, version=version):
+        raise NotVisibleYet(f"pending={snapshot.get('pending', '?')} batches={snapshot.get('batches', 0)}")
+    window_ms = int(getattr(settings, "dedup_window", 86400)) * 1000
+    totals = events_repo.session_totals(ch, project, session_id, version, 50, settings.forward_max_request_ids,
+                                        window_ms=window_ms)
+    rows = events_repo.session_events(ch, project, session_id, version, settings.forward_max_events + 1,
+                                      window_ms=window_ms)
     reason = snapshot.get("reason", "idle")
     finalized_at = int(snapshot.get("finalized_ms", 0))
     body = payload_mod.build_payload(

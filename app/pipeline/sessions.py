@@ -11,21 +11,32 @@ log = logging.getLogger(__name__)
 
 
 def apply_summary(store, ch, summary: dict, insert_settings: dict | None = None) -> dict[str, int]:
-    """Apply one batch summary; returns {session_id: version}. Idempotent per (batch, session)."""
+    """Apply one batch summary; returns {session_id: version}. Idempotent per (batch, session).
+
+    The summary counts only the events this batch owns (the persist step dropped the others),
+    so a resent event is never counted into a later version.
+    """
     per = {sid: tuple(v) for sid, v in summary["sessions"].items()}
+    if not per:
+        return {}
     now = int(time.time() * 1000)
     received = int(summary.get("received_at") or now)
-    result = store.apply_batch(summary["project"], summary["batch_id"], per, at_ms=min(received, now))
+    project = summary["project"]
+    result = store.apply_batch(project, summary["batch_id"], per, at_ms=min(received, now),
+                               version_floor=lambda p, s: events_repo.max_version(ch, p, s))
     store.note_lag(now - received)
     dupes = sum(1 for _v, fresh in result.values() if not fresh)
     if dupes:
         metrics.BATCHES_DUPLICATE.labels("sessions").inc(dupes)
     # Inserted again on redelivery too: the crash may have hit between the script and this
     # INSERT; the ReplacingMergeTree key collapses the repeat.
-    rows = [(summary["project"], sid, version, summary["batch_id"], per[sid][0]) for sid, (version, _f) in result.items()]
+    rows = [(project, sid, version, summary["batch_id"], per[sid][0]) for sid, (version, _f) in result.items()]
     events_repo.insert_session_batches(ch, rows, settings=insert_settings)
     metrics.CH_INSERT_ROWS.labels("session_batches").inc(len(rows))
-    return {sid: version for sid, (version, _f) in result.items()}
+    versions = {sid: version for sid, (version, _f) in result.items()}
+    # Only now may the versions stop waiting for this batch (their forward reads these rows).
+    store.mark_written(project, summary["batch_id"], versions)
+    return versions
 
 
 def sweep(store, *, limit: int, outbox_stale_s: float) -> tuple[list, list]:

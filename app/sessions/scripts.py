@@ -2,19 +2,31 @@
 
 # KEYS: live hash, version counter, applied marker, bucket deadline zset
 # ARGV: activity_ms (when the API received the batch), idle_ms, max_ms, n_events, first_ts, last_ts,
-#       member, marker_ttl_s, live_ttl_s, ver_ttl_s
+#       member, marker_ttl_s, live_ttl_s, ver_ttl_s, version_floor (-1: not read yet)
+# Returns {version, 1} newly counted, {version, 0} already counted (marker), {0, -1} when a new
+# version must start and the caller has not passed the floor ClickHouse knows (it reads it, calls again).
+# The marker holds "<version>" until the batch's session_batches row is written, then "<version>:w";
+# 'pending' counts this version's batches counted but not yet written.
 APPLY_BATCH = """
 local applied = redis.call('GET', KEYS[3])
-if applied then return {tonumber(applied), 0} end
+if applied then return {tonumber(string.match(applied, '^%d+')), 0} end
 local act = tonumber(ARGV[1])
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then
+  local floor = tonumber(ARGV[11])
+  if floor < 0 then return {0, -1} end
+  -- never below what ClickHouse knows: a lost or expired counter must not reuse a webhook-id
   v = redis.call('INCR', KEYS[2])
+  if v <= floor then
+    v = floor + 1
+    redis.call('SET', KEYS[2], v)
+  end
   redis.call('HSET', KEYS[1], 'version', v, 'started_ms', act, 'last_seen_ms', act, 'first_ts', ARGV[5],
-             'last_ts', ARGV[6], 'batches', 0, 'events', 0)
+             'last_ts', ARGV[6], 'batches', 0, 'events', 0, 'pending', 0)
 end
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
 redis.call('HINCRBY', KEYS[1], 'batches', 1)
+redis.call('HINCRBY', KEYS[1], 'pending', 1)
 redis.call('HINCRBY', KEYS[1], 'events', tonumber(ARGV[4]))
 if tonumber(ARGV[5]) < tonumber(redis.call('HGET', KEYS[1], 'first_ts')) then
   redis.call('HSET', KEYS[1], 'first_ts', ARGV[5])
@@ -35,6 +47,23 @@ redis.call('ZADD', KEYS[4], deadline, ARGV[7])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))
 redis.call('SET', KEYS[3], v, 'EX', tonumber(ARGV[8]))
 return {tonumber(v), 1}
+"""
+
+# KEYS: applied marker, live hash, final snapshot hash of that version. ARGV: version.
+# Once per counted batch (the marker flips to "<v>:w"): the version has one batch fewer to wait for,
+# wherever it is now (still live, or frozen by a claim). Returns 1 live, 2 frozen, 0 nothing to do.
+MARK_WRITTEN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1] .. ':w', 'KEEPTTL')
+if redis.call('HGET', KEYS[2], 'version') == ARGV[1] then
+  redis.call('HINCRBY', KEYS[2], 'pending', -1)
+  return 1
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HINCRBY', KEYS[3], 'pending', -1)
+  return 2
+end
+return 0
 """
 
 # KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash
@@ -59,9 +88,12 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 return 1
 """
 
-# KEYS: bucket outbox zset, final snapshot hash. ARGV: outbox member.
+# KEYS: bucket outbox zset, final snapshot hash, done tombstone. ARGV: outbox member, tombstone_ttl_s.
+# The tombstone keeps the reconciliation sweep off a version in the moment between this call and
+# its `sessions` row reaching ClickHouse.
 COMPLETE = """
 redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], '1', 'EX', tonumber(ARGV[2]))
 return redis.call('DEL', KEYS[2])
 """
 
@@ -71,4 +103,22 @@ RESTAMP_STALE = """
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, m in ipairs(stale) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
 return stale
+"""
+
+# KEYS: live hash, final snapshot hash, bucket outbox zset, done tombstone, version counter
+# ARGV: version, now_ms, final_ttl_s, outbox member, batches, ver_ttl_s
+# Rebuilds the frozen snapshot of a version Redis no longer knows (ClickHouse has its batches, no
+# `sessions` row) and queues it, unless Redis knows it: still live, frozen, queued or just completed.
+RECOVER = """
+if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+if redis.call('ZSCORE', KEYS[3], ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[2], 'version', ARGV[1], 'batches', ARGV[5], 'pending', 0, 'reason', 'idle',
+           'finalized_ms', ARGV[2], 'recovered', 1)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
+local cur = tonumber(redis.call('GET', KEYS[5]) or '0')
+if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[5], ARGV[1], 'EX', tonumber(ARGV[6])) end
+return 1
 """

@@ -4,10 +4,14 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Callable
 
 from app.sessions import scripts
 
 SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
+# How far back the reconciliation sweep looks past the idle timeout, and so how long a completed
+# version's tombstone must keep it off that sweep.
+RECONCILE_HORIZON_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,10 @@ class SessionStore:
         self.live_ttl = max_s + idle_s + 86400
         self.ver_ttl = max(30 * 86400, 2 * self.live_ttl)  # versions must not restart while receivers remember ids
         self.final_ttl = 14 * 86400
+        self.tombstone_ttl = idle_s + RECONCILE_HORIZON_S
         self._apply = redis.register_script(scripts.APPLY_BATCH)
+        self._written = redis.register_script(scripts.MARK_WRITTEN)
+        self._recover = redis.register_script(scripts.RECOVER)
         self._claim = redis.register_script(scripts.CLAIM)
         self._complete = redis.register_script(scripts.COMPLETE)
         self._restamp = redis.register_script(scripts.RESTAMP_STALE)
@@ -58,27 +65,42 @@ class SessionStore:
         return {
             "live": f"{base}live:{ident}", "ver": f"{base}ver:{ident}",
             "deadline": f"{base}deadline", "outbox": f"{base}outbox", "final": f"{base}final:{ident}:",
-            "applied": f"{base}applied:",
+            "applied": f"{base}applied:", "done": f"{base}done:{ident}:",
         }
 
+    def _marker(self, k: dict[str, str], project: str, batch_id: str, session_id: str) -> str:
+        return f"{k['applied']}{batch_id}:{project}:{session_id}"
+
     # -- update -----------------------------------------------------------------------------
-    def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None) -> dict[str, tuple[int, bool]]:
+    def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None,
+                    version_floor: Callable[[str, str], int] | None = None) -> dict[str, tuple[int, bool]]:
         """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}.
 
         ``at_ms`` is the batch's activity time: when the API received it (now by default).
+        ``version_floor(project, session_id)`` gives the highest version ClickHouse knows; it is
+        asked only when a new version starts, so versions continue after Redis lost its data.
+        Each newly counted batch adds one to its version's ``pending`` until mark_written().
         """
         now = now_ms() if at_ms is None else at_ms
         out: dict[str, tuple[int, bool]] = {}
         for sid, (n, first_ts, last_ts) in per_session.items():
             k = self.keys(project, sid)
-            marker = f"{k['applied']}{batch_id}:{project}:{sid}"
-            version, fresh = self._apply(
-                keys=[k["live"], k["ver"], marker, k["deadline"]],
-                args=[now, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{project}{SEP}{sid}",
-                      self.marker_ttl, self.live_ttl, self.ver_ttl],
-            )
+            keys = [k["live"], k["ver"], self._marker(k, project, batch_id, sid), k["deadline"]]
+            args = [now, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{project}{SEP}{sid}",
+                    self.marker_ttl, self.live_ttl, self.ver_ttl]
+            version, fresh = self._apply(keys=keys, args=args + [-1])
+            if fresh == -1:
+                floor = version_floor(project, sid) if version_floor else 0
+                version, fresh = self._apply(keys=keys, args=args + [int(floor)])
             out[sid] = (int(version), bool(fresh))
         return out
+
+    def mark_written(self, project: str, batch_id: str, versions: dict[str, int]) -> None:
+        """Say the batch's session_batches rows are written: its versions wait for it no longer."""
+        for sid, version in versions.items():
+            k = self.keys(project, sid)
+            self._written(keys=[self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"],
+                          args=[str(int(version))])
 
     # -- claim ------------------------------------------------------------------------------
     def note_lag(self, lag_ms: int) -> None:
@@ -142,10 +164,20 @@ class SessionStore:
         return data or None
 
     def complete(self, project: str, session_id: str, version: int) -> None:
-        """Forget a forwarded (or dead-lettered) version."""
+        """Forget a forwarded (or dead-lettered) version, leaving a short tombstone for the reconciler."""
         k = self.keys(project, session_id)
-        self._complete(keys=[k["outbox"], f"{k['final']}{version}"],
-                       args=[f"{project}{SEP}{session_id}{SEP}{version}"])
+        self._complete(keys=[k["outbox"], f"{k['final']}{version}", f"{k['done']}{version}"],
+                       args=[f"{project}{SEP}{session_id}{SEP}{version}", self.tombstone_ttl])
+
+    def recover(self, project: str, session_id: str, version: int, batches: int, at_ms: int | None = None) -> bool:
+        """Freeze and queue a version Redis does not know (lost data); False when Redis knows it."""
+        now = now_ms() if at_ms is None else at_ms
+        k = self.keys(project, session_id)
+        got = self._recover(
+            keys=[k["live"], f"{k['final']}{version}", k["outbox"], f"{k['done']}{version}", k["ver"]],
+            args=[str(int(version)), now, self.final_ttl, f"{project}{SEP}{session_id}{SEP}{version}",
+                  int(batches), self.ver_ttl])
+        return got == 1
 
     def live(self, project: str, session_id: str) -> dict[str, str]:
         """The live hash of a session (empty when none)."""

@@ -4,14 +4,30 @@ Canonical time columns are ``ts_ms``/``received_at_ms`` (Int64 epoch millisecond
 engine, so every query reads the same way and millisecond precision always survives. Where
 the server has them, a ``DateTime64(3)`` column, ``LowCardinality`` and ``TTL`` are added;
 on 18.16 the column is a second-precision ``DateTime`` and there is no TTL.
-Tables are ReplacingMergeTree keyed by their natural identity, so a row inserted twice
-collapses; reads use ``FINAL`` or group by the key, so a duplicate never counts twice.
+
+Exactly-once rule (issue 11, docs/DESIGN.md): an event is identified by (project, event_id);
+its row of record is its earliest row, the smallest (received_at_ms, batch_id). ``events`` and
+``event_ids`` keep one row per (event, batch) -- batch_id is in the sorting key, so a merge never
+drops another batch's row -- and their version column ``keep_rank`` makes a merge of two rows of
+one batch keep the earlier receipt. So the earliest row survives every merge and
+``OPTIMIZE ... FINAL``, and the rule gives the same answer before and after. ``event_ids`` (filled
+by a materialized view) indexes events by (project, event_id) for the dedup lookups and lives for
+the dedup window. ``events_dedup`` is the documented one-row-per-event view.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from app.storage.clickhouse import ident
+
+# event_ids rows outlive the window by this margin: a batch stored late (storage retries) looks
+# back one window from its own receive time, not from now.
+EVENT_IDS_MARGIN_S = 3600
+# A rank that decreases with received_at_ms: ReplacingMergeTree keeps the row with the largest.
+_RANK_EXPR = "toUInt64(9223372036854775807 - received_at_ms)"
+_KEEP_RANK = f"UInt64 MATERIALIZED {_RANK_EXPR}"
+_EVENT_FIELDS = ("project", "session_id", "event_id", "type", "ts_ms", "received_at_ms", "timestamp",
+                 "url", "name", "anonymous_id", "metadata", "request_id", "batch_id")
 
 
 @dataclass(frozen=True)
@@ -43,9 +59,16 @@ def detect(ch) -> Features:
     return Features(version=version, datetime64=dt64, low_cardinality=dt64, ttl=dt64, async_insert=async_insert)
 
 
-def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "") -> list[str]:
-    """The CREATE statements for ``db`` on an engine with features ``f``."""
-    db = ident(db)
+def _engine(db: str, table: str, cluster: str, version_col: str = "") -> str:
+    if cluster:
+        path = f"'/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}'"
+        args = f"{path}, {version_col}" if version_col else path
+        return f"ReplicatedReplacingMergeTree({args})"
+    return f"ReplacingMergeTree({version_col})"
+
+
+def events_ddl(db: str, f: Features, table: str = "events", ttl_days: int = 90, cluster: str = "") -> str:
+    """CREATE statement of the events table (also used to rebuild a pre-issue-11 table)."""
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
     lc = "LowCardinality(String)" if f.low_cardinality else "String"
     if f.datetime64:
@@ -53,17 +76,7 @@ def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "") -> list[str
     else:
         ts_col = "DateTime MATERIALIZED toDateTime(intDiv(ts_ms, 1000), 'UTC')"
     ttl = f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(ttl_days)} DAY" if (f.ttl and ttl_days) else ""
-
-    def engine(table: str, version_col: str = "") -> str:
-        if cluster:
-            path = f"'/clickhouse/tables/{{shard}}/{db}/{table}', '{{replica}}'"
-            args = f"{path}, {version_col}" if version_col else path
-            return f"ReplicatedReplacingMergeTree({args})"
-        return f"ReplacingMergeTree({version_col})"
-
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {db}{on}",
-        f"""CREATE TABLE IF NOT EXISTS {db}.events{on} (
+    return f"""CREATE TABLE IF NOT EXISTS {db}.{ident(table)}{on} (
     project {lc},
     session_id String,
     event_id String,
@@ -76,10 +89,45 @@ def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "") -> list[str
     anonymous_id String,
     metadata String,
     request_id String,
-    batch_id String
-) ENGINE = {engine('events')}
+    batch_id String,
+    keep_rank {_KEEP_RANK}
+) ENGINE = {_engine(db, table, cluster, 'keep_rank')}
 PARTITION BY toYYYYMM(toDateTime(intDiv(ts_ms, 1000), 'UTC'))
-ORDER BY (project, session_id, event_id){ttl}""",
+ORDER BY (project, session_id, event_id, batch_id){ttl}"""
+
+
+def _argmin_view(db: str) -> str:
+    # Inner aliases differ from column names: old servers resolve an alias that shadows a
+    # column inside its own aggregate as a cycle.
+    k = "(received_at_ms, batch_id)"
+    inner = ", ".join(f"argMin({c}, {k}) AS _{c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
+    outer = ", ".join(f"_{c} AS {c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
+    return (f"CREATE VIEW IF NOT EXISTS {db}.events_dedup AS SELECT _p AS project, _e AS event_id, {outer} FROM ("
+            f"SELECT project AS _p, event_id AS _e, {inner} FROM {db}.events GROUP BY project, event_id)")
+
+
+def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400) -> list[str]:
+    """The CREATE statements for ``db`` on an engine with features ``f``."""
+    db = ident(db)
+    on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+    lc = "LowCardinality(String)" if f.low_cardinality else "String"
+    ids_ttl = (f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(dedup_window) + EVENT_IDS_MARGIN_S} SECOND"
+               if f.ttl else "")
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}{on}",
+        events_ddl(db, f, "events", ttl_days, cluster),
+        f"""CREATE TABLE IF NOT EXISTS {db}.event_ids{on} (
+    project {lc},
+    event_id String,
+    batch_id String,
+    received_at_ms Int64,
+    session_id String,
+    keep_rank UInt64 DEFAULT {_RANK_EXPR}
+) ENGINE = {_engine(db, 'event_ids', cluster, 'keep_rank')}
+ORDER BY (project, event_id, batch_id){ids_ttl}""",
+        # 18.16 does not compute a target's MATERIALIZED columns for a view: the rank is selected.
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.event_ids AS
+SELECT project, event_id, batch_id, received_at_ms, session_id, {_RANK_EXPR} AS keep_rank FROM {db}.events""",
         f"""CREATE TABLE IF NOT EXISTS {db}.session_batches{on} (
     project String,
     session_id String,
@@ -87,7 +135,7 @@ ORDER BY (project, session_id, event_id){ttl}""",
     batch_id String,
     events UInt32,
     created_ms Int64
-) ENGINE = {engine('session_batches')}
+) ENGINE = {_engine(db, 'session_batches', cluster)}
 ORDER BY (project, session_id, version, batch_id)""",
         f"""CREATE TABLE IF NOT EXISTS {db}.sessions{on} (
     project String,
@@ -103,14 +151,48 @@ ORDER BY (project, session_id, version, batch_id)""",
     forwarded_at_ms Int64,
     webhook_id String,
     status String
-) ENGINE = {engine('sessions', 'forwarded_at_ms')}
+) ENGINE = {_engine(db, 'sessions', cluster, 'forwarded_at_ms')}
 ORDER BY (project, session_id, version)""",
+        _argmin_view(db),
     ]
 
 
-def migrate(ch, ttl_days: int = 90, cluster: str = "") -> Features:
+def _table_exists(ch, db: str, table: str) -> bool:
+    sql = "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s"
+    return bool(ch.execute(sql, {"db": db, "t": table})[0][0])
+
+
+def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
+    """Move a pre-issue-11 events table (no batch_id in its key) into the new layout."""
+    rows = ch.execute("SELECT sorting_key FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
+    if not rows or "batch_id" in rows[0][0]:
+        return False
+    if cluster:
+        # A cluster rebuild is an operator's job (per-shard copy); refuse rather than half-do it.
+        raise RuntimeError(f"{db}.events predates issue 11; rebuild it on the cluster (docs/DESIGN.md)")
+    cols = ", ".join(c for c in _EVENT_FIELDS if c != "timestamp")
+    ch.execute(events_ddl(db, f, "events_v11", ttl_days))
+    ch.execute(f"INSERT INTO {db}.events_v11 ({cols}) SELECT {cols} FROM {db}.events")
+    # The old table is kept (renamed) for the operator to drop once satisfied.
+    ch.execute(f"RENAME TABLE {db}.events TO {db}.events_pre11, {db}.events_v11 TO {db}.events")
+    return True
+
+
+def migrate(ch, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400) -> Features:
     """Create the database and tables (idempotent); returns the detected features."""
     features = detect(ch)
-    for statement in ddl(ch.database, features, ttl_days, cluster):
+    db = ident(ch.database)
+    statements = ddl(db, features, ttl_days, cluster, dedup_window)
+    ch.execute(statements[0])
+    _rebuild_old_events(ch, db, features, ttl_days, cluster)
+    had_ids = _table_exists(ch, db, "event_ids")
+    for statement in statements[1:]:
         ch.execute(statement)
+    if not had_ids:
+        # Index the events already stored within the window (the view only sees new INSERTs);
+        # rows inserted meanwhile arrive twice and collapse on the key.
+        ch.execute(f"INSERT INTO {db}.event_ids (project, event_id, batch_id, received_at_ms, session_id) "
+                   f"SELECT project, event_id, batch_id, received_at_ms, session_id FROM {db}.events "
+                   f"WHERE received_at_ms >= toInt64(toUnixTimestamp(now())) * 1000 - %(w)s",
+                   {"w": (int(dedup_window) + EVENT_IDS_MARGIN_S) * 1000})
     return features

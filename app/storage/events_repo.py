@@ -1,7 +1,11 @@
-"""Reads and writes of Observer's ClickHouse tables (events, session_batches, sessions).
+"""Reads and writes of Observer's ClickHouse tables (events, event_ids, session_batches, sessions).
 
-Every read deduplicates by key (GROUP BY event_id, uniqExact, FINAL), so an event stored
-twice -- a redelivered batch whose marker was lost -- counts once in every result.
+One rule everywhere (issue 11): an event is (project, event_id); its row of record is its
+earliest row, the smallest (received_at_ms, batch_id) among the rows stored within the dedup
+window; it belongs to the session version whose batches hold that row, and to no other. Reads of
+a version take only the events it owns, so an event stored from two batches -- a resend that
+slipped past the persist step's check, a batch whose marker was lost -- counts once, in one
+version, before and after merges (the earliest row is never merged away: clickhouse_migrations).
 """
 from __future__ import annotations
 
@@ -13,13 +17,34 @@ EVENT_COLUMNS = (
     "project", "session_id", "event_id", "type", "ts_ms", "received_at_ms",
     "url", "name", "anonymous_id", "metadata", "request_id", "batch_id",
 )
+DEFAULT_WINDOW_MS = 86_400_000
+# Event ids per lookup query: 18.16 refuses queries over max_query_size (256 KiB) and ids are
+# inlined as literals (about 40 bytes each).
+LOOKUP_CHUNK = 5000
 
 _VERSION_BATCHES = (
     "SELECT batch_id FROM {db}.session_batches "
     "WHERE project = %(project)s AND session_id = %(session_id)s AND version = %(version)s"
 )
-_SESSION_FILTER = (
-    "project = %(project)s AND session_id = %(session_id)s AND batch_id IN (" + _VERSION_BATCHES + ")"
+_CANDIDATES = (
+    "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
+    "AND batch_id IN (" + _VERSION_BATCHES + ")"
+)
+# (event_id, owning batch) for the events whose row of record lies in this version's batches.
+_OWNED = (
+    "SELECT event_id, argMin(batch_id, (received_at_ms, batch_id)) AS owner FROM {db}.event_ids "
+    "WHERE project = %(project)s AND event_id IN (SELECT event_id " + _CANDIDATES + ") "
+    "AND received_at_ms >= (SELECT min(received_at_ms) " + _CANDIDATES + ") - %(window_ms)s "
+    "GROUP BY event_id HAVING owner IN (" + _VERSION_BATCHES + ")"
+)
+# One row per owned event: the owning batch's earliest receipt (the row merges keep).
+_ROWS = (
+    "SELECT event_id AS e_id, argMin(type, received_at_ms) AS e_type, argMin(ts_ms, received_at_ms) AS e_ts, "
+    "min(received_at_ms) AS e_received, argMin(url, received_at_ms) AS e_url, "
+    "argMin(name, received_at_ms) AS e_name, argMin(anonymous_id, received_at_ms) AS e_anon, "
+    "argMin(metadata, received_at_ms) AS e_meta, argMin(request_id, received_at_ms) AS e_rid "
+    "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
+    "AND (event_id, batch_id) IN (" + _OWNED + ") GROUP BY event_id"
 )
 
 
@@ -37,8 +62,23 @@ def event_rows(batches: Iterable[dict]) -> list[tuple]:
 
 
 def insert_events(ch, batches: Iterable[dict], settings: dict | None = None) -> int:
-    """Insert every event of ``batches`` in one INSERT; returns the row count."""
+    """Insert every event of ``batches`` in one INSERT; returns the row count (event_ids follows by view)."""
     return ch.insert("events", EVENT_COLUMNS, event_rows(batches), settings=settings)
+
+
+def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> dict[str, list[tuple[int, str]]]:
+    """Stored (received_at_ms, batch_id) rows of each event id received at or after ``since_ms``."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    ids = sorted(set(event_ids))
+    for i in range(0, len(ids), LOOKUP_CHUNK):
+        # arrayJoin of a list literal reads the same through the driver and through chDB's quoting.
+        rows = ch.execute(
+            f"SELECT event_id, received_at_ms, batch_id FROM {ch.database}.event_ids "
+            "WHERE project = %(project)s AND event_id IN (SELECT arrayJoin(%(ids)s)) AND received_at_ms >= %(since)s",
+            {"project": project, "ids": list(ids[i:i + LOOKUP_CHUNK]), "since": int(since_ms)})
+        for event_id, received, batch_id in rows:
+            out.setdefault(str(event_id), []).append((int(received), str(batch_id)))
+    return out
 
 
 def insert_session_batches(ch, rows: list[tuple], settings: dict | None = None) -> int:
@@ -49,8 +89,8 @@ def insert_session_batches(ch, rows: list[tuple], settings: dict | None = None) 
                      data, settings=settings)
 
 
-def _params(project: str, session_id: str, version: int) -> dict[str, Any]:
-    return {"project": project, "session_id": session_id, "version": int(version)}
+def _params(project: str, session_id: str, version: int, window_ms: int = DEFAULT_WINDOW_MS) -> dict[str, Any]:
+    return {"project": project, "session_id": session_id, "version": int(version), "window_ms": int(window_ms)}
 
 
 def count_session_batches(ch, project: str, session_id: str, version: int) -> int:
@@ -59,19 +99,39 @@ def count_session_batches(ch, project: str, session_id: str, version: int) -> in
     return int(ch.execute(sql.format(db=ch.database), _params(project, session_id, version))[0][0])
 
 
-def session_totals(ch, project: str, session_id: str, version: int, max_pages: int, max_request_ids: int) -> dict:
-    """Counts by type, first/last timestamps, pages and request ids of a session version."""
-    p = _params(project, session_id, version)
-    where = _SESSION_FILTER.format(db=ch.database)
+def max_version(ch, project: str, session_id: str) -> int:
+    """The highest version ClickHouse knows for a session (0 when none): versions continue from it."""
+    sql = ("SELECT max(version) FROM {db}.session_batches WHERE project = %(project)s AND session_id = %(session_id)s")
+    rows = ch.execute(sql.format(db=ch.database), {"project": project, "session_id": session_id})
+    return int(rows[0][0] or 0) if rows else 0
+
+
+def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
+    """(project, session_id, version, batches) with batches since ``since_ms``, none after
+    ``quiet_before_ms``, and no ``sessions`` row: versions nobody delivered or dead-lettered."""
     db = ch.database
-    by_type = ch.execute(
-        f"SELECT type, uniqExact(event_id), min(ts_ms), max(ts_ms) FROM {db}.events WHERE {where} GROUP BY type", p)
+    sql = (
+        f"SELECT project, session_id, version, uniqExact(batch_id) FROM {db}.session_batches "
+        f"WHERE created_ms >= %(since)s AND (project, session_id, version) NOT IN "
+        f"(SELECT project, session_id, version FROM {db}.sessions WHERE forwarded_at_ms >= %(since)s) "
+        f"GROUP BY project, session_id, version HAVING max(created_ms) < %(quiet)s "
+        f"ORDER BY project, session_id, version LIMIT {int(limit)}")
+    rows = ch.execute(sql, {"since": int(since_ms), "quiet": int(quiet_before_ms)})
+    return [(str(p), str(s), int(v), int(n)) for p, s, v, n in rows]
+
+
+def session_totals(ch, project: str, session_id: str, version: int, max_pages: int, max_request_ids: int,
+                   window_ms: int = DEFAULT_WINDOW_MS) -> dict:
+    """Counts by type, first/last timestamps, pages and request ids of the events a version owns."""
+    p = _params(project, session_id, version, window_ms)
+    rows = _ROWS.format(db=ch.database)
+    by_type = ch.execute(f"SELECT e_type, count(), min(e_ts), max(e_ts) FROM ({rows}) GROUP BY e_type", p)
     pages = ch.execute(
-        f"SELECT url, min(ts_ms) AS t FROM {db}.events WHERE {where} AND url != '' "
-        f"GROUP BY url ORDER BY t, url LIMIT {int(max_pages)}", p)
+        f"SELECT e_url, min(e_ts) AS t FROM ({rows}) WHERE e_url != '' "
+        f"GROUP BY e_url ORDER BY t, e_url LIMIT {int(max_pages)}", p)
     request_ids = ch.execute(
-        f"SELECT request_id, min(received_at_ms) AS t FROM {db}.events WHERE {where} AND request_id != '' "
-        f"GROUP BY request_id ORDER BY t, request_id LIMIT {int(max_request_ids)}", p)
+        f"SELECT e_rid, min(e_received) AS t FROM ({rows}) WHERE e_rid != '' "
+        f"GROUP BY e_rid ORDER BY t, e_rid LIMIT {int(max_request_ids)}", p)
     counts = {str(t): int(n) for t, n, _lo, _hi in by_type}
     return {
         "event_count": sum(counts.values()),
@@ -83,14 +143,13 @@ def session_totals(ch, project: str, session_id: str, version: int, max_pages: i
     }
 
 
-def session_events(ch, project: str, session_id: str, version: int, limit: int) -> list[dict]:
-    """Events of a session version, one per event_id, ordered by (ts_ms, event_id)."""
-    db = ch.database
+def session_events(ch, project: str, session_id: str, version: int, limit: int,
+                   window_ms: int = DEFAULT_WINDOW_MS) -> list[dict]:
+    """Events a session version owns, one per event_id, ordered by (ts_ms, event_id)."""
     rows = ch.execute(
-        f"SELECT event_id, any(type), any(ts_ms) AS t, any(received_at_ms), any(session_id), any(url), "
-        f"any(name), any(anonymous_id), any(metadata) FROM {db}.events "
-        f"WHERE {_SESSION_FILTER.format(db=db)} GROUP BY event_id ORDER BY t, event_id LIMIT {int(limit)}",
-        _params(project, session_id, version))
+        f"SELECT e_id, e_type, e_ts, e_received, %(session_id)s, e_url, e_name, e_anon, e_meta "
+        f"FROM ({_ROWS.format(db=ch.database)}) ORDER BY e_ts, e_id LIMIT {int(limit)}",
+        _params(project, session_id, version, window_ms))
     keys = ("event_id", "type", "ts_ms", "received_at_ms", "session_id", "url", "name", "anonymous_id", "metadata")
     return [dict(zip(keys, r)) for r in rows]
 
