@@ -20,12 +20,8 @@ def marker_key(prefix: str, batch_id: str) -> str:
     return f"{prefix}batch:{batch_id}:stored"
 
 
-def _drop_unowned(ch, batches: list[dict], window_ms: int) -> int:
-    """Keep in each batch only the events it owns (in place); returns how many were dropped.
-
-    In place on purpose: the caller publishes the session step from these same dicts, so a
-    resent event is neither stored nor counted again.
-    """
+def _owned(ch, batches: list[dict], window_ms: int) -> dict[str, list[dict]]:
+    """{batch_id: the events it owns}, from ClickHouse's stored carriers and this flush."""
     stored: dict[tuple[str, str], list[dedup.Key]] = {}
     by_project: dict[str, list[dict]] = {}
     for b in batches:
@@ -35,23 +31,20 @@ def _drop_unowned(ch, batches: list[dict], window_ms: int) -> int:
         ids = [e["event_id"] for b in group for e in b["events"]]
         for event_id, rows in events_repo.stored_carriers(ch, project, ids, since).items():
             stored[(project, event_id)] = rows
-    owned = dedup.owned_events(batches, stored, window_ms)
-    dropped = 0
-    for b in batches:
-        mine = owned[b["batch_id"]]
-        dropped += len(b["events"]) - len(mine)
-        b["events"] = mine
-    return dropped
+    return dedup.owned_events(batches, stored, window_ms)
 
 
 def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: int,
                     insert_settings: dict | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW_S) -> list[dict]:
     """Insert the events each batch owns, for batches not yet stored, in one INSERT; returns those batches.
 
-    Every batch (stored or not) first loses the events another batch owns within ``dedup_window``
-    seconds (app.pipeline.dedup). A batch whose marker exists was stored by an earlier delivery
-    and is not inserted again; if a crash lost the marker, its rows go in twice and collapse on
-    the table key. Raises ClickHouseError (driver exception as ``__cause__``) when a query fails.
+    Each batch owns the events no other batch stored within ``dedup_window`` seconds
+    (app.pipeline.dedup). Once the INSERT returned, every batch dict passed in keeps only the
+    events it owns (in place, on purpose: the caller publishes the session step from these
+    dicts, so a resent event is neither stored nor counted again); after a failure the dicts are
+    untouched, so a split retry decides afresh. A batch whose marker exists was stored by an
+    earlier delivery and is not inserted again; if a crash lost the marker, its rows go in twice
+    and collapse on the table key. Raises ClickHouseError (driver exception as ``__cause__``).
     """
     unique: dict[str, dict] = {}
     for b in batches:
@@ -60,17 +53,15 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
     if not ids:
         return []
     try:
-        dropped = _drop_unowned(ch, list(unique.values()), int(dedup_window) * 1000)
+        owned = _owned(ch, list(unique.values()), int(dedup_window) * 1000)
     except Exception:
         metrics.CH_ERRORS.labels("dedup_lookup").inc()
         raise
-    if dropped:
-        EVENTS_DUPLICATE.inc(dropped)
     seen = redis.mget([marker_key(prefix, i) for i in ids])
     fresh = [unique[i] for i, flag in zip(ids, seen) if not flag]
     if len(fresh) < len(ids):
         metrics.BATCHES_DUPLICATE.labels("persist").inc(len(ids) - len(fresh))
-    to_insert = [b for b in fresh if b["events"]]
+    to_insert = [dict(b, events=owned[b["batch_id"]]) for b in fresh if owned[b["batch_id"]]]
     if to_insert:
         started = time.perf_counter()
         try:
@@ -80,6 +71,13 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
             raise
         metrics.CH_INSERT_SECONDS.labels("events").observe(time.perf_counter() - started)
         metrics.CH_INSERT_ROWS.labels("events").inc(n)
+    dropped = 0
+    for b in batches:
+        mine = owned[b["batch_id"]]
+        dropped += len(b["events"]) - len(mine)
+        b["events"] = mine
+    if dropped:
+        EVENTS_DUPLICATE.inc(dropped)
     if fresh:
         pipe = redis.pipeline(transaction=False)
         for b in fresh:
