@@ -98,3 +98,41 @@ def test_out_of_order_batches_keep_the_latest_activity(store):
     store.apply_batch("p", "early", {"s": (1, 5, 5)}, at_ms=4_000)
     live = store.live("p", "s")
     assert live["last_seen_ms"] == "9000" and live["started_ms"] == "4000" and live["deadline"] == "39000"
+
+
+def test_pending_counts_batches_until_written_wherever_the_version_is(store):
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    store.apply_batch("p", "b2", {"s": (1, 20, 20)}, at_ms=2_000)
+    assert store.live("p", "s")["pending"] == "2"
+    store.mark_written("p", "b1", {"s": 1})
+    store.mark_written("p", "b1", {"s": 1})  # a redelivery marks again: no effect
+    assert store.live("p", "s")["pending"] == "1"
+    store.claim_due(at_ms=100_000)
+    store.mark_written("p", "b2", {"s": 1})  # written after the claim froze the version
+    assert store.snapshot("p", "s", 1)["pending"] == "0"
+    assert store.apply_batch("p", "b2", {"s": (1, 20, 20)}, at_ms=3_000) == {"s": (1, False)}  # marker "1:w"
+
+
+def test_new_versions_never_go_below_the_floor(store):
+    asked = []
+
+    def floor(project, sid):
+        asked.append((project, sid))
+        return 7
+
+    assert store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000, version_floor=floor) == {"s": (8, True)}
+    assert store.apply_batch("p", "b2", {"s": (1, 10, 10)}, at_ms=2_000, version_floor=floor) == {"s": (8, True)}
+    assert asked == [("p", "s")]  # asked only when a version starts
+
+
+def test_recover_skips_versions_redis_knows(store):
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    assert store.recover("p", "s", 1, 1) is False  # live
+    store.claim_due(at_ms=100_000)
+    assert store.recover("p", "s", 1, 1) is False  # frozen
+    store.complete("p", "s", 1)
+    assert store.recover("p", "s", 1, 1) is False  # completed (tombstone)
+    assert store.recover("p", "s", 5, 3, at_ms=7) is True
+    assert store.snapshot("p", "s", 5)["pending"] == "0" and store.stale_outbox(0, at_ms=8)[0].version == 5
+    assert store.recover("p", "s", 5, 3) is False  # queued once
+    assert store.apply_batch("p", "b9", {"s": (1, 10, 10)}, at_ms=9_000) == {"s": (6, True)}
