@@ -14,15 +14,15 @@ import time
 # Returns open_until (0 while closed).
 _FAILURE = """
 local f = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+local opened_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 if f >= tonumber(ARGV[2]) then
   local opened = tonumber(redis.call('HGET', KEYS[1], 'opened') or '0')
   local pause = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * (2 ^ opened))
-  until = tonumber(ARGV[1]) + pause
-  redis.call('HSET', KEYS[1], 'open_until', tostring(until), 'opened', opened + 1)
+  opened_until = tonumber(ARGV[1]) + pause
+  redis.call('HSET', KEYS[1], 'open_until', tostring(opened_until), 'opened', opened + 1)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-return tostring(until)
+return tostring(opened_until)
 """
 # KEYS: circuit hash, probe lock. Returns 1 when the circuit was open.
 _SUCCESS = """

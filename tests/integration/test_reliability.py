@@ -1,0 +1,302 @@
+"""Reliability defects at the default settings, each over real servers and real libraries.
+
+- sessions.update retries on redis-py's own ConnectionError (not Python's);
+- the due-time index and the UFSE circuit on a real Redis;
+- a known key keeps working while PostgreSQL is unreachable (fail static), an unknown one gets 503;
+- a half-open broker (accepts, never answers) costs a request seconds, not for ever;
+- Sentry receives no local variables and no request body (a real local receiver);
+- beat's sweep: one at a time under a lock, a heartbeat /ready reports.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import redis
+
+from app.factory import create_app
+from app.keys.store import KeyStore
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: a real redis.ConnectionError
+
+
+@pytest.fixture
+def env(redis_url, clean_pg):
+    return {"REDIS_URL": redis_url, "CELERY_BROKER_URL": redis_url, "DATABASE_URL": clean_pg,
+            "REDIS_KEY_PREFIX": f"rel{uuid.uuid4().hex[:8]}:", "LOG_LEVEL": "WARNING"}
+
+
+def _event(**kw):
+    e = {"event_id": str(uuid.uuid4()), "type": "click", "timestamp": int(time.time() * 1000),
+         "session_id": "s-rel", "url": "https://shop.test/", "metadata": {}}
+    e.update(kw)
+    return e
+
+
+# --------------------------------------------------------------------------- sessions.update
+
+
+def test_sessions_update_retries_on_redis_pys_connection_error(monkeypatch, redis_url):
+    """f42d604 auto-retried on builtins ConnectionError/OSError only: redis.ConnectionError
+    derives from redis.RedisError, so the task failed (and, acked on failure, the batch was
+    never counted). Now the retry is published to the real broker, with a countdown under the
+    visibility timeout."""
+    from celery.exceptions import Retry
+
+    from app.sessions.store import SessionStore
+    from tasks import runtime, sessions
+    from tasks.app import celery
+
+    dead = redis.Redis.from_url(DEAD_REDIS, socket_connect_timeout=1, decode_responses=True)
+    store = SessionStore(dead, prefix="t:", buckets=4, idle_s=1800, max_s=86400, marker_ttl_s=3600)
+    monkeypatch.setattr(runtime, "session_store", lambda: store)
+    monkeypatch.setattr(runtime, "clickhouse", lambda: None)  # never reached: Redis fails first
+    monkeypatch.setattr(sessions, "insert_settings", lambda: None)
+    monkeypatch.setitem(celery.conf, "broker_url", redis_url)  # retries go to this test's own Redis db
+    monkeypatch.setattr(celery, "_pool", None)  # a producer pool bound to that URL
+    summary = {"batch_id": "b1", "project": "p", "request_id": "", "received_at": int(time.time() * 1000),
+               "sessions": {"s1": [1, 1, 1]}}
+    sessions.update.push_request(id="t-1", args=[summary], kwargs={}, retries=0, is_eager=False,
+                                 called_directly=False, delivery_info={})
+    try:
+        with pytest.raises(Retry) as info:
+            sessions.update.run(summary)
+    finally:
+        sessions.update.pop_request()
+        celery.pool.force_close_all()
+    assert isinstance(info.value.exc, redis.ConnectionError)
+    assert 0 < float(info.value.when) <= runtime.settings().sessions_retry_max
+    queued = redis.Redis.from_url(redis_url).lrange("sessions", 0, -1)
+    assert len(queued) == 1, "the retry was published to the broker"
+    headers = json.loads(queued[0])["headers"]
+    assert headers["retries"] == 1 and headers["eta"], headers
+
+
+# --------------------------------------------------------------------------- due index + circuit
+
+
+def test_due_index_parks_durably_and_releases_in_order(redis_url):
+    from app.pipeline.retries import DueIndex
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    idx = DueIndex(r, f"t{uuid.uuid4().hex[:6]}:", "forward")
+    now = time.time()
+    idx.park("a", {"attempt": 1}, now + 3600)
+    idx.park("b", {"attempt": 2}, now - 1)
+    idx.park("a", {"attempt": 1}, now + 7200)  # a duplicate never postpones
+    assert [m for m, _ in idx.due(now)] == ["b"]
+    assert idx.due_at("a") == pytest.approx(now + 3600, abs=0.01)
+    assert r.ttl(idx.item_prefix + "a") > 0, "every parked item expires"
+    assert idx.release_all(now) == 1
+    assert [m for m, _ in idx.due(now)] == ["b", "a"]
+    idx.done(["a", "b"])
+    assert idx.size() == 0 and r.get(idx.item_prefix + "a") is None
+
+
+def test_circuit_opens_after_threshold_and_lets_one_probe_through(redis_url):
+    from app.forwarding.circuit import Circuit
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    c = Circuit(r, f"t{uuid.uuid4().hex[:6]}:", "ufse.test", threshold=5, max_pause=300)
+    now = 1_000_000.0
+    for _ in range(4):
+        assert c.failure(now) == 0.0
+    assert c.allow(now) == (True, 0.0)
+    until = c.failure(now)
+    assert until == pytest.approx(now + 5)
+    allowed, _ = c.allow(now + 1)
+    assert not allowed, "open: nobody sends during the pause"
+    assert c.allow(now + 6)[0] is True, "past the pause one caller probes"
+    assert c.allow(now + 6)[0] is False, "and only one"
+    assert c.failure(now + 6) == pytest.approx(now + 6 + 10), "a failed probe doubles the pause"
+    assert c.success() is True and c.open_until() == 0.0 and c.allow(now + 7) == (True, 0.0)
+    assert r.ttl(c.key) == -2, "a closed circuit leaves no key behind"
+    c.failure(now)
+    assert r.ttl(c.key) > 0, "circuit state expires"
+
+
+# --------------------------------------------------------------------------- fail static on PostgreSQL
+
+
+class Proxy:
+    """A loopback TCP forwarder that can cut every connection (PostgreSQL 'going down')."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from tests.faults.proxy import TcpProxy
+
+        self.p = TcpProxy(host, port)
+        self.port = self.p.port
+
+
+def test_known_keys_keep_working_while_postgres_is_down(env, pg_server):
+    from urllib.parse import urlparse
+
+    u = urlparse(pg_server)
+    if not u.port:
+        pytest.skip("needs PostgreSQL over TCP for the proxy")  # the suite always has TCP PostgreSQL
+    proxy = Proxy(u.hostname, u.port)
+    try:
+        schema_url = env["DATABASE_URL"]
+        via = schema_url.replace(f"{u.hostname}:{u.port}", f"127.0.0.1:{proxy.port}")
+        _id, key = KeyStore(schema_url).create("failstatic")
+        app = create_app({**env, "DATABASE_URL": via})
+        client = app.test_client()
+        cache = app.extensions["observer"].keys
+        clock = [1000.0]
+        cache.clock = lambda: clock[0]
+        h = {"Authorization": f"Bearer {key}"}
+        assert client.post("/v1/events", json={"events": [_event()]}, headers=h).status_code == 202
+        proxy.p.down()
+        clock[0] += 31  # past KEY_CACHE_TTL (30 s, the default)
+        r = client.post("/v1/events", json={"events": [_event()]}, headers=h)
+        assert r.status_code == 202, f"a known key must work from the cache while PostgreSQL is down: {r.status_code} {r.get_data(as_text=True)}"
+        _id2, unknown = KeyStore(schema_url).create("failstatic")
+        r = client.post("/v1/events", json={"events": [_event()]}, headers={"Authorization": f"Bearer {unknown}"})
+        assert r.status_code == 503 and r.headers.get("Retry-After"), r.get_data(as_text=True)
+        assert r.get_json()["error"]["code"] == "key_store_unavailable"
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.get_json()["checks"]["postgres"]["ok"] is False
+        clock[0] += 3600  # past KEY_CACHE_STALE_MAX: staleness is bounded
+        r = client.post("/v1/events", json={"events": [_event()]}, headers=h)
+        assert r.status_code == 503
+        proxy.p.up()
+        KeyStore(schema_url).revoke(str(_id))
+        clock[0] += 31
+        r = client.post("/v1/events", json={"events": [_event()]}, headers=h)
+        assert r.status_code == 401, "revocation takes effect within the TTL once PostgreSQL answers"
+    finally:
+        proxy.p.close()
+
+
+# --------------------------------------------------------------------------- half-open broker
+
+
+def test_a_broker_that_accepts_and_never_answers_costs_seconds_not_forever(env):
+    """f42d604 had no socket timeout on the Redis transport: the publish blocked for ever."""
+    from app.broker import BrokerUnavailable, Publisher
+    from app.settings import load_settings
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)  # the kernel completes handshakes; nobody ever reads or writes
+    port = listener.getsockname()[1]
+    settings = load_settings(overrides={**env, "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"})
+    outcome: dict = {}
+
+    def publish():
+        started = time.monotonic()
+        try:
+            Publisher(settings).publish_batch({"batch_id": "x", "events": []}, "rid")
+            outcome["result"] = "published?!"
+        except BrokerUnavailable as exc:
+            outcome["result"] = f"BrokerUnavailable: {exc}"[:120]
+        outcome["seconds"] = time.monotonic() - started
+
+    t = threading.Thread(target=publish, daemon=True)
+    t.start()
+    t.join(45)
+    listener.close()
+    print(f"half-open broker: {outcome}")
+    assert not t.is_alive(), "the publish hung on a half-open broker connection"
+    assert outcome["result"].startswith("BrokerUnavailable") and outcome["seconds"] < 30
+
+
+# --------------------------------------------------------------------------- Sentry
+
+
+class _SentryReceiver(BaseHTTPRequestHandler):
+    bodies: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        self.bodies.append(raw.decode("utf-8", "replace"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_a):
+        pass
+
+
+def test_sentry_gets_no_local_variables_and_no_request_body(env, clean_pg, monkeypatch):
+    """f42d604 left include_local_variables on: the ingest view's locals (the raw batch) went out."""
+    import sentry_sdk
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SentryReceiver)
+    _SentryReceiver.bodies = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dsn = f"http://publickey@127.0.0.1:{server.server_address[1]}/1"
+        _id, key = KeyStore(clean_pg).create("sentry")
+        app = create_app({**env, "SENTRY_DSN": dsn})
+        import app.api.ingest as ingest_view
+
+        def explode(event, params):  # a bug inside the view, after the raw body was parsed
+            raise RuntimeError("scrubber bug")
+
+        monkeypatch.setattr(ingest_view, "scrub_event", explode)
+        # Built at run time: Sentry sends source lines around each frame, and this file's own
+        # text must not count as a leak.
+        secret = f"u{uuid.uuid4().hex[:10]}@example.com"
+        card = " ".join([str(4000 + 111), str(1000 + 111), str(1000 + 111), str(1000 + 111)])
+        r = app.test_client().post("/v1/events", json={"events": [_event(metadata={"email": secret, "card": card})]},
+                                   headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 500 and r.get_json()["error"]["code"]
+        sentry_sdk.flush(timeout=5)
+        sent = "\n".join(_SentryReceiver.bodies)
+        print(f"sentry received {len(_SentryReceiver.bodies)} envelope(s), {len(sent)} bytes")
+        assert "scrubber bug" in sent, "the exception itself reaches Sentry"
+        assert secret not in sent and card not in sent, "personal data reached Sentry"
+        assert '"vars"' not in sent, "frame local variables reached Sentry"
+        for line in sent.splitlines():
+            if line.startswith("{") and '"exception"' in line:
+                event = json.loads(line)
+                assert "data" not in (event.get("request") or {}), "the request body reached Sentry"
+    finally:
+        server.shutdown()
+        sentry_sdk.init(dsn=None)
+
+
+# --------------------------------------------------------------------------- beat
+
+
+def test_sweeps_run_one_at_a_time_and_leave_a_heartbeat_ready_reports(env, monkeypatch):
+    from app.sessions.store import SessionStore
+    from tasks import maintenance, runtime
+
+    r = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    prefix = maintenance._s.redis_key_prefix
+    store = SessionStore(r, prefix=prefix, buckets=4, idle_s=1800, max_s=86400, marker_ttl_s=3600)
+    monkeypatch.setattr(runtime, "sessions_redis", lambda: r)
+    monkeypatch.setattr(runtime, "session_store", lambda: store)
+    r.delete(f"{prefix}claim-lock", maintenance.heartbeat_key())
+    r.set(f"{prefix}claim-lock", "someone-else", px=5000)  # a second beat's sweep is running
+    assert maintenance.run_sweep() == -1 and r.get(maintenance.heartbeat_key()) is None
+    r.delete(f"{prefix}claim-lock")
+    assert maintenance.run_sweep() == 0
+    beat = float(r.get(maintenance.heartbeat_key()))
+    assert time.time() - beat < 5 and r.get(f"{prefix}claim-lock") is None, "the lock is released by its owner"
+    app = create_app({**env, "REDIS_KEY_PREFIX": prefix})
+    checks = app.test_client().get("/ready").get_json()["checks"]
+    assert checks["beat"]["ok"] is True, checks["beat"]
+    r.set(maintenance.heartbeat_key(), f"{time.time() - 120:.3f}")
+    checks = app.test_client().get("/ready").get_json()["checks"]
+    assert checks["beat"]["ok"] is False and "ago" in checks["beat"]["detail"]
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    assert "observer_beat_last_sweep_timestamp" in metrics
+
+
+def test_beat_sends_its_sweep_to_its_own_queue():
+    from tasks.app import celery
+
+    entry = celery.conf.beat_schedule["maintenance.sweep"]
+    assert entry["options"]["queue"] == "maintenance"
+    assert celery.conf.task_routes["maintenance.*"]["queue"] == "maintenance"

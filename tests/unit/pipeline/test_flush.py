@@ -1,0 +1,136 @@
+"""Failure isolation in an events flush, and the default retry schedules.
+
+The insert callable raises the real exceptions a flush meets: redis-py's ConnectionError, a
+ClickHouseError classified from clickhouse-driver's own error classes.
+"""
+from __future__ import annotations
+
+import redis
+from clickhouse_driver import errors as drv
+
+from app.pipeline.flush import ACK, REQUEUE, FlushDeps, Item, is_transient, run_flush
+from app.pipeline.retries import schedule_delay
+from app.settings import load_settings
+from app.storage.clickhouse import ClickHouseError, wrap
+
+
+def _items(n: int) -> list[Item]:
+    return [Item(f"r{i}", {"batch_id": f"b{i}", "project": "p", "events": []}) for i in range(n)]
+
+
+class World:
+    """Records what the flush did; ``poison`` batch ids make the INSERT fail as data."""
+
+    def __init__(self, poison=(), outage: BaseException | None = None) -> None:
+        self.poison, self.outage = set(poison), outage
+        self.stored, self.published, self.parked, self.dead, self.inserts = [], [], [], [], 0
+
+    def insert(self, batches):
+        self.inserts += 1
+        if self.outage is not None:
+            raise self.outage
+        if any(b["batch_id"] in self.poison for b in batches):
+            raise wrap(drv.ServerException("Cannot parse input", code=27))
+        self.stored += [b["batch_id"] for b in batches]
+
+    def deps(self, schedule=(60.0, 300.0)) -> FlushDeps:
+        return FlushDeps(insert=self.insert, publish_session_step=lambda b: self.published.append(b["batch_id"]),
+                         park=lambda item, due: self.parked.append((item.batch["batch_id"], item.attempt)),
+                         dead_letter=lambda item, err: self.dead.append(item.batch["batch_id"]), schedule=schedule,
+                         rng=lambda: 1.0)
+
+
+def test_one_poison_batch_is_isolated_and_its_neighbours_are_stored():
+    w = World(poison={"b5"})
+    out = run_flush(_items(16), w.deps())
+    assert sorted(w.stored) == sorted(f"b{i}" for i in range(16) if i != 5)
+    assert w.parked == [("b5", 0)] and w.dead == []
+    assert all(v == ACK for v in out.verdicts.values()) and not out.pause
+    assert w.inserts <= 1 + 2 * 4, "split by halves: about 2 log2(n) INSERTs"
+
+
+def test_a_lone_batch_past_its_schedule_is_dead_lettered_alone():
+    w = World(poison={"b1"})
+    items = _items(3)
+    items[1].attempt = 2  # both scheduled retries already used
+    out = run_flush(items, w.deps())
+    assert w.dead == ["b1"] and sorted(w.stored) == ["b0", "b2"] and out.verdicts["r1"] == ACK
+
+
+def test_clickhouse_down_requeues_everything_and_counts_no_attempt():
+    w = World(outage=wrap(drv.NetworkError("Code: 210. Connection refused (127.0.0.1:9000)")))
+    out = run_flush(_items(8), w.deps())
+    assert out.pause and set(out.verdicts.values()) == {REQUEUE}
+    assert w.inserts == 1 and w.parked == [] and w.dead == [], "an outage is a delay: no split, no dead letter"
+
+
+def test_redis_down_is_transient_with_redis_pys_own_exception():
+    assert is_transient(redis.ConnectionError("Error 111 connecting"))
+    assert is_transient(redis.TimeoutError("Timeout reading from socket"))
+    assert is_transient(redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."))
+    assert not is_transient(redis.ResponseError("WRONGTYPE Operation against a key"))
+    w = World(outage=redis.ConnectionError("Error 111 connecting to 127.0.0.1:1"))
+    assert run_flush(_items(2), w.deps()).pause
+
+
+def test_server_codes_split_into_transient_and_data():
+    assert is_transient(wrap(drv.ServerException("Too many parts", code=252)))
+    assert not is_transient(wrap(drv.ServerException("Cannot parse", code=27)))
+    assert not is_transient(ClickHouseError("UnicodeEncodeError: surrogates not allowed", transient=False))
+    assert not is_transient(ValueError("a bug"))
+
+
+def test_publish_failure_after_insert_requeues_only_that_batch():
+    w = World()
+    deps = w.deps()
+
+    def publish(batch):
+        if batch["batch_id"] == "b1":
+            raise OSError("broker gone")
+        w.published.append(batch["batch_id"])
+
+    deps.publish_session_step = publish
+    out = run_flush(_items(3), deps)
+    assert out.verdicts == {"r0": ACK, "r1": REQUEUE, "r2": ACK}
+
+
+def test_park_failure_keeps_the_message():
+    w = World(poison={"b0"})
+    deps = w.deps()
+
+    def park(item, due):
+        raise redis.ConnectionError("sessions Redis down")
+
+    deps.park = park
+    out = run_flush(_items(1), deps)
+    assert out.verdicts == {"r0": REQUEUE} and out.pause
+
+
+def _defaults(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return load_settings({"OBSERVER_ENV_FILE": str(empty)})
+
+
+def test_default_schedules_outlast_real_outages_and_never_hold_a_message_past_the_timeout(tmp_path):
+    """Acceptance: ClickHouse retries span >= 1 h, UFSE retries about a day, and no Celery
+    countdown or buffered wait exceeds the visibility timeout (all at the defaults)."""
+    s = _defaults(tmp_path)
+    events_span = sum(s.events_retry_schedule)
+    ufse_span = sum(s.forward_retry_schedule)
+    print(f"EVENTS_RETRY_SCHEDULE spans {events_span / 3600:.2f} h; FORWARD_RETRY_SCHEDULE spans {ufse_span / 3600:.1f} h; "
+          f"BROKER_VISIBILITY_TIMEOUT {s.broker_visibility_timeout} s")
+    assert events_span >= 3600
+    assert 20 * 3600 <= ufse_span <= 36 * 3600
+    # Minimum jittered span too (jitter keeps at least half of each delay).
+    assert sum(schedule_delay(s.forward_retry_schedule, i, 1.0, lambda: 0.0) for i in range(len(s.forward_retry_schedule))) >= 12 * 3600
+    vt = s.broker_visibility_timeout
+    assert vt <= 60
+    # Waits on a live worker: a sessions.update countdown, a forward countdown, a held events
+    # message, a flush (interval + one ClickHouse call), each below the visibility timeout.
+    from tasks.events import EventsBatches
+
+    assert s.sessions_retry_max < vt
+    assert EventsBatches.hold_limit + s.events_flush_interval < vt
+    assert 2 * (s.events_flush_interval + s.clickhouse_timeout) < vt
+    assert s.events_pause_max < vt
