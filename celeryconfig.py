@@ -22,6 +22,7 @@ task_send_sent_event = True
 task_default_queue = "events"
 task_queues = (Queue("events"), Queue("sessions"), Queue("forward"), Queue("maintenance"))
 task_routes = {
+    "sessions.reconcile": {"queue": "maintenance"},  # first match wins: before "sessions.*"
     "events.*": {"queue": "events"},
     "sessions.*": {"queue": "sessions"},
     "forward.*": {"queue": "forward"},

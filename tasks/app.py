@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 _settings = runtime.settings()
 celery = make_celery(_settings)
-celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward", "tasks.maintenance"]
+celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward", "tasks.maintenance", "tasks.reconcile"]
 celery.conf.beat_schedule = {
     "maintenance.sweep": {
         "task": "maintenance.sweep",
@@ -26,6 +26,13 @@ celery.conf.beat_schedule = {
         # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
         # intervals is dropped instead of piling up (the next one does the same work).
         "options": {"expires": max(5.0, 3 * _settings.session_sweep_interval), "queue": "maintenance"},
+    },
+    # Versions ClickHouse knows and the sessions Redis lost (a failover, a flush): rare, and
+    # each run reads ClickHouse, so once a minute.
+    "sessions.reconcile": {
+        "task": "sessions.reconcile",
+        "schedule": 60.0,
+        "options": {"expires": 60.0, "queue": "maintenance"},
     },
 }
 
