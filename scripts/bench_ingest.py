@@ -59,7 +59,7 @@ def print_round(label: str, r: dict, cpu: dict, wall: float) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="observer-bench-ingest-"))
-    redis = pg = procs = None
+    redis = pg = procs = None  # procs: the ObserverStack (web only)
     summary: list[str] = []
     try:
         redis = bl.services.start_redis(tmp / "redis", appendonly=False)
@@ -69,10 +69,10 @@ def main(argv=None) -> int:
         env = bl.web_env(tmp, port, redis.url, pg.url, "clickhouse://default:@127.0.0.1:1/x",
                          args.web_concurrency, {"WEB_THREADS": args.web_threads,
                                                 "OBSERVER_SKIP_CLICKHOUSE_MIGRATE": "1"})
-        procs = bl.Procs(tmp, env)
-        procs.run([bl.BIN / "flask", "--app", "app", "migrate"])
+        procs = bl.stack(tmp, env, tag=f"-{port}")
+        procs.flask("migrate")
         key = bl.create_key(pg.url)
-        web = procs.spawn("web", bl.gunicorn_argv())
+        web = procs.add_web().start()  # ready when /ready answers 200
         bl.wait_until(lambda: bl.http_get(port, "/ready")[0] == 200, 60, "gunicorn /ready",
                       alive=procs.check_alive)
         meter = bl.CpuMeter()

@@ -3,8 +3,8 @@
 
 Starts a private Redis (no AOF), PostgreSQL (127.0.0.1:5432 in a fresh schema when it answers,
 else a private server), a ClickHouse 18.16 server in a temp dir, an in-process UFSE sink
-(scripts/ufse_sink.py) and the full stack as in tests/e2e/stack.py: gunicorn, one Celery worker
-per queue (events, sessions, forward) and beat, with SESSION_IDLE_TIMEOUT=2,
+(scripts/ufse_sink.py) and the full stack with the process toolkit (toolkit.observer, as tests/e2e/stack.py): gunicorn, one
+Celery worker per queue from the Procfile (events, sessions, forward, maintenance when defined) and beat, with SESSION_IDLE_TIMEOUT=2,
 SESSION_SWEEP_INTERVAL=0.5, EVENTS_FLUSH_INTERVAL=0.5.
 
 Each round posts E events spread over S fresh sessions (round-robin, one session per request,
@@ -149,29 +149,16 @@ def main(argv=None) -> int:
             "EVENTS_FLUSH_INTERVAL": args.flush_interval, "FORWARD_BACKOFF_BASE": "0.3",
             "FORWARD_BACKOFF_MAX": "2", "LOG_LEVEL": "WARNING",
         })
-        procs = bl.Procs(tmp, env)
-        procs.run([bl.BIN / "flask", "--app", "app", "migrate"])
+        env.update({"EVENTS_CONCURRENCY": str(args.events_concurrency), "EVENTS_PREFETCH": str(args.events_prefetch),
+                    "SESSIONS_CONCURRENCY": str(args.sessions_concurrency),
+                    "FORWARD_CONCURRENCY": str(args.forward_concurrency), "LOG_LEVEL": args.celery_loglevel})
+        # web, one worker per queue (the Procfile's command lines) and beat, each checked ready
+        procs = bl.stack(tmp, env, tag=f"-{port}", loglevel=args.celery_loglevel)
+        procs.flask("migrate")
         key = bl.create_key(pg.url)
-        celery = [bl.BIN / "celery", "-A", "tasks"]
-        common = ["worker", "-E", "--loglevel", args.celery_loglevel, "--without-mingle", "--without-gossip"]
-        web = procs.spawn("web", bl.gunicorn_argv())
-        wenv = {"LOG_LEVEL": args.celery_loglevel}
-        w_ev = procs.spawn("events", celery + common + ["-Q", "events", "-c", args.events_concurrency,
-                                                        "-n", f"events-{port}@%h", "--prefetch-multiplier",
-                                                        args.events_prefetch], wenv)
-        w_se = procs.spawn("sessions", celery + common + ["-Q", "sessions", "-c", args.sessions_concurrency,
-                                                          "-n", f"sessions-{port}@%h", "--prefetch-multiplier", 1], wenv)
-        w_fw = procs.spawn("forward", celery + common + ["-Q", "forward", "-c", args.forward_concurrency,
-                                                         "-n", f"forward-{port}@%h", "--prefetch-multiplier", 1], wenv)
-        beat = procs.spawn("beat", celery + ["beat", "-s", tmp / "beat-schedule", "--loglevel", args.celery_loglevel], wenv)
-
-        def ready() -> bool:
-            import json as _json
-
-            status, body = bl.http_get(port, "/ready")
-            return status == 200 and _json.loads(body)["checks"]["clickhouse"]["ok"]
-
-        bl.wait_until(ready, 90, "stack /ready", interval=0.3, alive=procs.check_alive)
+        procs.start()
+        procs.wait_ready(90)
+        web, w_ev, w_se, w_fw, beat = (procs.procs[n] for n in ("web", "events", "sessions", "forward", "beat"))
         from app.storage.clickhouse import get_clickhouse
 
         chc = get_clickhouse(ch_url)
@@ -181,6 +168,8 @@ def main(argv=None) -> int:
         meter = bl.CpuMeter()
         for name, p in (("web", web), ("events", w_ev), ("sessions", w_se), ("forward", w_fw), ("beat", beat)):
             meter.add(name, p.pid)
+        if "maintenance" in procs.procs:
+            meter.add("maintenance", procs.procs["maintenance"].pid)
         meter.add("redis", redis.pid)
         meter.add("clickhouse", ch.pid)
         meter.add("postgres", pg.pid)

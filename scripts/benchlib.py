@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts (scripts/bench_ingest.py, scripts/bench_pipeline.py).
 
-Everything here talks to 127.0.0.1 only, every wait is bounded in time, and every process a
-benchmark starts is remembered and stopped by its PID (process group) in :meth:`Procs.stop_all`.
+Everything here talks to 127.0.0.1 only and every wait is bounded in time. Processes are started
+with the process toolkit (scripts/toolkit: servers, and ``ObserverStack`` for web, workers and
+beat from the Procfile), each stopped by its PID and process group.
 Benchmarks print figures; nothing here asserts a timing.
 """
 from __future__ import annotations
@@ -12,9 +13,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ if not BIN.exists():  # run with another interpreter: use the one running us
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-import services  # noqa: E402
+import services  # noqa: E402  (toolkit server functions)
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -119,58 +118,8 @@ class Postgres:
 
 # --------------------------------------------------------------------------- processes
 
-class Procs:
-    """Child processes (each its own process group) that are stopped by PID, warm then hard."""
-
-    def __init__(self, dir: Path, env: dict[str, str]) -> None:
-        self.dir = dir
-        self.env = env
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def spawn(self, name: str, argv: list[str], env: Optional[dict] = None) -> subprocess.Popen:
-        logf = open(self.dir / f"{name}.log", "ab")
-        try:
-            p = subprocess.Popen([str(a) for a in argv], cwd=self.dir, env={**self.env, **(env or {})}, stdout=logf,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, preexec_fn=services.make_child_preexec())
-        finally:
-            logf.close()
-        self.procs[name] = p
-        return p
-
-    def run(self, argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(a) for a in argv], cwd=self.dir, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=True)
-
-    def check_alive(self) -> None:
-        for name, p in self.procs.items():
-            if p.poll() is not None:
-                raise RuntimeError(f"{name} exited with {p.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, n: int = 30) -> str:
-        try:
-            return "\n".join((self.dir / f"{name}.log").read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop_all(self, grace: float = 30) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for name, p in self.procs.items():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} (pid {p.pid}) did not stop in {grace:.0f}s: SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
-
-
 def teardown(tmp: Path, keep: bool, *resources) -> None:
-    """Stop what a benchmark started, in order (Procs.stop_all, Service.stop, sink.stop, pg.close),
+    """Stop what a benchmark started, in order (ObserverStack.stop, Proc.stop, sink.stop, pg.close),
     then remove its temp dir unless --keep."""
     import shutil
 
@@ -234,8 +183,12 @@ def web_env(tmp: Path, port: int, redis_url: str, database_url: str, clickhouse_
     return env
 
 
-def gunicorn_argv() -> list[str]:
-    return [BIN / "gunicorn", "-c", ROOT / "gunicorn.conf.py", "app:create_app()"]
+def stack(tmp: Path, env: dict, tag: str, loglevel: str = "WARNING"):
+    """An ObserverStack (not started) logging into ``tmp``; workers without mingle/gossip."""
+    from toolkit.observer import ObserverStack
+
+    return ObserverStack(tmp, env, tag=tag,
+                         worker_args=("--loglevel", loglevel, "--without-mingle", "--without-gossip"))
 
 
 def create_key(database_url: str, project: str = "bench") -> str:

@@ -126,7 +126,7 @@ class ObserverStack:
         env = dict(self.env, BEAT_SCHEDULE_FILE=str(schedule or self.dir / f"{name}-schedule"))
         argv = procfile.argv(procfile.read()["beat"], env)
         p = self.add(name, argv, None, stop_signals=((15, 15.0),))
-        p.ready_check = checks.log_has(p, "beat: Starting")
+        p.ready_check = checks.log_has(p, ") is starting.")  # the banner, at any log level
         p.env = env
         return p
 
