@@ -31,5 +31,7 @@ def sample(settings, celery_app) -> None:
         for b in range(settings.session_buckets):
             pipe.zcard(f"{settings.redis_key_prefix}s:{{b{b}}}:deadline")
         metrics.LIVE_SESSIONS.set(sum(pipe.execute()))
+        for index in ("events", "forward"):
+            metrics.DUE_PARKED.labels(index).set(r.zcard(f"{settings.redis_key_prefix}due:{{{index}}}:index"))
     except Exception as exc:
         log.warning("live session sample failed", extra={"error": str(exc)})
