@@ -5,7 +5,7 @@
  */
 export class RetryBudget {
   private sends: number[] = [];
-  private retries: number[] = [];
+  private retried: number[] = [];
 
   constructor(
     private readonly ratio = 0.2,
@@ -19,17 +19,17 @@ export class RetryBudget {
 
   canRetry(now: number): boolean {
     this.prune(now);
-    return this.retries.length < this.reserve + this.ratio * this.sends.length;
+    return this.retried.length < this.reserve + this.ratio * this.sends.length;
   }
 
   recordRetry(now: number): void {
-    this.push(this.retries, now);
+    this.push(this.retried, now);
   }
 
   /** Milliseconds until the oldest retry leaves the window. */
   waitMs(now: number): number {
     this.prune(now);
-    return this.retries.length ? Math.max(1, this.retries[0] + this.windowMs - now) : 0;
+    return this.retried.length ? Math.max(1, this.retried[0] + this.windowMs - now) : 0;
   }
 
   private push(list: number[], now: number): void {
@@ -40,6 +40,6 @@ export class RetryBudget {
 
   private prune(now: number): void {
     const from = now - this.windowMs;
-    for (const list of [this.sends, this.retries]) while (list.length && list[0] <= from) list.shift();
+    for (const list of [this.sends, this.retried]) while (list.length && list[0] <= from) list.shift();
   }
 }

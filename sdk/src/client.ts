@@ -1,115 +1,141 @@
-import { CircuitBreaker } from './breaker';
-import { RetryBudget } from './budget';
-import { resolveConfig } from './config';
-import type { Config } from './config';
-import { CONSENT_KEY, mayCapture } from './consent';
-import type { Ctx } from './context';
-import { Dispatcher } from './dispatcher';
-import { fitEvent } from './event';
-import { extensions } from './extensions';
-import { makeLogger } from './log';
-import type { Logger } from './log';
-import { observeClicks } from './observers/clicks';
-import { observeErrors } from './observers/errors';
-import { observeNavigation } from './observers/navigation';
-import { observeNetwork } from './observers/network';
-import { pageView } from './observers/pageview';
-import { queueStore } from './persist';
-import type { QueueStore } from './persist';
-import { sanitizeUrl, scrub } from './privacy';
-import { EventQueue } from './queue';
-import { inSample } from './sampling';
-import { SessionStore } from './session';
-import { webStorage } from './storage';
-import type { KV } from './storage';
-import { Teardown } from './teardown';
-import { createTransport } from './transport';
-import type { EventType, Metadata, ObserverEvent, ObserverInstance, ObserverOptions, Stats } from './types';
-import { uuid } from './uuid';
+import { CircuitBreaker } from './breaker.js';
+import { RetryBudget } from './budget.js';
+import { resolveConfig } from './config.js';
+import type { Config } from './config.js';
+import { CONSENT_KEY, mayCapture } from './consent.js';
+import type { Ctx } from './context.js';
+import { Dispatcher } from './dispatcher.js';
+import { fitEvent } from './event.js';
+import { extensions } from './extensions.js';
+import { makeLogger } from './log.js';
+import type { Logger } from './log.js';
+import { observeClicks } from './observers/clicks.js';
+import { errorReporter, observeErrors } from './observers/errors.js';
+import type { ErrorReport } from './observers/errors.js';
+import { observeNavigation } from './observers/navigation.js';
+import { observeNetwork } from './observers/network.js';
+import { observePageViews } from './observers/pageview.js';
+import { Outbox } from './outbox.js';
+import type { Persisted } from './outbox.js';
+import { sanitizeUrl, scrub } from './privacy.js';
+import { inSample } from './sampling.js';
+import { SESSION_KEY, SessionStore } from './session.js';
+import { webStorage } from './storage.js';
+import type { KV } from './storage.js';
+import { QUEUE_PREFIX, QueueStore, webLocks } from './store.js';
+import { Teardown } from './teardown.js';
+import { createTransport } from './transport.js';
+import type { EventType, Metadata, ObserverEvent, ObserverInstance, ObserverOptions, Stats } from './types.js';
+import { uuid } from './uuid.js';
 
 export const ANON_KEY = '__observer_anon';
+/** Writes of the outbox are at most this frequent (each one is a `storage` event in other tabs). */
+const SAVE_MS = 1000;
+/** Ownerless queues of closed tabs are looked for this often, and when a tab writes one. */
+const ADOPT_MS = 30000;
 
-/** One running SDK: observers feed events through privacy and limits into the delivery queue. */
+/** One running SDK: observers feed events through privacy and limits into the outbox. */
 export class Client implements ObserverInstance {
-  private readonly cfg: Config;
+  readonly cfg: Config;
+  /** The options init was given (compared on a second init). */
+  readonly options: ObserverOptions;
   private readonly log: Logger;
   private readonly kv: KV;
   private readonly session: SessionStore;
-  private readonly anon: string;
-  private readonly queue: EventQueue;
-  private readonly store: QueueStore;
+  private anon = '';
+  private readonly outbox: Outbox;
+  private store: QueueStore;
   private readonly dispatcher: Dispatcher;
   private readonly t: Teardown;
+  /** Lives while the SDK does, capturing or not: consent given or withdrawn in another tab. */
+  private readonly storageListener = (e: Event) => this.safe(() => this.onStorage(e as StorageEvent));
   private readonly ctx: Ctx;
-  private hideHooks: Array<() => void> = [];
+  private readonly report: ErrorReport;
   private dropped: Record<string, number> = {};
   private saveTimer: ReturnType<typeof setTimeout> | null = null;
+  private adoptTimer: ReturnType<typeof setInterval> | null = null;
+  private url = ['', ''];
+  private hiddenAt = 0;
   private running = false;
   private dead = false;
 
   constructor(options: ObserverOptions, private readonly onShutdown: () => void = () => {}) {
+    this.options = options;
     const cfg = (this.cfg = resolveConfig(options));
     const log = (this.log = makeLogger(cfg.debug));
     const now = () => Date.now();
-    this.kv = webStorage('localStorage');
+    this.kv = webStorage();
     this.session = new SessionStore(this.kv, { idleTimeout: cfg.sessionIdleTimeout, maxDuration: cfg.sessionMaxDuration });
-    let anon = this.kv.get(ANON_KEY);
-    if (!anon) this.kv.set(ANON_KEY, (anon = uuid()));
-    this.anon = anon;
-    this.store = queueStore(this.kv, webStorage('sessionStorage'), now);
-    this.queue = new EventQueue({ maxCount: cfg.maxQueueSize, maxBytes: cfg.maxQueueBytes }, () => this.scheduleSave());
-    for (const ev of this.store.load()) this.enqueue(ev);
+    this.store = new QueueStore(this.kv, webLocks(), now);
+    this.outbox = new Outbox({ count: cfg.maxQueueSize, bytes: cfg.maxQueueBytes }, () => this.scheduleSave());
     // Captured before the network observer wraps fetch: our own requests bypass our wrapper.
     const fetchFn = typeof fetch === 'function' ? fetch.bind(window) : undefined;
     this.dispatcher = new Dispatcher(
       {
-        queue: this.queue,
+        outbox: this.outbox,
         transport: createTransport(fetchFn, cfg.ingestUrl, cfg.apiKey, now),
         breaker: new CircuitBreaker(),
         budget: new RetryBudget(),
         timers: { now, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>) },
         log,
+        online: () => typeof navigator === 'undefined' || navigator.onLine !== false,
+        save: () => this.saveNow(),
         drop: (reason, n) => this.drop(reason, n),
       },
-      { interval: cfg.flushInterval, maxBatchSize: cfg.maxBatchSize, maxBatchBytes: cfg.maxBatchBytes },
+      { interval: cfg.flushInterval, maxBatchSize: cfg.maxBatchSize, maxBatchBytes: cfg.maxBatchBytes, dedupWindow: cfg.dedupWindow },
     );
-    this.t = new Teardown((e) => log('observer error', e));
+    this.t = new Teardown((e) => log('error', e));
     this.ctx = {
       cfg,
       t: this.t,
       now,
       emit: (type, md, name) => this.emit(type, md, name),
-      onHide: (fn) => void this.hideHooks.push(fn),
+      drop: (reason, n) => this.drop(reason, n),
       lastClick: { t: 0, selector: '' },
     };
-    if (mayCapture(this.kv, cfg.respectDoNotTrack)) this.start();
-    else log('capture off (opt-out/DNT/GPC)');
+    this.report = errorReporter(this.ctx);
+    addEventListener('storage', this.storageListener);
+    if (mayCapture(this.kv, cfg.respectDoNotTrack, cfg.defaultOptOut)) this.start();
+    else log('no consent: nothing captured or stored');
   }
 
   track(name: string, metadata?: Metadata): void {
     this.safe(() => this.emit('custom', scrub(metadata && typeof metadata === 'object' ? metadata : {}) as Metadata, String(name)));
   }
 
+  captureException(error: unknown, metadata?: Metadata): void {
+    this.safe(() => this.running && this.report('captured', error, error, undefined, undefined, undefined, metadata));
+  }
+
+  setProperties(properties: Metadata): void {
+    this.safe(() => Object.assign(this.cfg.properties, scrub(properties, 500)));
+  }
+
   flush(): Promise<void> {
     return this.safe(() => (this.running ? this.dispatcher.flush() : undefined)) || Promise.resolve();
   }
 
-  shutdown(): void {
+  shutdown(): Promise<void> {
+    const wasRunning = this.running;
     this.safe(() => {
-      if (this.running) void this.dispatcher.flush();
-      this.stop();
-      this.saveNow();
+      this.stop(false);
+      removeEventListener('storage', this.storageListener);
       this.dead = true;
       this.onShutdown();
     });
+    // Capture is off at once; what is queued gets one last pass, and is kept in storage if it fails.
+    const last = wasRunning ? this.dispatcher.flush() : Promise.resolve();
+    return last.then(() => this.safe(() => {
+      this.dispatcher.stop();
+      this.saveNow();
+      this.store.unclaim();
+    }));
   }
 
   optOut(): void {
     this.safe(() => {
       this.kv.set(CONSENT_KEY, 'out');
-      this.stop();
-      this.queue.clear();
-      this.saveNow();
+      this.forget();
     });
   }
 
@@ -121,7 +147,7 @@ export class Client implements ObserverInstance {
   }
 
   getSessionId(): string {
-    return this.safe(() => this.session.peek(Date.now())) || '';
+    return (this.running && this.safe(() => this.session.touch(Date.now()))) || '';
   }
 
   getAnonymousId(): string {
@@ -129,7 +155,7 @@ export class Client implements ObserverInstance {
   }
 
   stats(): Stats {
-    return { queued: this.queue.length, sent: this.dispatcher.sent, retries: this.dispatcher.retries, dropped: { ...this.dropped } };
+    return { queued: this.outbox.length, sent: this.dispatcher.sent, retries: this.dispatcher.retries, dropped: { ...this.dropped } };
   }
 
   /** Runs `fn`; an SDK failure is logged (debug only), never thrown into the page. */
@@ -142,48 +168,96 @@ export class Client implements ObserverInstance {
     }
   }
 
+  private onStorage(e: StorageEvent): void {
+    if (e.key === CONSENT_KEY || e.key === null) {
+      const v = this.kv.get(CONSENT_KEY);
+      if (v === 'out') this.forget();
+      else if (v === 'in') this.start();
+    } else if (this.running && e.key && e.key.indexOf(QUEUE_PREFIX) === 0 && e.newValue)
+      // Another tab wrote its queue, perhaps as it closed: its lock is free once it is gone.
+      setTimeout(() => this.adopt(), 500);
+  }
+
+  /** Opt-out (here or in another tab): capture stops, every stored queue and id goes. */
+  private forget(): void {
+    this.stop();
+    this.outbox.clear();
+    this.store.purgeAll();
+    this.kv.remove(SESSION_KEY);
+    this.kv.remove(ANON_KEY);
+    this.anon = '';
+  }
+
   private start(): void {
     if (this.running || this.dead) return;
     this.running = true;
-    const { ctx, t } = this;
-    const c = this.cfg.capture;
+    const { ctx, t, cfg } = this;
+    let anon = this.kv.get(ANON_KEY);
+    if (!anon) this.kv.set(ANON_KEY, (anon = uuid()));
+    this.anon = anon;
+    this.store.claim(() => this.adopt());
     t.listen(document, 'visibilitychange', () => document.visibilityState === 'hidden' && this.hide());
-    t.listen(window, 'pagehide', () => this.hide());
+    t.listen(window, 'pagehide', () => {
+      this.hide();
+      this.store.unclaim(); // a page holding a Web Lock is kept out of the back/forward cache
+    });
+    t.listen(window, 'pageshow', (e) => (e as PageTransitionEvent).persisted && this.restored());
+    t.listen(window, 'online', () => void this.dispatcher.flush());
+    this.adoptTimer = setInterval(() => this.adopt(), ADOPT_MS);
+    t.add(() => clearInterval(this.adoptTimer as ReturnType<typeof setInterval>));
+    const c = cfg.capture;
+    if (cfg.vitalsAsked && !extensions.vitals) this.log('webVitals: full build only');
     const observers: Array<[boolean, (ctx: Ctx) => void]> = [
       [c.clicks, observeClicks],
-      [c.errors, observeErrors],
+      [c.errors, (x) => observeErrors(x, this.report)],
       [c.network, observeNetwork],
       [c.webVitals && !!extensions.vitals, (x) => extensions.vitals && extensions.vitals(x)],
-      [c.navigation || c.pageViews, (x) => observeNavigation(x, c.navigation, () => c.pageViews && pageView(x, false))],
-      [c.pageViews, (x) => pageView(x, true)],
+      [c.navigation || c.pageViews, (x) => {
+        const pv = c.pageViews ? observePageViews(x) : () => {};
+        observeNavigation(x, c.navigation, pv);
+      }],
     ];
     for (const [on, fn] of observers) {
       try {
         if (on) fn(ctx);
       } catch (e) {
-        this.log('observer', e);
+        this.log('error', e);
       }
     }
     this.dispatcher.start();
-    t.add(() => this.dispatcher.stop());
-    this.log('started', this.cfg.ingestUrl);
+    this.log('started');
   }
 
-  private stop(): void {
+  private stop(dispatcherToo = true): void {
     this.running = false;
     this.t.run();
-    this.hideHooks = [];
+    if (dispatcherToo) this.dispatcher.stop();
+    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
   }
 
-  /** Page hidden or unloading: last observer reports, then beacon what is queued. */
+  /** Back from the back/forward cache: our queue may have been adopted meanwhile, storage says. */
+  private restored(): void {
+    this.store = new QueueStore(this.kv, webLocks(), Date.now);
+    this.outbox.clear();
+    this.store.claim(() => {
+      this.adopt();
+    });
+  }
+
+  /** Takes in the queues of pages that are gone (closed, crashed, restored from an old session). */
+  private adopt(): void {
+    if (!this.running || !this.store.owned) return;
+    this.store.adoptOrphans((p: Persisted) => {
+      this.outbox.absorb(p, (e) => fitEvent(e));
+      this.saveNow();
+      void this.dispatcher.flush();
+    });
+  }
+
+  /** Page hidden or unloading: keepalive requests for what is queued, which stays stored until a 2xx. */
   private hide(): void {
-    for (const fn of this.hideHooks) {
-      try {
-        fn();
-      } catch (e) {
-        this.log('hide', e);
-      }
-    }
+    this.hiddenAt = Date.now();
     this.dispatcher.flushOnHide();
     this.saveNow();
   }
@@ -194,30 +268,25 @@ export class Client implements ObserverInstance {
       const now = Date.now();
       const sid = this.session.touch(now);
       if (!inSample(sid, this.cfg.sampleRate)) return;
-      let ev: ObserverEvent | null | undefined = {
-        event_id: uuid(),
-        type,
-        timestamp: now,
-        session_id: sid,
-        url: sanitizeUrl(location.href),
-        metadata,
-        anonymous_id: this.anon,
-      };
-      if (name !== undefined) ev.name = String(name).slice(0, 200);
+      // The page URL is sanitized once per distinct URL: a 50 KB URL is not rescanned per event.
+      const href = location.href;
+      if (this.url[0] !== href) this.url = [href, sanitizeUrl(href)];
+      const md: Metadata = { ...this.cfg.properties, ...metadata };
+      if (this.cfg.release) md.release = this.cfg.release;
+      let ev: ObserverEvent | null | undefined = { event_id: uuid(), type, timestamp: now, session_id: sid, url: this.url[1], metadata: md, anonymous_id: this.anon };
+      if (name !== undefined) ev.name = cutName(name);
       if (this.cfg.beforeSend) ev = this.cfg.beforeSend(ev);
       if (!ev) return;
-      this.enqueue(ev);
+      const it = fitEvent(ev);
+      if (!it) return this.drop('oversize', 1);
+      const n = this.outbox.push(it);
+      if (n) this.drop('queue_full', n);
       this.dispatcher.notify();
+      // Reported just after the page was hidden (web vitals, a last request): out with the hide flush.
+      if (now - this.hiddenAt < 2000) this.dispatcher.flushOnHide();
     } catch (e) {
-      this.log('emit', e);
+      this.log('error', e);
     }
-  }
-
-  private enqueue(ev: ObserverEvent): void {
-    const fit = fitEvent(ev);
-    if (!fit) return this.drop('oversize', 1);
-    const n = this.queue.push(ev, fit.json, fit.bytes);
-    if (n) this.drop('queue_full', n);
   }
 
   private drop(reason: string, n: number): void {
@@ -226,12 +295,25 @@ export class Client implements ObserverInstance {
   }
 
   private scheduleSave(): void {
-    if (this.saveTimer === null) this.saveTimer = setTimeout(() => this.saveNow(), 200);
+    if (this.saveTimer === null && this.running) this.saveTimer = setTimeout(() => this.saveNow(), SAVE_MS);
   }
 
+  /** Writes the outbox within this page's share of the store cap (the oldest events go first). */
   private saveNow(): void {
     if (this.saveTimer !== null) clearTimeout(this.saveTimer);
     this.saveTimer = null;
-    this.store.save(this.queue.toJSON(), !this.queue.length);
+    // An opt-out in another tab may not have reached us yet: never write after one.
+    if (this.kv.get(CONSENT_KEY) === 'out') return this.forget();
+    if (!this.outbox.length) return this.store.save(null);
+    const room = this.store.allowance();
+    let json = this.outbox.toJSON();
+    if (json.length > room) {
+      const n = this.outbox.shrink(this.outbox.length, Math.max(0, this.outbox.bytes - (json.length - room)));
+      if (n) this.drop('store_full', n);
+      json = this.outbox.toJSON();
+    }
+    this.store.save(this.outbox.length ? json : null);
   }
 }
+
+const cutName = (name: unknown): string => scrub(String(name), 200) as string;

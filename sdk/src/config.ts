@@ -1,4 +1,5 @@
-import type { CaptureOptions, ObserverEvent, ObserverOptions } from './types';
+import { KEEPALIVE_BYTES } from './dispatcher.js';
+import type { CaptureOptions, Metadata, ObserverEvent, ObserverOptions } from './types.js';
 
 /** Options after defaults and validation. */
 export interface Config {
@@ -7,12 +8,20 @@ export interface Config {
   debug: boolean;
   sampleRate: number;
   respectDoNotTrack: boolean;
+  defaultOptOut: boolean;
+  maskAllText: boolean;
+  pageViewTrigger: 'path' | 'url';
+  release?: string;
+  properties: Metadata;
   capture: CaptureOptions;
+  /** `capture.webVitals: true` given explicitly: the core build (no vitals) says so in debug mode. */
+  vitalsAsked: boolean;
   flushInterval: number;
   maxBatchSize: number;
   maxBatchBytes: number;
   maxQueueSize: number;
   maxQueueBytes: number;
+  dedupWindow: number;
   sessionIdleTimeout: number;
   sessionMaxDuration: number;
   beforeSend?: (event: ObserverEvent) => ObserverEvent | null | undefined;
@@ -21,23 +30,35 @@ export interface Config {
 /** The server refuses larger events (10 KiB) and batches (the SDK keeps to 50). */
 export const MAX_EVENT_BYTES = 10240;
 export const MAX_BATCH_SIZE = 50;
-/** sendBeacon and keepalive fetch share a 64 KiB in-flight budget. */
-export const KEEPALIVE_BYTES = 60000;
 
-const num = (v: unknown, dflt: number, min: number, max: number): number =>
-  typeof v === 'number' && v === v ? Math.min(max, Math.max(min, v)) : dflt;
+/** [option, default, min, max] of every numeric option (ms, counts, bytes). */
+const NUMBERS: Array<[keyof Config & keyof ObserverOptions, number, number, number]> = [
+  ['sampleRate', 1, 0, 1],
+  ['flushInterval', 5000, 100, 3600000],
+  ['maxBatchSize', MAX_BATCH_SIZE, 1, MAX_BATCH_SIZE],
+  ['maxBatchBytes', KEEPALIVE_BYTES / 2, MAX_EVENT_BYTES, KEEPALIVE_BYTES],
+  ['maxQueueSize', 1000, 1, 5000],
+  ['maxQueueBytes', 200000, MAX_EVENT_BYTES, 240000],
+  ['dedupWindow', 86400000, 60000, 30 * 86400000],
+  ['sessionIdleTimeout', 30 * 60000, 1000, 1e10],
+  ['sessionMaxDuration', 24 * 3600000, 1000, 1e10],
+];
 
 /** Fills defaults; throws only on a missing apiKey/endpoint (init turns that into a no-op). */
 export function resolveConfig(o: ObserverOptions): Config {
   if (!o || !o.apiKey || !o.endpoint) throw new Error('apiKey and endpoint are required');
   const c = o.capture || {};
   const on = (v: boolean | undefined) => v !== false;
-  return {
+  const cfg = {
     apiKey: String(o.apiKey),
     ingestUrl: String(o.endpoint).replace(/\/+$/, '') + '/v1/events',
     debug: o.debug === true,
-    sampleRate: num(o.sampleRate, 1, 0, 1),
     respectDoNotTrack: o.respectDoNotTrack !== false,
+    defaultOptOut: o.defaultOptOut === true,
+    maskAllText: o.maskAllText === true,
+    pageViewTrigger: o.pageViewTrigger === 'url' ? 'url' : 'path',
+    release: o.release ? String(o.release).slice(0, 200) : undefined,
+    properties: o.properties && typeof o.properties === 'object' ? { ...o.properties } : {},
     capture: {
       clicks: on(c.clicks),
       errors: on(c.errors),
@@ -46,13 +67,12 @@ export function resolveConfig(o: ObserverOptions): Config {
       pageViews: on(c.pageViews),
       webVitals: on(c.webVitals),
     },
-    flushInterval: num(o.flushInterval, 5000, 100, 3600000),
-    maxBatchSize: num(o.maxBatchSize, MAX_BATCH_SIZE, 1, MAX_BATCH_SIZE),
-    maxBatchBytes: num(o.maxBatchBytes, KEEPALIVE_BYTES, MAX_EVENT_BYTES, 900000),
-    maxQueueSize: num(o.maxQueueSize, 1000, 1, 10000),
-    maxQueueBytes: num(o.maxQueueBytes, 500000, MAX_EVENT_BYTES, 2000000),
-    sessionIdleTimeout: num(o.sessionIdleTimeout, 30 * 60000, 1000, 1e10),
-    sessionMaxDuration: num(o.sessionMaxDuration, 24 * 3600000, 1000, 1e10),
+    vitalsAsked: c.webVitals === true,
     beforeSend: typeof o.beforeSend === 'function' ? o.beforeSend : undefined,
-  };
+  } as Config;
+  for (const [k, dflt, min, max] of NUMBERS) {
+    const v = o[k];
+    (cfg as unknown as Record<string, number>)[k] = typeof v === 'number' && v === v ? Math.min(max, Math.max(min, v)) : dflt;
+  }
+  return cfg;
 }

@@ -1,6 +1,6 @@
-import type { Config } from './config';
-import type { Teardown } from './teardown';
-import type { EventType, Metadata } from './types';
+import type { Config } from './config.js';
+import type { Teardown } from './teardown.js';
+import type { EventType, Metadata } from './types.js';
 
 /** What an observer gets: a way to emit events and to register what shutdown must undo. */
 export interface Ctx {
@@ -8,8 +8,8 @@ export interface Ctx {
   t: Teardown;
   now(): number;
   emit(type: EventType, metadata: Metadata, name?: string): void;
-  /** Runs before the page-hide flush (e.g. to report final web vitals). */
-  onHide(fn: () => void): void;
+  /** Counts events an observer chose not to emit (deduplicated, rate-limited). */
+  drop(reason: string, n: number): void;
   /** Last click, for marking errors that follow one. */
   lastClick: { t: number; selector: string };
 }

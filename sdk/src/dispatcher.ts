@@ -1,12 +1,13 @@
-import { backoffDelay } from './backoff';
-import type { CircuitBreaker } from './breaker';
-import type { RetryBudget } from './budget';
-import { KEEPALIVE_BYTES } from './config';
-import type { Logger } from './log';
-import type { EventQueue } from './queue';
-import { classify } from './transport';
-import type { Transport } from './transport';
-import type { ObserverEvent } from './types';
+import { backoffDelay } from './backoff.js';
+import type { CircuitBreaker } from './breaker.js';
+import type { RetryBudget } from './budget.js';
+import type { Logger } from './log.js';
+import type { Batch, Outbox } from './outbox.js';
+import { classify } from './transport.js';
+import type { SendResult, Transport } from './transport.js';
+
+/** sendBeacon and keepalive fetch share a 64 KiB in-flight budget per page. */
+export const KEEPALIVE_BYTES = 60000;
 
 export interface Timers {
   now(): number;
@@ -18,46 +19,47 @@ export interface DispatcherOptions {
   interval: number;
   maxBatchSize: number;
   maxBatchBytes: number;
+  /** Events older than this (ms) are past the server's dedup window: dropped, not resent. */
+  dedupWindow: number;
 }
 
 export interface DispatcherDeps {
-  queue: EventQueue;
+  outbox: Outbox;
   transport: Transport;
   breaker: CircuitBreaker;
   budget: RetryBudget;
   timers: Timers;
   log: Logger;
   rng?: () => number;
+  /** False while the browser says it is offline. */
+  online(): boolean;
+  /** Persists the outbox now (a batch was frozen). */
+  save(): void;
   /** Counts a drop under a reason (never silent). */
   drop(reason: string, n: number): void;
 }
 
 /**
- * Moves events from the queue to the server: one request in flight at a time, a batch at
- * 50 events / the byte budget / the interval, retries with backoff under the breaker, the
- * retry budget, Retry-After and the rate-limit headers; 413 halves the batch.
+ * Moves events from the outbox to the server. An attempted batch is frozen and resent as is
+ * until a 2xx (or a refusal) answers for it; retries back off under the breaker, the retry
+ * budget, Retry-After and the rate-limit headers; 413 splits the batch in two.
  */
 export class Dispatcher {
   sent = 0;
   retries = 0;
-  private limit: number;
-  /** Events of a batch refused with 413 not yet delivered: the limit stays low until they are. */
-  private splitLeft = 0;
   private attempt = 0;
   private blockedUntil = 0;
   private timer: unknown = null;
   private running: Promise<void> | null = null;
-  private inflight = new Set<string>();
+  private keepaliveBytes = 0;
   private stopped = false;
 
-  constructor(private readonly d: DispatcherDeps, private readonly o: DispatcherOptions) {
-    this.limit = o.maxBatchSize;
-  }
+  constructor(private readonly d: DispatcherDeps, private readonly o: DispatcherOptions) {}
 
   /** Called after each enqueue: send now if a batch is full, else within the interval. */
   notify(): void {
-    const q = this.d.queue;
-    if (q.length - this.inflight.size >= this.o.maxBatchSize || q.bytes >= this.o.maxBatchBytes) void this.flush();
+    const { outbox } = this.d;
+    if (outbox.loose.length >= this.o.maxBatchSize || outbox.bytes >= this.o.maxBatchBytes) void this.flush();
     else this.schedule(this.o.interval, false);
   }
 
@@ -66,35 +68,20 @@ export class Dispatcher {
     if (this.running) return this.running;
     this.clearTimer();
     this.running = this.pump()
-      .catch((e) => this.d.log('flush failed', e))
+      .catch((e) => this.d.log('error', e))
       .then(() => {
         this.running = null;
       });
     return this.running;
   }
 
-  /** Hands what is left to sendBeacon (page hide); events the browser took leave the queue. */
+  /** Page hide: every batch that fits the keepalive budget goes now; all stay stored until a 2xx. */
   flushOnHide(): void {
-    const now = this.d.timers.now();
-    if (this.blockedUntil > now || this.d.breaker.state(now) === 'open') return; // kept in storage for the next visit
-    const skip = new Set(this.inflight);
-    for (let guard = 0; guard < 100; guard++) {
-      const batch = this.d.queue.peek(this.o.maxBatchSize, KEEPALIVE_BYTES - 200, skip);
-      if (!batch.length) return;
-      const ids = new Set(batch.map((e) => e.event_id));
-      const done = (ok: boolean) => {
-        if (!ok) return;
-        this.d.queue.remove(ids);
-        this.sent += batch.length;
-      };
-      const r = this.d.transport.beacon(batch);
-      if (r !== true) {
-        // Not taken by sendBeacon: a keepalive fetch may still land; the quota is spent either way.
-        if (r) r.then(done, () => {});
-        return;
-      }
-      done(true);
-      ids.forEach((id) => skip.add(id));
+    if (!this.mayAttempt(this.d.timers.now())) return;
+    for (let guard = 0; guard < 20; guard++) {
+      const batch = this.d.outbox.next(this.o.maxBatchSize, Math.min(this.o.maxBatchBytes, KEEPALIVE_BYTES - this.keepaliveBytes));
+      if (!batch || batch.bytes > KEEPALIVE_BYTES - this.keepaliveBytes) break;
+      void this.attemptBatch(batch, true);
     }
   }
 
@@ -105,54 +92,75 @@ export class Dispatcher {
 
   start(): void {
     this.stopped = false;
-    if (this.d.queue.length) this.schedule(this.o.interval, false);
+    this.schedule(this.o.interval, false);
+  }
+
+  private mayAttempt(now: number): boolean {
+    return this.d.online() && this.blockedUntil <= now && this.d.breaker.state(now) !== 'open';
   }
 
   private async pump(): Promise<void> {
-    const { queue, transport, breaker, budget, timers, log } = this.d;
-    while (queue.length) {
+    const { outbox, budget, breaker, timers } = this.d;
+    for (;;) {
+      if (this.stopped) return;
       const now = timers.now();
+      const expired = outbox.expire(now - this.o.dedupWindow);
+      if (expired) this.d.drop('expired', expired);
+      if (!outbox.length) return;
+      if (!this.d.online()) return; // the `online` event calls flush again
       if (this.blockedUntil > now) return this.schedule(this.blockedUntil - now, true);
       const retry = this.attempt > 0;
       if (retry && !budget.canRetry(now)) return this.schedule(budget.waitMs(now), true);
       if (!breaker.allow(now)) return this.schedule(Math.max(1, breaker.retryIn(now)), true);
-      const batch = queue.peek(this.limit, this.o.maxBatchBytes);
-      if (!batch.length) return;
+      const batch = outbox.next(this.o.maxBatchSize, this.o.maxBatchBytes);
+      if (!batch) return;
       if (retry) {
         budget.recordRetry(now);
         this.retries++;
       } else budget.recordSend(now);
-      const ids = new Set(batch.map((e: ObserverEvent) => e.event_id));
-      this.inflight = ids;
-      const res = await transport.send(batch, !retry);
-      this.inflight = new Set();
-      const after = timers.now();
-      if (res.rateWait) this.blockedUntil = after + res.rateWait;
-      const verdict = classify(res.status);
-      log('sent', batch.length, 'events ->', res.status || 'network error');
-      if (verdict === 'retry') {
-        breaker.failure(after);
-        const wait = Math.max(backoffDelay(this.attempt, 1000, 60000, this.d.rng), res.retryAfter, res.rateWait);
-        this.attempt++;
-        this.blockedUntil = Math.max(this.blockedUntil, after + wait);
-        continue;
-      }
-      breaker.success();
-      this.attempt = 0;
-      if (verdict === 'split' && batch.length > 1) {
-        this.limit = Math.max(1, Math.floor(batch.length / 2));
-        this.splitLeft = Math.max(this.splitLeft, batch.length);
-        continue;
-      }
-      queue.remove(ids);
-      this.splitLeft -= batch.length;
-      if (verdict === 'ok') {
-        this.sent += batch.length - res.rejected;
-        if (res.rejected) this.d.drop('rejected', res.rejected);
-        if (this.splitLeft <= 0) this.limit = Math.min(this.o.maxBatchSize, this.limit * 2);
-      } else this.d.drop(verdict === 'split' ? 'too_large' : 'refused_' + res.status, batch.length);
-      if (this.stopped) return;
+      await this.attemptBatch(batch, false);
     }
+  }
+
+  /** One request for a batch; its answer decides what happens to it. */
+  private async attemptBatch(batch: Batch, plain: boolean): Promise<void> {
+    batch.busy = true;
+    this.d.save();
+    const keepalive = this.keepaliveBytes + batch.bytes <= KEEPALIVE_BYTES;
+    if (keepalive) this.keepaliveBytes += batch.bytes;
+    let res: SendResult;
+    try {
+      res = await this.d.transport(batch.items.map((it) => it.e), keepalive, plain);
+    } finally {
+      if (keepalive) this.keepaliveBytes -= batch.bytes;
+      batch.busy = false;
+    }
+    this.answer(batch, res);
+  }
+
+  private answer(batch: Batch, res: SendResult): void {
+    const { outbox, breaker, timers, log } = this.d;
+    const after = timers.now();
+    const n = batch.items.length;
+    if (res.rateWait) this.blockedUntil = Math.max(this.blockedUntil, after + res.rateWait);
+    const verdict = classify(res.status);
+    log('sent', n, res.status);
+    if (verdict === 'retry') {
+      if (res.status || this.d.online()) breaker.failure(after);
+      const wait = Math.max(backoffDelay(this.attempt, 1000, 60000, this.d.rng), res.retryAfter, res.rateWait);
+      this.attempt++;
+      this.blockedUntil = Math.max(this.blockedUntil, after + wait);
+      this.schedule(this.blockedUntil - after, true);
+      return;
+    }
+    breaker.success();
+    this.attempt = 0;
+    if (verdict === 'split' && outbox.split(batch)) return void this.flush();
+    outbox.done(batch);
+    if (verdict === 'ok') {
+      this.sent += n - res.rejected;
+      if (res.rejected) this.d.drop('rejected', res.rejected);
+    } else this.d.drop(verdict === 'split' ? 'too_large' : 'refused_' + res.status, n);
   }
 
   private schedule(ms: number, force: boolean): void {

@@ -1,6 +1,10 @@
-import { maskText } from './privacy';
+import { cutMask } from './privacy.js';
 
-const FORM_FIELD = /^(INPUT|TEXTAREA|SELECT|OPTION|SCRIPT|STYLE|NOSCRIPT)$/;
+/** Elements whose text is their label: the only text a click reports. */
+const LABELLED = 'a,button,label,summary,[role=button],[role=link],[role=menuitem],[role=tab]';
+const NO_TEXT = /^(INPUT|TEXTAREA|SELECT|SCRIPT|STYLE|NOSCRIPT|TEMPLATE|SVG)$/;
+/** A label longer than this is not a label (a whole card wrapped in a link, say). */
+const MAX_LABEL = 64;
 
 /** True when the element (or an ancestor) carries `data-observer-ignore`. */
 export function isIgnored(el: Element | null): boolean {
@@ -11,45 +15,71 @@ export function isIgnored(el: Element | null): boolean {
   }
 }
 
-const skipText = (el: Element): boolean =>
-  FORM_FIELD.test(el.tagName) || el.hasAttribute('data-observer-ignore') || (el as HTMLElement).isContentEditable === true;
+/** Hidden by markup (no layout is forced to find out): `hidden`, `aria-hidden`, an inline display:none. */
+const hidden = (el: Element): boolean => el.matches('[hidden],[aria-hidden=true],[style*="display: none"],[style*="display:none"]');
 
 /** A short CSS path to the element: tag, id or two classes, nth-of-type, at most 5 levels. */
 export function selectorOf(el: Element): string {
   const parts: string[] = [];
-  const esc = (s: string) => (typeof CSS !== 'undefined' && CSS.escape ? CSS.escape(s) : s);
+  const esc = (s: string) => CSS.escape(s);
   let cur: Element | null = el;
   for (let i = 0; cur && cur.nodeType === 1 && i < 5; i++) {
     const tag = cur.tagName.toLowerCase();
     if (cur.id) {
-      parts.unshift(tag + '#' + esc(cur.id));
+      parts.unshift(tag + '#' + esc(cur.id.slice(0, 64)));
       break;
     }
     let p = tag;
-    const cls = typeof cur.className === 'string' ? cur.className.trim().split(/\s+/).filter(Boolean).slice(0, 2) : [];
-    if (cls.length) p += '.' + cls.map(esc).join('.');
+    const cls = typeof cur.className === 'string' ? cur.className.trim().split(/\s+/, 2).filter(Boolean) : [];
+    if (cls.length) p += '.' + cls.map((c) => esc(c.slice(0, 40))).join('.');
     const parent: Element | null = cur.parentElement;
     if (parent && tag !== 'body' && tag !== 'html') {
-      const same = Array.prototype.filter.call(parent.children, (c: Element) => c.tagName === (cur as Element).tagName);
-      if (same.length > 1) p += ':nth-of-type(' + (same.indexOf(cur) + 1) + ')';
+      // Siblings of the same tag, at most 200 looked at: bounded on huge lists.
+      let nth = 0;
+      let total = 0;
+      for (let s = parent.firstElementChild, k = 0; s && k < 200; s = s.nextElementSibling, k++) {
+        if (s.tagName !== cur.tagName) continue;
+        total++;
+        if (s === cur) nth = total;
+      }
+      if (total > 1 && nth) p += ':nth-of-type(' + nth + ')';
     }
     parts.unshift(p);
     if (tag === 'body') break;
     cur = parent;
   }
-  return maskText(parts.join(' > ')).slice(0, 300);
+  return cutMask(parts.join(' > '), 300);
 }
 
-/** Visible text of an element, trimmed and masked; never the value or text of a form field. */
-export function textOf(el: Element, max = 100): string {
-  if (skipText(el)) return '';
+/**
+ * The clicked control's own label, masked and at most MAX_LABEL characters: `aria-label`,
+ * a button input's value, or the visible text of the enclosing link/button/label. Anything
+ * else (a card, a table cell, a paragraph) reports no text, nor does `maskAllText`.
+ */
+export function labelOf(el: Element, maskAll = false): string {
+  if (maskAll) return '';
+  const aria = el.getAttribute('aria-label');
+  if (aria) return cutMask(aria.trim(), MAX_LABEL);
+  if (el.tagName === 'INPUT') {
+    const t = (el as HTMLInputElement).type;
+    return t === 'button' || t === 'submit' || t === 'reset' ? cutMask(String((el as HTMLInputElement).value || '').trim(), MAX_LABEL) : '';
+  }
+  const own = el.closest(LABELLED);
+  if (!own) return '';
+  const ownAria = own.getAttribute('aria-label');
+  if (ownAria) return cutMask(ownAria.trim(), MAX_LABEL);
   let out = '';
+  let nodes = 0;
+  let tooLong = false;
   const walk = (n: Node): void => {
-    for (let c = n.firstChild; c && out.length < max * 2; c = c.nextSibling) {
+    for (let c = n.firstChild; c && !tooLong; c = c.nextSibling) {
+      if (++nodes > 50) return void (tooLong = true);
       if (c.nodeType === 3) out += c.nodeValue;
-      else if (c.nodeType === 1 && !skipText(c as Element)) walk(c);
+      else if (c.nodeType === 1 && !NO_TEXT.test((c as Element).tagName.toUpperCase()) && !hidden(c as Element) && !(c as Element).hasAttribute('data-observer-ignore')) walk(c);
+      if (out.length > MAX_LABEL * 3) tooLong = true;
     }
   };
-  walk(el);
-  return maskText(out.replace(/\s+/g, ' ').trim().slice(0, max));
+  walk(own);
+  out = out.replace(/\s+/g, ' ').trim();
+  return tooLong || out.length > MAX_LABEL ? '' : cutMask(out, MAX_LABEL);
 }

@@ -1,20 +1,21 @@
-import { MAX_EVENT_BYTES } from './config';
-import { scrub } from './privacy';
-import { byteLength } from './size';
-import type { Metadata, ObserverEvent } from './types';
+import { MAX_EVENT_BYTES } from './config.js';
+import type { Item } from './outbox.js';
+import { scrub } from './privacy.js';
+import { byteLength } from './size.js';
+import type { Metadata, ObserverEvent } from './types.js';
 
 /**
  * Serializes an event within the server's 10 KiB limit: if too big, strings in its metadata
  * are cut harder (and `metadata.truncated` set); null when even that does not fit.
  */
-export function fitEvent(ev: ObserverEvent, maxBytes = MAX_EVENT_BYTES): { json: string; bytes: number } | null {
-  let json = JSON.stringify(ev);
-  let bytes = byteLength(json);
+export function fitEvent(ev: ObserverEvent, maxBytes = MAX_EVENT_BYTES): Item | null {
+  let j = JSON.stringify(ev);
+  let b = byteLength(j);
   for (const cut of [500, 100]) {
-    if (bytes <= maxBytes) break;
+    if (b <= maxBytes) break;
     ev.metadata = { ...(scrub(ev.metadata, cut) as Metadata), truncated: true };
-    json = JSON.stringify(ev);
-    bytes = byteLength(json);
+    j = JSON.stringify(ev);
+    b = byteLength(j);
   }
-  return bytes <= maxBytes ? { json, bytes } : null;
+  return b <= maxBytes ? { e: ev, j, b } : null;
 }

@@ -1,7 +1,7 @@
-import type { Ctx } from './context';
+import type { Ctx } from './context.js';
 
 /**
- * Observers kept out of the core <script> build to hold it under 8 KiB gzipped; the full
- * builds (observer.full.min.js, the ESM module) register them here before `init` runs.
+ * Observers kept out of the core <script> build to hold it under 10 KiB gzipped; the full
+ * builds (observer.full.min.js, the npm module) register them here before `init` runs.
  */
 export const extensions: { vitals?: (ctx: Ctx) => void } = {};

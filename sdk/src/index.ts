@@ -1,8 +1,8 @@
-export { init, Observer } from './api';
-export { backoffDelay } from './backoff';
-export { CircuitBreaker } from './breaker';
-export type { BreakerState } from './breaker';
-export { RetryBudget } from './budget';
-export { maskText, sanitizeUrl } from './privacy';
-export { VERSION } from './version';
-export type { CaptureOptions, EventType, Metadata, ObserverEvent, ObserverInstance, ObserverOptions, Stats } from './types';
+export { init, Observer } from './api.js';
+export { backoffDelay } from './backoff.js';
+export { CircuitBreaker } from './breaker.js';
+export type { BreakerState } from './breaker.js';
+export { RetryBudget } from './budget.js';
+export { maskText, sanitizeUrl } from './privacy.js';
+export { VERSION } from './version.js';
+export type { CaptureOptions, EventType, Metadata, ObserverEvent, ObserverGlobal, ObserverInstance, ObserverOptions, Stats } from './types.js';

@@ -1,5 +1,5 @@
-import type { KV } from './storage';
-import { uuid } from './uuid';
+import type { KV } from './storage.js';
+import { uuid } from './uuid.js';
 
 export interface SessionRules {
   /** Rotate after this long without activity (ms). */
@@ -15,6 +15,8 @@ interface SessionRecord {
 }
 
 export const SESSION_KEY = '__observer_session';
+/** Activity is recorded this coarsely; idle timeouts are minutes, so seconds of slack are harmless. */
+export const WRITE_MS = 5000;
 
 /**
  * The session id lives in localStorage so every tab of an origin shares it; each tab
@@ -30,21 +32,10 @@ export class SessionStore {
   /** The current session id at `now`, rotated if idle or too old; records activity. */
   touch(now: number): string {
     let r = this.read();
-    if (!r || this.expired(r, now)) r = { id: this.newId(), start: now, last: now };
-    else r.last = Math.max(r.last, now);
-    this.write(r);
+    if (!r || this.expired(r, now)) this.write((r = { id: this.newId(), start: now, last: now }));
+    // Activity is written at most every WRITE_MS: each write is a `storage` event in every other tab.
+    else if (now - r.last >= WRITE_MS) this.write({ ...r, last: now });
     return r.id;
-  }
-
-  /** The id an event at `now` would get, without recording activity. */
-  peek(now: number): string {
-    const r = this.read();
-    return r && !this.expired(r, now) ? r.id : this.touch(now);
-  }
-
-  /** Starts a session with the given id (e.g. one carried over from a server-rendered page). */
-  set(id: string, now: number): void {
-    this.write({ id, start: now, last: now });
   }
 
   private expired(r: SessionRecord, now: number): boolean {

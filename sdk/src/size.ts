@@ -1,5 +1,7 @@
+const enc = typeof TextEncoder !== 'undefined' ? new TextEncoder() : null;
+
 /** UTF-8 length of a string: what the server counts against its limits. */
 export function byteLength(s: string): number {
-  if (typeof TextEncoder !== 'undefined') return new TextEncoder().encode(s).length;
-  return unescape(encodeURIComponent(s)).length;
+  // ASCII (nearly every event) is one byte a character: no encoding needed.
+  return !/[^\x00-\x7f]/.test(s) || !enc ? s.length : enc.encode(s).length;
 }

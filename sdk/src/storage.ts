@@ -6,11 +6,11 @@ export interface KV {
   keys(): string[];
 }
 
-/** Wraps localStorage/sessionStorage; falls back to memory when storage is missing or blocked. */
-export function webStorage(kind: 'localStorage' | 'sessionStorage'): KV {
+/** Wraps localStorage; falls back to memory when storage is missing or blocked. */
+export function webStorage(): KV {
   let s: Storage | null = null;
   try {
-    s = (window as unknown as Record<string, Storage>)[kind];
+    s = window.localStorage;
     s.setItem('__observer_probe', '1');
     s.removeItem('__observer_probe');
   } catch {
@@ -20,11 +20,19 @@ export function webStorage(kind: 'localStorage' | 'sessionStorage'): KV {
 }
 
 function storageKV(s: Storage): KV {
+  // Storage throws when blocked or full: a failed write keeps the data in memory only.
+  const t = <T>(f: () => T, d: T): T => {
+    try {
+      return f();
+    } catch {
+      return d;
+    }
+  };
   return {
-    get: (k) => { try { return s.getItem(k); } catch { return null; } },
-    set: (k, v) => { try { s.setItem(k, v); } catch { /* quota: the queue stays in memory */ } },
-    remove: (k) => { try { s.removeItem(k); } catch { /* ignore */ } },
-    keys: () => { try { return Object.keys(s); } catch { return []; } },
+    get: (k) => t(() => s.getItem(k), null),
+    set: (k, v) => t(() => s.setItem(k, v), undefined),
+    remove: (k) => t(() => s.removeItem(k), undefined),
+    keys: () => t(() => Object.keys(s), []),
   };
 }
 

@@ -30,6 +30,7 @@ export interface CaptureOptions {
   network: boolean;
   navigation: boolean;
   pageViews: boolean;
+  /** Full builds only (observer.full.min.js, the npm module); the core build ignores it (and says so in debug mode). */
   webVitals: boolean;
 }
 
@@ -39,13 +40,26 @@ export interface ObserverOptions {
   endpoint: string;
   debug?: boolean;
   sampleRate?: number;
+  /** Honour Do Not Track / Global Privacy Control: capture and store nothing until `optIn()` (default true). */
   respectDoNotTrack?: boolean;
+  /** Start opted out: nothing captured or stored (but the consent flag) until `optIn()`. */
+  defaultOptOut?: boolean;
+  /** Never send page text: no click text, no page titles. */
+  maskAllText?: boolean;
+  /** `path` (default): a page view when the path changes; `url`: also on query/hash changes. */
+  pageViewTrigger?: 'path' | 'url';
+  /** Your app's release, put on every event as `metadata.release`. */
+  release?: string;
+  /** Properties merged into every event's metadata (the event's own keys win). */
+  properties?: Metadata;
   capture?: Partial<CaptureOptions>;
   flushInterval?: number;
   maxBatchSize?: number;
   maxBatchBytes?: number;
   maxQueueSize?: number;
   maxQueueBytes?: number;
+  /** The server's dedup window (ms): persisted events older than this are dropped, not resent. */
+  dedupWindow?: number;
   sessionIdleTimeout?: number;
   sessionMaxDuration?: number;
   /** Last look at each event before it is queued; return null to drop it. */
@@ -62,11 +76,36 @@ export interface Stats {
 
 export interface ObserverInstance {
   track(name: string, metadata?: Metadata): void;
+  /** Reports an error caught by the app (an error boundary, a catch block). */
+  captureException(error: unknown, metadata?: Metadata): void;
+  /** Merges properties into every later event's metadata. */
+  setProperties(properties: Metadata): void;
   flush(): Promise<void>;
-  shutdown(): void;
+  /** Stops capture at once, then settles after the final flush. */
+  shutdown(): Promise<void>;
   optOut(): void;
   optIn(): void;
   getSessionId(): string;
   getAnonymousId(): string;
   stats(): Stats;
+}
+
+/** `window.Observer` (script builds and the snippet). */
+export interface ObserverGlobal {
+  init(options: ObserverOptions): ObserverInstance;
+  version: string;
+  track(name: string, metadata?: Metadata): void;
+  captureException(error: unknown, metadata?: Metadata): void;
+  setProperties(properties: Metadata): void;
+  flush(): Promise<void>;
+  shutdown(): Promise<void>;
+  optOut(): void;
+  optIn(): void;
+}
+
+declare global {
+  interface Window {
+    /** Defined by observer.min.js / observer.full.min.js (or the snippet, until they load). */
+    Observer?: ObserverGlobal;
+  }
 }

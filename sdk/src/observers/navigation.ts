@@ -1,9 +1,9 @@
-import type { Ctx } from '../context';
-import { sanitizeUrl } from '../privacy';
+import type { Ctx } from '../context.js';
+import { sanitizeUrl } from '../privacy.js';
 
 /**
- * SPA navigation through history.pushState/replaceState and popstate. Calls `onChange`
- * (page views) whenever the URL changed; emits `navigation` events when `emitEvents`.
+ * SPA navigation through history.pushState/replaceState, popstate and hashchange. Calls
+ * `onChange` whenever the URL changed; emits `navigation` events when `emitEvents`.
  */
 export function observeNavigation(ctx: Ctx, emitEvents: boolean, onChange: () => void): void {
   let last = location.href;

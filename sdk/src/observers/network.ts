@@ -1,5 +1,5 @@
-import type { Ctx } from '../context';
-import { sanitizeUrl } from '../privacy';
+import type { Ctx } from '../context.js';
+import { sanitizeUrl } from '../privacy.js';
 
 type Fn = (...a: unknown[]) => unknown;
 

@@ -1,39 +1,21 @@
-import type { Ctx } from '../context';
-
-type Entry = PerformanceEntry & { value?: number; hadRecentInput?: boolean; interactionId?: number; responseStart?: number };
+import { onCLS, onFCP, onINP, onLCP, onTTFB } from 'web-vitals';
+import type { Metric } from 'web-vitals';
+import type { Ctx } from '../context.js';
 
 /**
- * Web vitals, small: LCP, CLS (sum of shifts without recent input), INP-lite (slowest
- * interaction), FCP and TTFB, reported once as `web_vital` events when the page is hidden.
+ * Web vitals by their definitions, from GoogleChrome's web-vitals library (full builds only):
+ * CLS over session windows, INP as the 98th-percentile interaction, LCP until input; each is
+ * reported when the page is hidden (again after a back/forward-cache restore, with a new
+ * metric id), times measured from activation for prerendered pages.
  */
 export function observeVitals(ctx: Ctx): void {
-  const PO = typeof PerformanceObserver !== 'undefined' ? PerformanceObserver : null;
-  if (!PO) return;
-  const v: Record<string, number> = {};
-  const watch = (type: string, fn: (e: Entry) => void, extra?: object) => {
-    try {
-      const o = new PO((list) => list.getEntries().forEach((e) => fn(e as Entry)));
-      o.observe({ type, buffered: true, ...extra } as PerformanceObserverInit);
-      ctx.t.add(() => o.disconnect());
-    } catch { /* entry type not supported */ }
-  };
-  watch('largest-contentful-paint', (e) => (v.LCP = e.startTime));
-  watch('layout-shift', (e) => {
-    if (!e.hadRecentInput) v.CLS = (v.CLS || 0) + (e.value || 0);
-  });
-  watch('event', (e) => {
-    if (e.interactionId) v.INP = Math.max(v.INP || 0, e.duration);
-  }, { durationThreshold: 40 });
-  watch('paint', (e) => {
-    if (e.name === 'first-contentful-paint') v.FCP = e.startTime;
-  });
-  watch('navigation', (e) => {
-    if (e.responseStart) v.TTFB = e.responseStart;
-  });
-  let sent = false;
-  ctx.onHide(() => {
-    if (sent) return;
-    sent = true;
-    for (const name in v) ctx.emit('web_vital', { name, value: name === 'CLS' ? Math.round(v[name] * 1e4) / 1e4 : Math.round(v[name]) }, name);
-  });
+  const report = (m: Metric) =>
+    ctx.emit('web_vital', {
+      value: m.name === 'CLS' ? Math.round(m.value * 1e4) / 1e4 : Math.round(m.value),
+      delta: m.name === 'CLS' ? Math.round(m.delta * 1e4) / 1e4 : Math.round(m.delta),
+      rating: m.rating,
+      metric_id: m.id,
+      navigation_type: m.navigationType,
+    }, m.name);
+  for (const on of [onCLS, onINP, onLCP, onFCP, onTTFB]) on(report);
 }
