@@ -2,7 +2,8 @@
 
 One rule everywhere (issue 11): an event is (project, event_id); its row of record is its
 earliest row, the smallest (received_at_ms, batch_id) among the rows stored within the dedup
-window; it belongs to the session version whose batches hold that row, and to no other. Reads of
+window; it belongs to the session version its batch belongs to (the lowest version that batch
+was counted into), and to no other. Reads of
 a version take only the events it owns, so an event stored from two batches -- a resend that
 slipped past the persist step's check, a batch whose marker was lost -- counts once, in one
 version, before and after merges (the earliest row is never merged away: clickhouse_migrations).
@@ -22,9 +23,12 @@ DEFAULT_WINDOW_MS = 86_400_000
 # inlined as literals (about 40 bytes each).
 LOOKUP_CHUNK = 5000
 
+# A batch belongs to the lowest version it was counted into: one counted again after its markers
+# were lost (Redis lost its data, then a redelivery) must not bring its events into a later version.
 _VERSION_BATCHES = (
     "SELECT batch_id FROM {db}.session_batches "
-    "WHERE project = %(project)s AND session_id = %(session_id)s AND version = %(version)s"
+    "WHERE project = %(project)s AND session_id = %(session_id)s AND version <= %(version)s "
+    "GROUP BY batch_id HAVING min(version) = %(version)s"
 )
 _CANDIDATES = (
     "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "

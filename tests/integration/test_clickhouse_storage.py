@@ -72,3 +72,24 @@ def test_record_forwarded_is_idempotent(ch):
 def test_quote_escapes_hostile_strings(ch):
     hostile = "x' OR 1=1 -- \\' \n"
     assert ch.execute("SELECT %(v)s", {"v": hostile})[0][0] == hostile
+
+
+def test_pre_issue_11_events_table_is_rebuilt_and_indexed(ch):
+    """A data dir from before issue 11 (events keyed without batch_id, no event_ids) migrates in place."""
+    db = ch.database
+    for name in ("events_dedup", "event_ids_mv", "event_ids", "events"):
+        ch.execute(f"DROP TABLE IF EXISTS {db}.{name}")
+    ch.execute(f"""CREATE TABLE {db}.events (project String, session_id String, event_id String, type String,
+        ts_ms Int64, received_at_ms Int64, url String, name String, anonymous_id String, metadata String,
+        request_id String, batch_id String) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMM(toDateTime(intDiv(ts_ms, 1000), 'UTC')) ORDER BY (project, session_id, event_id)""")
+    b = _batch("old1", "s7", [("click", T0 + 5, "https://a.test/", {}), ("error", T0 + 9, "", {"m": 1})])
+    events_repo.insert_events(ch, [b])
+    clickhouse_migrations.migrate(ch)
+    clickhouse_migrations.migrate(ch)  # and again: nothing left to do
+    key = ch.execute("SELECT sorting_key FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
+    assert key == [("project, session_id, event_id, batch_id",)]
+    assert ch.execute(f"SELECT count() FROM {db}.events_pre11")[0][0] == 2
+    assert ch.execute(f"SELECT count() FROM {db}.event_ids")[0][0] == 2  # backfilled within the window
+    events_repo.insert_session_batches(ch, [("p1", "s7", 1, "old1", 2)])
+    assert [r["type"] for r in events_repo.session_events(ch, "p1", "s7", 1, 10)] == ["click", "error"]

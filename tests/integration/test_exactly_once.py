@@ -284,3 +284,19 @@ def test_sessions_redis_lost_versions_continue_and_live_ones_are_reconciled(pipe
     print("webhook-ids delivered:", sorted(by_id))
     assert sorted(by_id) == [f"p1:{sid}:{v}" for v in (1, 2, 3)]
     assert all(len(contents) == 1 for contents in by_id.values())
+
+
+def test_batch_counted_again_after_its_version_was_delivered_stays_in_that_version(pipe):
+    """Markers lost after delivery (Redis lost its data), then the batch's session step runs again."""
+    sid = "s-" + uuid.uuid4().hex[:8]
+    b = _batch(_ids(3), sid, BASE)
+    pipe.ingest(b)
+    [v1] = pipe.deliver(pipe.claim(BASE + IDLE_MS))
+    pipe.r.flushdb()
+    assert pipe.ingest(b) == [{sid: 2}]  # counted into version 2 as well
+    extra = _batch(_ids(1), sid, BASE + IDLE_MS + 5_000)
+    pipe.ingest(extra)
+    [v2] = pipe.deliver(pipe.claim(int(time.time() * 1000) + IDLE_MS))
+    assert len(v1["events"]) == 3 and _event_ids(v2) == [e["event_id"] for e in extra["events"]]
+    assert service.prepare(pipe.ch, {"pending": 0}, project="p1", session_id=sid, version=1,
+                           settings=S).payload["session"]["event_count"] == 3
