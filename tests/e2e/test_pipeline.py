@@ -39,6 +39,10 @@ def stack(request, make_stack):
         from tests.e2e.stack import free_port
 
         extra["WORKER_METRICS_PORT"] = free_port()
+    # RETRY_TIME_SCALE=0.01 compresses the UFSE retry schedule (5 s, 5 min, ...) to 0.05 s, 3 s, ...
+    # so the 500, 500, 200 path below finishes in seconds; the schedule itself is tested at its
+    # defaults in tests/unit/pipeline/test_flush.py and by scripts/faults.
+    extra["RETRY_TIME_SCALE"] = "0.01"
     s = make_stack(engine=engine, broker=broker, **extra)
     s.worker_metrics_port = extra.get("WORKER_METRICS_PORT")
     return s
