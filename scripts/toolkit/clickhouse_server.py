@@ -13,6 +13,11 @@ from toolkit.system import ensure_clickhouse_server
 
 
 def _select_one(tcp_port: int):
+    import logging
+
+    # the driver logs every refused connection with a traceback; while starting that is normal
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
+
     def ready() -> bool:
         from clickhouse_driver import Client
 

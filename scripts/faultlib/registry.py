@@ -1,0 +1,55 @@
+"""The numbered cases: what each does, what it needs, what it checks afterwards."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from faultlib import cases_data as d, cases_kill as k, cases_outage as o
+
+
+@dataclass
+class Case:
+    n: int
+    title: str
+    fault: Callable
+    after: list = field(default_factory=list)
+    setup: Optional[Callable] = None
+    sessions_redis: bool = False
+    maxmemory: Optional[str] = None
+    hour: bool = False  # compresses an hour with RETRY_TIME_SCALE
+    chdb: bool = False  # also run on chDB
+    chdb_na: str = ""  # why a chDB run of this case has nothing to act on
+
+    def overrides(self, scale) -> dict:
+        """The only settings changed: the idle timeout, and the retry time scale for 'an hour'."""
+        out = {"SESSION_IDLE_TIMEOUT": scale.idle_timeout}
+        if self.hour:
+            out["RETRY_TIME_SCALE"] = scale.hour_scale
+        return out
+
+
+CASES = {c.n: c for c in [
+    Case(0, "broker Redis kill -9, restart from its AOF (appendfsync always), events worker holding work",
+         k.broker_kill_restart, after=[k.broker_drained]),
+    Case(1, "kill -9 of pool children every 2 s, flushes included", k.pool_children, chdb=True,
+         chdb_na="the chDB owner runs a threads pool: it has no pool children to kill"),
+    Case(2, "kill -9 of each worker's main process, then a restart", k.worker_mains, chdb=True),
+    Case(3, "kill -9 of beat and a restart; then two beats at once", k.beat_kill_two),
+    Case(4, "SIGTERM of web and workers under load, then a restart", k.sigterm_web_workers),
+    Case(5, "broker Redis SIGSTOP for 10 s", o.broker_sigstop, after=[o.no_hung_requests], chdb=True),
+    Case(6, "separate sessions Redis (SESSIONS_REDIS_URL) kill -9, down 5 s, restart", o.sessions_redis_down,
+         sessions_redis=True),
+    Case(7, "broker Redis at maxmemory (noeviction) during a ClickHouse outage", o.maxmemory_ch_down,
+         maxmemory="1gb"),
+    Case(8, "ClickHouse stopped for an hour (compressed)", o.ch_down_hour, after=[o.no_dead_letters], hour=True,
+         chdb=True, chdb_na="chDB runs inside the owner worker: there is no ClickHouse server to stop"),
+    Case(9, "PostgreSQL stopped for 60 s under load", o.pg_down),
+    Case(10, "UFSE down for an hour (compressed), then back; then UFSE answering 400, dlq replay",
+         o.ufse_down_hour, after=[d.ufse_4xx_then_replay], hour=True),
+    Case(11, "a poison batch among good ones", d.poison_batch, setup=d.poison_setup, after=[d.poison_isolated]),
+    Case(12, "over-limit bodies (3 and 8 MiB with Content-Length)", d.over_limit),
+    Case(13, "sessions Redis FLUSHALL mid-run (issue 11, exactly-once)", d.sessions_flushall,
+         sessions_redis=True, after=[d.no_conflicting_versions]),
+]}
+
+CI_SUBSET = (0, 1, 2, 5, 10, 11)

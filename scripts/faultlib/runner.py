@@ -1,0 +1,104 @@
+"""Run one case: rig up, load, fault, reconcile, figures; everything stopped afterwards."""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+from faultlib import reconcile
+from faultlib.ctx import Ctx
+from faultlib.load import Load, Scale
+from faultlib.report import RECOVERY_BOUND, Result
+from faultlib.rig import Rig, Servers
+
+FULL = Scale()
+CI = Scale(clients=3, batch=5, batches_per_session=3, interval=0.15, warmup=3.0, tail=2.0, give_up=60.0,
+           fault_seconds=6.0, maxmemory_headroom=3 * 1024 * 1024, idle_timeout=3, hour_scale=0.001, name="ci")
+WHY = {"SESSION_IDLE_TIMEOUT": "sessions finalize within the run instead of after 30 min",
+       "RETRY_TIME_SCALE": "compresses 'an hour' of outage and the retry schedule by this factor"}
+
+
+def say(msg: str) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result:
+    """Run ``case`` at the default settings (but its named overrides) and return its figures."""
+    res = Result(case=str(case.n), title=case.title, engine="chdb" if chdb else "server")
+    if chdb and case.chdb_na:
+        res.error = f"not applicable on chDB: {case.chdb_na}"
+        return res
+    t0 = time.monotonic()
+    rig = Rig(servers, case.n, case.overrides(scale), chdb=chdb, sessions_redis=case.sessions_redis,
+              maxmemory=case.maxmemory)
+    res.overrides = rig.override_text()
+    res.notes += [f"override {k}: {WHY[k]}" for k in rig.overrides]
+    try:
+        say(f"case {case.n} ({res.engine}): starting the stack ({rig.dir})")
+        rig.start()
+        ctx = Ctx(rig, None, scale, res)
+        if case.setup:
+            case.setup(ctx)
+        ctx.load = Load(rig.stack.url, rig.key, scale, prefix=rig.tag).start()
+        say(f"case {case.n}: load running, fault: {case.title}")
+        fault_end = case.fault(ctx)
+        time.sleep(scale.tail)
+        ctx.load.stop()
+        ctx.load.join()
+        stats = ctx.load.stats
+        expected = stats.acked - ctx.excluded
+        res.sent, res.acked = len(stats.sent), len(stats.acked)
+        say(f"case {case.n}: load done ({res.acked}/{res.sent} acknowledged; {dict(stats.statuses)}); reconciling")
+        if not chdb:
+            res.recovery_s, stored = reconcile.wait_stored(rig, expected, fault_end, RECOVERY_BOUND + 30)
+        bound = RECOVERY_BOUND + scale.idle_timeout + 30
+        forwarded, done = reconcile.wait_forwarded(rig, expected, bound)
+        ctx.extra["forward_done"] = done
+        if chdb:  # chDB cannot be read while its owner runs: time until everything was forwarded
+            res.recovery_s = None if done is None else done - fault_end
+            res.notes.append("recovered s on chDB = until every acknowledged event was forwarded")
+        for check in case.after:
+            check(ctx)
+        forwarded = reconcile.forwarded_ids(rig.deliveries())
+        res.forwarded = len(expected & forwarded)
+        res.missing_ufse = len(expected - forwarded)
+        res.repeated, differing = reconcile.repeats(rig.deliveries())
+        res.restores = reconcile.restores(rig)
+        res.notes.append(f"client answers: {dict(stats.statuses)}; gave up on {stats.gave_up} batches")
+        if ctx.excluded:
+            res.notes.append(f"{len(ctx.excluded)} acknowledged poison events are expected in the dead letter, not stored")
+        if chdb:
+            rig.stack.stop()
+            stored = reconcile.chdb_stored_ids(rig)
+        res.stored = len(expected & stored)
+        res.missing_ch = len(expected - stored)
+        if res.missing_ch or res.missing_ufse:
+            res.notes.append(_diagnose(rig))
+    except Exception as exc:  # a case that crashes is a FAIL with its reason, the suite goes on
+        res.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        say(f"case {case.n} crashed:\n{traceback.format_exc()}")
+    finally:
+        res.seconds = time.monotonic() - t0
+        try:
+            rig.stop()
+        except Exception as exc:
+            res.notes.append(f"stopping the rig: {exc}")
+        say(f"case {case.n}: {'PASS' if res.ok else 'FAIL'} in {res.seconds:.0f}s (logs {rig.dir / 'logs'})")
+    return res
+
+
+def _diagnose(rig) -> str:
+    """Where the missing events may sit: broker queue lengths and the last worker errors."""
+    import redis
+
+    try:
+        r = redis.Redis.from_url(rig.broker.url, socket_timeout=2)
+        queues = {q: r.llen(q) for q in ("events", "sessions", "forward", "maintenance")}
+        queues["unacked"] = r.hlen("unacked")
+    except Exception as exc:
+        queues = {"error": str(exc)}
+    errors = []
+    for p in rig.workers():
+        errors += [f"{p.name}: {line.split(' | ', 1)[-1][:240]}" for line in p.log_text().splitlines()
+                   if '"level": "error"' in line or "Traceback" in line][-2:]
+    return f"broker at the end: {queues}; last worker errors: {errors[-4:] or 'none'}"
