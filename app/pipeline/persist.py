@@ -16,12 +16,12 @@ EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
 
 
 def marker_key(prefix: str, batch_id: str) -> str:
-    """Redis key saying a batch's rows are in ClickHouse."""
+    """Redis key of the pre-issue-11 per-batch "stored" marker (no longer written: event_ids is the record)."""
     return f"{prefix}batch:{batch_id}:stored"
 
 
-def _owned(ch, batches: list[dict], window_ms: int) -> dict[str, list[dict]]:
-    """{batch_id: the events it owns}, from ClickHouse's stored carriers and this flush."""
+def _split(ch, batches: list[dict], window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
+    """{batch_id: (events it owns, those not stored yet)}, from ClickHouse's event_ids and this flush."""
     stored: dict[tuple[str, str], list[dedup.Key]] = {}
     by_project: dict[str, list[dict]] = {}
     for b in batches:
@@ -31,41 +31,41 @@ def _owned(ch, batches: list[dict], window_ms: int) -> dict[str, list[dict]]:
         ids = [e["event_id"] for b in group for e in b["events"]]
         for event_id, rows in events_repo.stored_carriers(ch, project, ids, since).items():
             stored[(project, event_id)] = rows
-    return dedup.owned_events(batches, stored, window_ms)
+    return dedup.split(batches, stored, window_ms)
 
 
-def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: int,
+def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: int = 0,
                     insert_settings: dict | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW_S) -> list[dict]:
-    """Insert the events each batch owns, for batches not yet stored, in one INSERT; returns those batches.
+    """Store, in one INSERT, the events each batch owns and ClickHouse does not hold yet; returns
+    the batches that had such events.
 
     Each batch owns the events no other batch stored within ``dedup_window`` seconds
-    (app.pipeline.dedup). Once the INSERT returned, every batch dict passed in keeps only the
-    events it owns (in place, on purpose: the caller publishes the session step from these
-    dicts, so a resent event is neither stored nor counted again); after a failure the dicts are
-    untouched, so a split retry decides afresh. A batch whose marker exists was stored by an
-    earlier delivery and is not inserted again; if a crash lost the marker, its rows go in twice
-    and collapse on the table key. Raises ClickHouseError (driver exception as ``__cause__``).
+    (app.pipeline.dedup). ClickHouse's ``event_ids`` is the record of what is stored, so a
+    redelivered batch finds its own rows there and writes nothing (``redis``, ``prefix`` and
+    ``marker_ttl`` are kept for callers; no Redis marker is needed since issue 11). Once the
+    INSERT returned, every batch dict passed in keeps only the events it owns (in place, on
+    purpose: the caller publishes the session step from these dicts, so a resent event is
+    neither stored nor counted again); after a failure the dicts are untouched, so a split retry
+    decides afresh. Raises ClickHouseError (driver exception as ``__cause__``).
     """
     unique: dict[str, dict] = {}
     for b in batches:
         unique.setdefault(b["batch_id"], b)
-    ids = list(unique)
-    if not ids:
+    if not unique:
         return []
     try:
-        owned = _owned(ch, list(unique.values()), int(dedup_window) * 1000)
+        parts = _split(ch, list(unique.values()), int(dedup_window) * 1000)
     except Exception:
         metrics.CH_ERRORS.labels("dedup_lookup").inc()
         raise
-    seen = redis.mget([marker_key(prefix, i) for i in ids])
-    fresh = [unique[i] for i, flag in zip(ids, seen) if not flag]
-    if len(fresh) < len(ids):
-        metrics.BATCHES_DUPLICATE.labels("persist").inc(len(ids) - len(fresh))
-    to_insert = [dict(b, events=owned[b["batch_id"]]) for b in fresh if owned[b["batch_id"]]]
-    if to_insert:
+    fresh = [b for bid, b in unique.items() if parts[bid][1]]
+    if len(fresh) < len(unique):
+        metrics.BATCHES_DUPLICATE.labels("persist").inc(len(unique) - len(fresh))
+    if fresh:
         started = time.perf_counter()
         try:
-            n = events_repo.insert_events(ch, to_insert, settings=insert_settings)
+            n = events_repo.insert_events(ch, [dict(b, events=parts[b["batch_id"]][1]) for b in fresh],
+                                          settings=insert_settings)
         except Exception:
             metrics.CH_ERRORS.labels("insert_events").inc()
             raise
@@ -73,16 +73,11 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
         metrics.CH_INSERT_ROWS.labels("events").inc(n)
     dropped = 0
     for b in batches:
-        mine = owned[b["batch_id"]]
+        mine = parts[b["batch_id"]][0]
         dropped += len(b["events"]) - len(mine)
         b["events"] = mine
     if dropped:
         EVENTS_DUPLICATE.inc(dropped)
-    if fresh:
-        pipe = redis.pipeline(transaction=False)
-        for b in fresh:
-            pipe.set(marker_key(prefix, b["batch_id"]), "1", ex=marker_ttl)
-        pipe.execute()
     return fresh
 
 

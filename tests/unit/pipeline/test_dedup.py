@@ -45,3 +45,12 @@ def test_carriers_older_than_the_window_do_not_count():
 def test_projects_do_not_share_event_ids():
     got = owned_events([_b("a", 100, "x", project="p"), _b("b", 50, "x", project="q")], {}, W)
     assert _ids(got) == {"a": ["x"], "b": ["x"]}
+
+
+def test_only_events_nobody_stored_are_written():
+    from app.pipeline.dedup import split
+
+    stored = {("p", "x"): [(100, "b1")], ("p", "y"): [(90, "b0")]}
+    got = split([_b("b1", 100, "x", "y", "z")], stored, W)
+    owned, new = got["b1"]
+    assert [e["event_id"] for e in owned] == ["x", "z"] and [e["event_id"] for e in new] == ["z"]
