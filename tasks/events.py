@@ -71,7 +71,8 @@ def persist(requests) -> dict:
 
 def _insert(batches: list[dict]) -> None:
     persist_batches(runtime.clickhouse(), runtime.sessions_redis(), prefix=_s.redis_key_prefix,
-                    batches=batches, marker_ttl=_s.batch_marker_ttl, insert_settings=insert_settings())
+                    batches=batches, marker_ttl=_s.batch_marker_ttl, insert_settings=insert_settings(),
+                    dedup_window=_s.dedup_window)
 
 
 def send_session_update(batch: dict) -> None:
