@@ -2,14 +2,14 @@
 import { build } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dir = join(root, 'test/unit');
 const tests = readdirSync(dir).filter((f) => /\.test\.(ts|mjs)$/.test(f));
-const out = mkdtempSync(join(tmpdir(), 'observer-unit-'));
+// Inside node_modules, so the bundles resolve external packages (happy-dom) from there.
+const out = mkdtempSync(join(root, 'node_modules', '.observer-unit-'));
 try {
   await build({
     entryPoints: tests.map((f) => join(dir, f)),

@@ -308,7 +308,7 @@ export class Client implements ObserverInstance {
     const room = this.store.allowance();
     let json = this.outbox.toJSON();
     if (json.length > room) {
-      const n = this.outbox.shrink(this.outbox.length, Math.max(0, this.outbox.bytes - (json.length - room)));
+      const n = this.outbox.shrink(this.outbox.length, Math.max(0, this.outbox.bytes - (json.length - room)), true);
       if (n) this.drop('store_full', n);
       json = this.outbox.toJSON();
     }

@@ -49,8 +49,8 @@ export class Outbox {
     return n;
   }
 
-  /** Drops the oldest events (loose first, then batches not in flight) until within the limits. */
-  shrink(count: number, bytes: number): number {
+  /** Drops the oldest events (loose first, then batches not in flight, then any when `force`) until within the limits. */
+  shrink(count: number, bytes: number, force = false): number {
     let n = 0;
     while (this.length > count || this.bytes > bytes) {
       if (this.loose.length) {
@@ -58,7 +58,7 @@ export class Outbox {
         n++;
         continue;
       }
-      const b = this.batches.find((x) => !x.busy);
+      const b = this.batches.find((x) => !x.busy) || (force ? this.batches[0] : undefined);
       if (!b) break;
       n += b.items.length;
       this.done(b);

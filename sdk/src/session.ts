@@ -34,7 +34,7 @@ export class SessionStore {
     let r = this.read();
     if (!r || this.expired(r, now)) this.write((r = { id: this.newId(), start: now, last: now }));
     // Activity is written at most every WRITE_MS: each write is a `storage` event in every other tab.
-    else if (now - r.last >= WRITE_MS) this.write({ ...r, last: now });
+    else if (now - r.last >= Math.min(WRITE_MS, this.rules.idleTimeout / 10)) this.write({ ...r, last: now });
     return r.id;
   }
 

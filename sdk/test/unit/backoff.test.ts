@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { backoffDelay } from '../../src/backoff';
+import { backoffDelay } from '../../src/backoff.js';
 
 test('full jitter: delay is rng * min(cap, base * 2^attempt)', () => {
   assert.equal(backoffDelay(0, 1000, 60000, () => 0.5), 500);

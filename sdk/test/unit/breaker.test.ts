@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CircuitBreaker } from '../../src/breaker';
+import { CircuitBreaker } from '../../src/breaker.js';
 
 test('opens after the threshold of consecutive failures', () => {
   const b = new CircuitBreaker(3, 1000, 8000);

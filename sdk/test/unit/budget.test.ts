@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RetryBudget } from '../../src/budget';
+import { RetryBudget } from '../../src/budget.js';
 
 test('a quiet page gets the small reserve of retries', () => {
   const b = new RetryBudget(0.2, 2, 60000);

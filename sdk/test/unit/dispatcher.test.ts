@@ -1,38 +1,42 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CircuitBreaker } from '../../src/breaker';
-import { RetryBudget } from '../../src/budget';
-import { Dispatcher } from '../../src/dispatcher';
-import { EventQueue } from '../../src/queue';
-import type { SendResult } from '../../src/transport';
-import { FakeTimers, ScriptedTransport, makeEvent, ok, status } from './helpers';
+import { CircuitBreaker } from '../../src/breaker.js';
+import { RetryBudget } from '../../src/budget.js';
+import { Dispatcher, KEEPALIVE_BYTES } from '../../src/dispatcher.js';
+import { Outbox } from '../../src/outbox.js';
+import type { SendResult } from '../../src/transport.js';
+import { FakeTimers, ScriptedTransport, item, ok, status } from './helpers.js';
 
-function setup(answers: SendResult[] = [ok()], opts: { budget?: RetryBudget; breaker?: CircuitBreaker } = {}) {
+type Answer = SendResult | ((n: number) => SendResult);
+
+function setup(answers: Answer[] = [ok()], opts: { budget?: RetryBudget; breaker?: CircuitBreaker; online?: () => boolean } = {}) {
   const timers = new FakeTimers();
-  const queue = new EventQueue({ maxCount: 1000, maxBytes: 1e7 });
+  const outbox = new Outbox({ count: 1000, bytes: 1e7 });
   const transport = new ScriptedTransport(timers, answers);
   const dropped: Record<string, number> = {};
+  let saves = 0;
   const d = new Dispatcher(
     {
-      queue,
-      transport,
+      outbox,
+      transport: transport.fn,
       breaker: opts.breaker || new CircuitBreaker(5, 30000, 300000),
       budget: opts.budget || new RetryBudget(0.2, 5, 60000),
       timers,
       log: () => {},
       rng: () => 0.5,
+      online: opts.online || (() => true),
+      save: () => void saves++,
       drop: (r, n) => void (dropped[r] = (dropped[r] || 0) + n),
     },
-    { interval: 5000, maxBatchSize: 50, maxBatchBytes: 60000 },
+    { interval: 5000, maxBatchSize: 50, maxBatchBytes: 30000, dedupWindow: 86400000 },
   );
-  const add = (n: number, bytes = 100) => {
+  const add = (n: number, bytes?: number, extra = {}) => {
     for (let i = 0; i < n; i++) {
-      const e = makeEvent();
-      queue.push(e, JSON.stringify(e), bytes);
+      outbox.push(item({ timestamp: timers.now(), ...extra }, bytes));
       d.notify();
     }
   };
-  return { timers, queue, transport, dropped, d, add };
+  return { timers, outbox, transport, dropped, d, add, saves: () => saves };
 }
 
 test('a batch goes at 50 events, without waiting for the interval', async () => {
@@ -44,12 +48,12 @@ test('a batch goes at 50 events, without waiting for the interval', async () => 
   await s.timers.advance(10);
   assert.equal(s.transport.sends.length, 1);
   assert.equal(s.transport.sends[0].ids.length, 50);
-  assert.equal(s.queue.length, 0);
+  assert.equal(s.outbox.length, 0);
 });
 
 test('a batch goes when the byte budget is reached, each batch within it', async () => {
   const s = setup();
-  s.add(7, 10000);
+  s.add(7, 5000);
   await s.timers.advance(10);
   assert.deepEqual(s.transport.sends.map((x) => x.ids.length), [5, 2]);
 });
@@ -64,15 +68,28 @@ test('otherwise every 5 seconds', async () => {
   assert.equal(s.d.sent, 3);
 });
 
-test('413 splits the batch in halves until it fits; halves are sent at once', async () => {
+test('an attempted batch is frozen: every resend carries the same events in the same order', async () => {
+  const s = setup([status(503), status(0), status(500), ok()], { breaker: new CircuitBreaker(1e9) });
+  s.add(3);
+  await s.d.flush();
+  s.add(4); // arrives while the first batch is retried: never mixed into it
+  await s.timers.advance(60000);
+  const first = s.transport.sends[0].ids;
+  assert.deepEqual(s.transport.sends.slice(0, 4).map((x) => x.ids), [first, first, first, first]);
+  assert.equal(s.transport.sends[4].ids.length, 4);
+  assert.ok(s.saves() >= 2, 'the frozen batch is persisted before it is sent');
+  assert.equal(s.outbox.length, 0);
+});
+
+test('413 splits the batch in halves until it fits; every event goes exactly once', async () => {
   const fits = (n: number) => (n > 12 ? status(413) : ok());
-  const s = setup([fits as unknown as SendResult]);
+  const s = setup([fits]);
   s.add(50);
   await s.timers.advance(10);
-  assert.deepEqual(s.transport.sends.map((x) => x.ids.length), [50, 25, 12, 12, 12, 12, 2]);
-  assert.equal(s.queue.length, 0);
-  assert.equal(new Set(s.transport.sends.slice(2).flatMap((x) => x.ids)).size, 50, 'every event exactly once');
-  assert.equal(s.transport.sends.slice(2).flatMap((x) => x.ids).length, 50);
+  const accepted = s.transport.sends.filter((x) => x.ids.length <= 12).flatMap((x) => x.ids);
+  assert.equal(accepted.length, 50);
+  assert.equal(new Set(accepted).size, 50);
+  assert.equal(s.outbox.length, 0);
   assert.deepEqual(s.dropped, {});
 });
 
@@ -80,7 +97,7 @@ test('a single event refused with 413 is dropped and counted', async () => {
   const s = setup([status(413), ok()]);
   s.add(1);
   await s.timers.advance(5000);
-  assert.equal(s.queue.length, 0);
+  assert.equal(s.outbox.length, 0);
   assert.deepEqual(s.dropped, { too_large: 1 });
 });
 
@@ -102,7 +119,7 @@ test('network errors, 408, 429 and 5xx are retried with backoff, honouring Retry
   const t = s.transport.sends.map((x) => x.t - s.transport.sends[0].t);
   // rng 0.5: backoff 500, 1000, 2000, 4000 ms; Retry-After raises the second and fourth waits.
   assert.deepEqual(t, [0, 500, 3500, 5500, 9500]);
-  assert.equal(s.queue.length, 0);
+  assert.equal(s.outbox.length, 0);
   assert.equal(s.d.retries, 4);
 });
 
@@ -148,57 +165,71 @@ test('the retry budget caps retries even when the server keeps failing', async (
   assert.equal(s.d.retries, 2);
 });
 
-test('page hide hands queued events to sendBeacon in chunks, skipping the in-flight batch', async () => {
-  let release: (r: SendResult) => void = () => {};
-  const s = setup();
-  s.transport.send = async (events) => {
-    s.transport.sends.push({ t: 0, ids: events.map((e) => e.event_id) });
-    return new Promise<SendResult>((r) => (release = r));
-  };
-  s.add(50);
-  await s.timers.advance(1);
-  s.add(70);
-  s.d.flushOnHide();
-  assert.deepEqual(s.transport.beacons.map((b) => b.length), [50, 20]);
-  assert.equal(s.queue.length, 50, 'only the in-flight batch is left');
-  release(ok());
-  await s.timers.advance(1);
-  assert.equal(s.queue.length, 0);
-});
-
-test('when the beacon is refused the events stay queued (and persisted)', () => {
-  const s = setup();
-  s.transport.beaconOk = false;
+test('offline: nothing is attempted (and the breaker is not fed) until the browser is back online', async () => {
+  let online = false;
+  const s = setup([ok()], { online: () => online });
   s.add(3);
+  await s.timers.advance(60000);
   s.d.flushOnHide();
-  assert.equal(s.queue.length, 3);
+  assert.equal(s.transport.sends.length, 0);
+  assert.equal(s.outbox.length, 3);
+  online = true;
+  await s.d.flush(); // what the `online` event does
+  assert.equal(s.transport.sends.length, 1);
+  assert.equal(s.outbox.length, 0);
 });
 
-test('keepalive fallback: events leave the queue only once the server took them', async () => {
+test('page hide: keepalive text/plain requests within the 64 KiB budget; events stay until a 2xx', async () => {
   const s = setup();
-  s.transport.beaconOk = false;
-  s.transport.fallback = Promise.resolve(true);
-  s.add(3);
+  s.transport.hold = true;
+  s.add(120, 1000);
+  await s.timers.advance(1); // the first full batch (29 events, 30 KB) is in flight
   s.d.flushOnHide();
-  assert.equal(s.queue.length, 3);
+  const hide = s.transport.sends.slice(1);
+  assert.ok(hide.length >= 1 && hide.every((x) => x.plain && x.keepalive));
+  const inflight = s.transport.sends.reduce((n, x) => n + x.ids.length * 1001, 0);
+  assert.ok(inflight <= KEEPALIVE_BYTES, `keepalive bytes in flight ${inflight}`);
+  assert.equal(s.outbox.length, 120, 'nothing leaves before an answer');
+  s.transport.release();
   await s.timers.advance(1);
-  assert.equal(s.queue.length, 0);
+  assert.equal(s.outbox.length, 120 - s.transport.sends.slice(0, 1 + hide.length).reduce((n, x) => n + x.ids.length, 0));
 });
 
-test('retries are sent without keepalive (only first attempts use the shared quota)', async () => {
+test('page hide: a 5xx keeps the events (frozen) for the next attempt or the next page', async () => {
   const s = setup([status(503), ok()]);
-  const flags: Array<boolean | undefined> = [];
-  const send = s.transport.send.bind(s.transport);
-  s.transport.send = (events, keepalive) => (flags.push(keepalive), send(events, keepalive));
-  s.add(1);
+  s.add(3);
+  s.d.flushOnHide();
+  await s.timers.advance(1);
+  assert.equal(s.outbox.length, 3);
+  assert.equal(s.outbox.batches.length, 1, 'still the frozen batch');
+  const ids = s.transport.sends[0].ids;
+  await s.timers.advance(60000);
+  assert.deepEqual(s.transport.sends[1].ids, ids);
+  assert.equal(s.outbox.length, 0);
+});
+
+test('while backing off or with the breaker open, a hide sends nothing: storage keeps the events', async () => {
+  const s = setup([status(503, { retryAfter: 30000 })]);
+  s.add(2);
   await s.d.flush();
-  await s.timers.advance(5000);
-  assert.deepEqual(flags, [true, false]);
+  s.d.flushOnHide();
+  assert.equal(s.transport.sends.length, 1);
+  assert.equal(s.outbox.length, 2);
+});
+
+test('events older than the dedup window are dropped and counted, not resent', async () => {
+  const s = setup([status(503)], { breaker: new CircuitBreaker(1e9), budget: new RetryBudget(1, 1e6, 60000) });
+  s.add(2);
+  await s.d.flush();
+  await s.timers.advance(86400000 + 120000);
+  assert.equal(s.outbox.length, 0);
+  assert.deepEqual(s.dropped, { expired: 2 });
 });
 
 test('stop cancels timers; flush never rejects', async () => {
   const s = setup();
-  s.transport.send = () => Promise.reject(new Error('boom'));
+  s.transport.fn = () => Promise.reject(new Error('boom'));
+  (s.d as unknown as { d: { transport: unknown } }).d.transport = s.transport.fn;
   s.add(1);
   await assert.doesNotReject(s.d.flush());
   s.d.stop();

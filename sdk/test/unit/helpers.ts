@@ -1,6 +1,8 @@
-// Test helpers: a fake clock with timers, and a scripted transport.
-import type { SendResult, Transport } from '../../src/transport';
-import type { ObserverEvent } from '../../src/types';
+// Test helpers: a fake clock with timers, a scripted transport, events and items.
+import { fitEvent } from '../../src/event.js';
+import type { Item } from '../../src/outbox.js';
+import type { SendResult, Transport } from '../../src/transport.js';
+import type { ObserverEvent } from '../../src/types.js';
 
 export class FakeTimers {
   t = 1_700_000_000_000;
@@ -40,26 +42,36 @@ export const settle = async () => {
 export const ok = (extra: Partial<SendResult> = {}): SendResult => ({ status: 202, retryAfter: 0, rateWait: 0, rejected: 0, ...extra });
 export const status = (s: number, extra: Partial<SendResult> = {}): SendResult => ({ ...ok(), status: s, ...extra });
 
-/** A transport answering from a script (last answer repeats), recording every batch. */
-export class ScriptedTransport implements Transport {
-  sends: Array<{ t: number; ids: string[] }> = [];
-  beacons: string[][] = [];
-  beaconOk = true;
-  constructor(private readonly timers: FakeTimers, private readonly answers: SendResult[] = [ok()]) {}
-  async send(events: ObserverEvent[], _keepalive?: boolean): Promise<SendResult> {
-    this.sends.push({ t: this.timers.now(), ids: events.map((e) => e.event_id) });
-    const a = this.answers.length > 1 ? (this.answers.shift() as SendResult) : this.answers[0];
-    return typeof a === 'function' ? (a as (n: number) => SendResult)(events.length) : a;
+type Answer = SendResult | ((n: number) => SendResult);
+
+/** A transport answering from a script (last answer repeats), recording every request. */
+export class ScriptedTransport {
+  sends: Array<{ t: number; ids: string[]; keepalive: boolean; plain: boolean }> = [];
+  constructor(private readonly timers: FakeTimers, private readonly answers: Answer[] = [ok()]) {}
+  /** When set, requests wait for `release()` before answering. */
+  hold = false;
+  private waiting: Array<() => void> = [];
+  release(): void {
+    const w = this.waiting;
+    this.waiting = [];
+    w.forEach((f) => f());
   }
-  beacon(events: ObserverEvent[]): boolean | Promise<boolean> {
-    if (this.beaconOk) this.beacons.push(events.map((e) => e.event_id));
-    return this.beaconOk || this.fallback;
-  }
-  fallback: boolean | Promise<boolean> = false;
+  fn: Transport = async (events: ObserverEvent[], keepalive: boolean, plain: boolean) => {
+    this.sends.push({ t: this.timers.now(), ids: events.map((e) => e.event_id), keepalive, plain });
+    if (this.hold) await new Promise<void>((r) => this.waiting.push(r));
+    const a = this.answers.length > 1 ? (this.answers.shift() as Answer) : this.answers[0];
+    return typeof a === 'function' ? a(events.length) : a;
+  };
 }
 
 let n = 0;
 export function makeEvent(extra: Partial<ObserverEvent> = {}): ObserverEvent {
   n++;
   return { event_id: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, type: 'custom', name: 'e' + n, timestamp: 1_700_000_000_000 + n, session_id: 's', url: 'https://x.test/', metadata: {}, ...extra };
+}
+
+/** An outbox item for an event, padded to about `bytes` when given. */
+export function item(extra: Partial<ObserverEvent> = {}, bytes?: number): Item {
+  const it = fitEvent(makeEvent(extra)) as Item;
+  return bytes ? { ...it, b: bytes } : it;
 }

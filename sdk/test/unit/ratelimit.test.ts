@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { rateLimitWaitMs, retryAfterMs } from '../../src/ratelimit';
+import { rateLimitWaitMs, retryAfterMs } from '../../src/ratelimit.js';
 
 const now = Date.parse('2025-01-01T00:00:00Z');
 

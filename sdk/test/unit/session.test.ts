@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { mayCapture } from '../../src/consent';
-import { inSample } from '../../src/sampling';
-import { SessionStore } from '../../src/session';
-import { memoryKV } from '../../src/storage';
+import { mayCapture } from '../../src/consent.js';
+import { inSample } from '../../src/sampling.js';
+import { SessionStore } from '../../src/session.js';
+import { memoryKV } from '../../src/storage.js';
 
 const MIN = 60000;
 const rules = { idleTimeout: 30 * MIN, maxDuration: 24 * 60 * MIN };
@@ -50,27 +50,27 @@ test('shared by the tabs of one origin (same storage)', () => {
   assert.equal(tabA.touch(45 * MIN), id, 'activity in tab B kept the session alive for tab A');
 });
 
-test('peek does not extend the session; set() replaces the id; bad storage starts afresh', () => {
+test('activity is written at most every 5 s (each write is a storage event in every other tab); bad storage starts afresh', () => {
   const kv = memoryKV();
-  const s = new SessionStore(kv, rules, ids());
-  s.touch(0);
-  s.peek(29 * MIN);
-  assert.equal(s.touch(31 * MIN), 'sess-2');
-  s.set('mine', 40 * MIN);
-  assert.equal(s.touch(41 * MIN), 'mine');
+  let writes = 0;
+  const counting = { ...kv, set: (k: string, v: string) => (writes++, kv.set(k, v)) };
+  const s = new SessionStore(counting, rules, ids());
+  for (let t = 0; t < 60000; t += 100) s.touch(t);
+  assert.equal(writes, 12, '1 start + one per 5 s of activity over a minute');
   kv.set('__observer_session', '{broken');
-  assert.equal(s.touch(42 * MIN), 'sess-3');
+  assert.equal(s.touch(61000), 'sess-2');
 });
 
-test('consent: opt-out wins, opt-in overrides DNT/GPC, DNT respected by default', () => {
+test('consent: opt-out wins, opt-in overrides DNT/GPC and defaultOptOut; both mean wait by default', () => {
   const kv = memoryKV();
-  assert.equal(mayCapture(kv, true, () => true), false);
-  assert.equal(mayCapture(kv, false, () => true), true);
-  assert.equal(mayCapture(kv, true, () => false), true);
+  assert.equal(mayCapture(kv, true, false, () => true), false, 'DNT/GPC respected by default');
+  assert.equal(mayCapture(kv, false, false, () => true), true);
+  assert.equal(mayCapture(kv, true, false, () => false), true);
+  assert.equal(mayCapture(kv, true, true, () => false), false, 'defaultOptOut waits for consent');
   kv.set('__observer_consent', 'in');
-  assert.equal(mayCapture(kv, true, () => true), true);
+  assert.equal(mayCapture(kv, true, true, () => true), true);
   kv.set('__observer_consent', 'out');
-  assert.equal(mayCapture(kv, false, () => false), false);
+  assert.equal(mayCapture(kv, false, false, () => false), false);
 });
 
 test('sampling keeps or drops whole sessions, close to the rate', () => {

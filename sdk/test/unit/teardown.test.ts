@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Teardown } from '../../src/teardown';
+import { Teardown } from '../../src/teardown.js';
 
 type Api = { call: (x: number) => number };
 const original = function (this: unknown, x: number) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { classify, createTransport, encodeBody } from '../../src/transport';
-import { makeEvent } from './helpers';
+import { classify, createTransport, encodeBody } from '../../src/transport.js';
+import { makeEvent } from './helpers.js';
 
 test('classify: retry only network errors, 408, 429, 5xx; 413 splits; other 4xx drop', () => {
   assert.equal(classify(202), 'ok');
@@ -20,7 +20,7 @@ test('send: POST JSON with bearer key, request id and keepalive; reads the answe
     });
   };
   const tr = createTransport(fetchFn, 'https://api.test/v1/events', 'k1', () => 1700000000000);
-  const res = await tr.send([makeEvent(), makeEvent()]);
+  const res = await tr([makeEvent(), makeEvent()], true, false);
   assert.deepEqual(res, { status: 202, retryAfter: 3000, rateWait: 10000, rejected: 1 });
   const s = seen as unknown as { url: string; init: RequestInit };
   const h = s.init.headers as Record<string, string>;
@@ -37,21 +37,23 @@ test('send: POST JSON with bearer key, request id and keepalive; reads the answe
 
 test('send: a network failure is status 0, never a throw', async () => {
   const tr = createTransport(() => Promise.reject(new TypeError('Failed to fetch')), 'u', 'k', Date.now);
-  assert.equal((await tr.send([makeEvent()])).status, 0);
+  assert.equal((await tr([makeEvent()], false, false)).status, 0);
 });
 
-test('beacon body is text carrying api_key; falls back to keepalive fetch', async () => {
+test('page-hide requests: text/plain (no preflight) carrying api_key, keepalive', async () => {
   const body = JSON.parse(encodeBody([makeEvent()], 'k9'));
   assert.equal(body.api_key, 'k9');
   const calls: RequestInit[] = [];
-  const tr = createTransport(async (_u, init) => (calls.push(init), new Response(null, { status: 202 })), 'u', 'k9', Date.now);
-  assert.equal(await tr.beacon([makeEvent()]), true, 'no sendBeacon in node: keepalive fetch');
+  const tr = createTransport(async (_u, init) => (calls.push(init), new Response(null, { status: 503 })), 'u', 'k9', Date.now);
+  assert.equal((await tr([makeEvent()], true, true)).status, 503, 'the status is read: a 5xx is no delivery');
   assert.equal(calls[0].keepalive, true);
-  assert.equal((calls[0].headers as Record<string, string>)['Content-Type'], 'text/plain');
+  const h = calls[0].headers as Record<string, string>;
+  assert.equal(h['Content-Type'], 'text/plain');
+  assert.ok(!('Authorization' in h));
   assert.equal(JSON.parse(String(calls[0].body)).api_key, 'k9');
 });
 
-test('a refused keepalive fallback reports false, so the events stay queued', async () => {
-  const tr = createTransport(() => Promise.reject(new TypeError('quota')), 'u', 'k', Date.now);
-  assert.equal(await tr.beacon([makeEvent()]), false);
+test('a keepalive request over the browser budget fails as a network error (status 0): events stay', async () => {
+  const tr = createTransport(() => Promise.reject(new TypeError('keepalive quota')), 'u', 'k', Date.now);
+  assert.equal((await tr([makeEvent()], true, true)).status, 0);
 });

@@ -1,0 +1,157 @@
+import assert from 'node:assert/strict';
+import { afterEach, test } from 'node:test';
+import { Client } from '../../src/client.js';
+import { QUEUE_PREFIX } from '../../src/store.js';
+import type { ObserverEvent, ObserverOptions } from '../../src/types.js';
+import { installDom, tick } from './dom.js';
+import type { Dom } from './dom.js';
+
+let dom: Dom;
+const clients: Client[] = [];
+afterEach(async () => {
+  for (const c of clients.splice(0)) await c.shutdown();
+  await dom.close();
+});
+
+function start(opts: Partial<ObserverOptions> = {}, url?: string) {
+  dom = dom && !url ? dom : installDom(url);
+  const seen: ObserverEvent[] = [];
+  const c = new Client({ apiKey: 'k', endpoint: 'https://api.test', flushInterval: 100, beforeSend: (e) => (seen.push(e), e), ...opts });
+  clients.push(c);
+  return { c, seen };
+}
+const storedKeys = () => Object.keys(localStorage).sort();
+const sentIds = () => dom.requests.flatMap((r) => r.body.events.map((e) => e.event_id));
+
+test('a page view at start, carrying release and global properties; delivered and then removed from storage', async () => {
+  dom = installDom();
+  const { c, seen } = start({ release: 'web@1.2.3', properties: { plan: 'pro' } });
+  assert.equal(seen[0].type, 'page_view');
+  assert.equal(seen[0].metadata.release, 'web@1.2.3');
+  assert.equal(seen[0].metadata.plan, 'pro');
+  await tick(5);
+  c.track('signup', { step: 1 });
+  await c.flush();
+  assert.deepEqual(sentIds(), seen.map((e) => e.event_id));
+  await tick(1100);
+  assert.equal(storedKeys().filter((k) => k.startsWith(QUEUE_PREFIX)).length, 0, 'nothing left once the server took it');
+});
+
+test('events stay persisted until a 2xx: a 503 keeps them, and a new page load adopts and resends the same batch', async () => {
+  dom = installDom();
+  dom.answer = 503;
+  const { c, seen } = start();
+  c.track('a');
+  c.track('b');
+  await tick(5);
+  await c.flush();
+  const first = dom.requests[0].body.events.map((e) => e.event_id);
+  window.dispatchEvent(new Event('pagehide'));
+  const keys = storedKeys().filter((k) => k.startsWith(QUEUE_PREFIX));
+  assert.equal(keys.length, 1);
+  assert.deepEqual(JSON.parse(localStorage.getItem(keys[0]) as string).b[0].map((e: ObserverEvent) => e.event_id), first, 'frozen batch stored');
+  await c.shutdown();
+  delete (globalThis as Record<string, unknown>).__observer_instance__;
+  dom.answer = 202;
+  dom.requests = [];
+  const next = start();
+  await tick(20);
+  await next.c.flush();
+  assert.deepEqual(dom.requests[0].body.events.map((e) => e.event_id), first, 'same events, same order');
+  assert.ok(seen.every((e) => sentIds().includes(e.event_id)));
+});
+
+test('DNT/GPC: nothing stored and nothing sent; optIn starts capture', async () => {
+  dom = installDom();
+  Object.defineProperty(navigator, 'doNotTrack', { value: '1', configurable: true });
+  const { c, seen } = start();
+  c.track('x');
+  await tick(200);
+  assert.deepEqual(storedKeys(), []);
+  assert.equal(dom.requests.length, 0);
+  assert.equal(c.getAnonymousId(), '');
+  c.optIn();
+  c.track('after');
+  assert.deepEqual(seen.map((e) => e.type), ['page_view', 'custom']);
+  assert.equal(localStorage.getItem('__observer_consent'), 'in');
+});
+
+test('defaultOptOut: only the consent flag is ever written, and only by optIn/optOut', async () => {
+  dom = installDom();
+  const { c } = start({ defaultOptOut: true });
+  c.track('x');
+  await tick(200);
+  assert.deepEqual(storedKeys(), []);
+  c.optOut();
+  assert.deepEqual(storedKeys(), ['__observer_consent']);
+});
+
+test('an opt-out in another tab (a storage event) stops this tab and purges every stored queue', async () => {
+  dom = installDom();
+  dom.answer = 503;
+  const { c, seen } = start();
+  c.track('queued');
+  await tick(1100);
+  assert.ok(storedKeys().some((k) => k.startsWith(QUEUE_PREFIX)));
+  localStorage.setItem('__observer_queue_of_other_tab', 'x'); // not ours: left alone
+  localStorage.setItem(QUEUE_PREFIX + 'other-tab', '{"t":1,"b":[],"e":[]}');
+  localStorage.setItem('__observer_consent', 'out');
+  window.dispatchEvent(new StorageEvent('storage', { key: '__observer_consent', newValue: 'out' }));
+  const n = seen.length;
+  c.track('after');
+  assert.equal(seen.length, n, 'nothing captured after');
+  assert.deepEqual(storedKeys(), ['__observer_consent', '__observer_queue_of_other_tab']);
+  assert.equal(c.stats().queued, 0);
+});
+
+test('the store stays within 256 KB across tabs: other tabs\' queues shrink what this one may keep', async () => {
+  dom = installDom();
+  dom.answer = 503;
+  localStorage.setItem(QUEUE_PREFIX + 'busy-tab', '{"t":1,"b":[],"e":[' + '"' + 'x'.repeat(250 * 1024) + '"' + ']}');
+  dom.locks.held.add(QUEUE_PREFIX + 'busy-tab'); // its owner is alive
+  const { c } = start({ capture: { clicks: false, errors: false, network: false, navigation: false, pageViews: false } });
+  for (let i = 0; i < 50; i++) c.track('big', { blob: 'y'.repeat(1500) });
+  window.dispatchEvent(new Event('pagehide'));
+  const total = Object.keys(localStorage).filter((k) => k.startsWith(QUEUE_PREFIX)).reduce((n, k) => n + k.length + (localStorage.getItem(k) as string).length, 0);
+  assert.ok(total <= 256 * 1024, String(total));
+  assert.ok((c.stats().dropped.store_full || 0) > 0, 'drops are counted: ' + JSON.stringify([c.stats(), total, Object.keys(localStorage)]));
+});
+
+test('captureException reports caught errors once per fingerprint; setProperties reaches later events', () => {
+  dom = installDom();
+  const { c, seen } = start();
+  c.setProperties({ tier: 'gold' });
+  for (let i = 0; i < 5; i++) c.captureException(new TypeError('boundary caught'), { component: 'Cart' });
+  const errs = seen.filter((e) => e.type === 'error');
+  assert.equal(errs.length, 1);
+  assert.equal(errs[0].metadata.kind, 'captured');
+  assert.equal(errs[0].metadata.error_type, 'TypeError');
+  assert.equal(errs[0].metadata.component, 'Cart');
+  assert.equal(errs[0].metadata.tier, 'gold');
+  assert.equal(c.stats().dropped.error_repeat, 4);
+});
+
+test('track() names are masked like everything else', () => {
+  dom = installDom();
+  const { c, seen } = start();
+  c.track('mail sent to jane@example.com', {});
+  assert.equal(seen[1].name, 'mail sent to [email]');
+});
+
+test('shutdown() stops capture at once and settles after the final flush', async () => {
+  dom = installDom();
+  const { c, seen } = start();
+  c.track('last');
+  const p = c.shutdown();
+  c.track('after');
+  assert.equal(seen.length, 2);
+  await p;
+  assert.deepEqual(sentIds(), seen.map((e) => e.event_id));
+});
+
+test('the page URL is sanitized once per distinct URL, and cut to 2,000 characters', () => {
+  dom = installDom('https://shop.test/p?token=secret&x=' + 'a'.repeat(50000));
+  const { c, seen } = start();
+  c.track('a');
+  assert.ok(seen.every((e) => e.url.length <= 2001 && e.url.includes('token=[redacted]')));
+});

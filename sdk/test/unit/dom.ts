@@ -1,0 +1,56 @@
+// A browser-like global scope for unit tests of DOM code: happy-dom's Window, plus an
+// in-memory Web Locks manager (happy-dom has none) and a recording fetch.
+import { Window } from 'happy-dom';
+
+const KEYS = ['window', 'document', 'location', 'history', 'navigator', 'localStorage', 'sessionStorage', 'Event', 'CustomEvent', 'MouseEvent',
+  'ErrorEvent', 'PromiseRejectionEvent', 'StorageEvent', 'PageTransitionEvent', 'HTMLElement', 'Element', 'Node', 'CSS', 'XMLHttpRequest', 'requestAnimationFrame'];
+
+/** Web Locks semantics the SDK relies on: exclusive locks, `ifAvailable` answers null when held. */
+export class FakeLocks {
+  held = new Set<string>();
+  async request(name: string, opts: { ifAvailable?: boolean }, cb: (lock: unknown) => unknown): Promise<unknown> {
+    if (this.held.has(name)) {
+      if (opts.ifAvailable) return cb(null);
+      while (this.held.has(name)) await new Promise((r) => setTimeout(r, 1));
+    }
+    this.held.add(name);
+    try {
+      return await cb({ name });
+    } finally {
+      this.held.delete(name);
+    }
+  }
+}
+
+export interface Dom {
+  win: Window;
+  requests: Array<{ url: string; init: RequestInit; body: { events: Array<{ event_id: string; type: string; name?: string; metadata: Record<string, unknown> }> } }>;
+  answer: number;
+  locks: FakeLocks;
+  close(): Promise<void>;
+}
+
+/** Installs a fresh page at `url` as the global scope (one at a time). */
+export function installDom(url = 'https://shop.test/home', locks = new FakeLocks()): Dom {
+  const win = new Window({ url });
+  const g = globalThis as unknown as Record<string, unknown>;
+  const dom: Dom = { win, requests: [], answer: 202, locks, close: async () => {} };
+  for (const k of KEYS) Object.defineProperty(g, k, { value: (win as unknown as Record<string, unknown>)[k], configurable: true, writable: true });
+  Object.defineProperty(win.navigator, 'locks', { value: locks, configurable: true });
+  for (const k of ['addEventListener', 'removeEventListener', 'dispatchEvent'] as const) g[k] = (win as unknown as Record<string, (...a: unknown[]) => unknown>)[k].bind(win);
+  const fakeFetch = async (u: string, init: RequestInit) => {
+    dom.requests.push({ url: u, init, body: JSON.parse(String(init.body)) });
+    const n = dom.requests[dom.requests.length - 1].body.events.length;
+    return new Response(JSON.stringify({ accepted: n, rejected: [] }), { status: dom.answer });
+  };
+  g.fetch = fakeFetch;
+  (win as unknown as Record<string, unknown>).fetch = fakeFetch;
+  dom.close = async () => {
+    delete g.__observer_instance__;
+    await win.happyDOM.abort();
+    win.close();
+  };
+  return dom;
+}
+
+export const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
