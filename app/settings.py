@@ -130,7 +130,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "SESSION_CLAIM_BATCH": ("500", _pos, "max sessions claimed per bucket per sweep"),
     "FORWARD_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", _schedule, "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), then dead letter"),
     "FORWARD_CIRCUIT_THRESHOLD": ("5", _pos, "consecutive retryable UFSE failures that open the destination's circuit"),
-    "FORWARD_CIRCUIT_MAX": ("300", _secs, "longest pause between probes of an open UFSE circuit, seconds"),
+    "FORWARD_CIRCUIT_MAX": ("60", _secs, "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after UFSE is back)"),
     "FORWARD_DRAIN_RATE": ("20", _pos, "parked forwards released per second once UFSE answers again"),
     "FORWARD_VISIBILITY_RETRIES": ("30", _pos, "times a forward waits for ClickHouse to show all counted batches"),
     "FORWARD_MAX_EVENTS": ("5000", _pos, "events per UFSE payload (more sets truncated=true)"),

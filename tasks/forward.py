@@ -126,8 +126,10 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
         _finish(store, ch, index, prepared, "dead_lettered")
         return "dead_lettered"
     breaker = circuit()
-    allowed, until = breaker.allow()
+    allowed, until, probe = breaker.allow()
     if not allowed:
+        if _past_horizon(snap):
+            return _give_up(store, ch, index, prepared, ref, "UFSE unavailable for the whole retry horizon", attempt)
         _park(project, session_id, version, attempt, until, "circuit")
         return "held"
     result = service.send(client, prepared)
@@ -138,7 +140,12 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             log.warning("UFSE answers again; releasing parked deliveries", extra={"released": released})
         return "delivered"
     if result.outcome == "retry":
-        breaker.failure()
+        until = breaker.failure()
+        if probe and not _past_horizon(snap):
+            # A failed probe says "UFSE is still down", nothing about this session: it waits
+            # behind the circuit again without spending an attempt of its schedule.
+            _park(project, session_id, version, attempt, max(until, time.time() + 1), "circuit")
+            return "held"
         delay = schedule_delay(_s.forward_retry_schedule, attempt, _s.retry_time_scale)
         if delay is not None:
             # Honour the receiver's Retry-After: it may only lengthen the wait.
@@ -147,6 +154,19 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             log.info("forward retry parked", extra={"webhook_id": ref, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
             return "retrying"
     _dead_letter(prepared, ref, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
+    _finish(store, ch, index, prepared, "dead_lettered")
+    return "dead_lettered"
+
+
+def _past_horizon(snap: dict) -> bool:
+    """True once a version was finalized longer ago than the whole retry schedule."""
+    horizon = sum(_s.forward_retry_schedule) * _s.retry_time_scale
+    finalized = int(snap.get("finalized_ms") or 0) / 1000.0
+    return finalized > 0 and time.time() - finalized > horizon
+
+
+def _give_up(store, ch, index: DueIndex, prepared: service.Prepared, ref: str, error: str, attempt: int) -> str:
+    _dead_letter(prepared, ref, error, attempt)
     _finish(store, ch, index, prepared, "dead_lettered")
     return "dead_lettered"
 

@@ -52,18 +52,18 @@ class Circuit:
         """Epoch seconds until which the circuit is open (0 when closed)."""
         return float(self.r.hget(self.key, "open_until") or 0)
 
-    def allow(self, now: float | None = None) -> tuple[bool, float]:
-        """(may send now?, wait until). Past the pause exactly one caller gets to probe."""
+    def allow(self, now: float | None = None) -> tuple[bool, float, bool]:
+        """(may send now?, wait until, is this a probe?). Past the pause one caller probes."""
         now = time.time() if now is None else now
         until = self.open_until()
         if until <= 0:
-            return True, 0.0
+            return True, 0.0, False
         if now < until:
-            return False, until
+            return False, until, False
         # The probe lock outlives one delivery attempt; a crashed prober frees it by expiry.
         if self.r.set(self.probe_key, "1", nx=True, px=int(max(self.base_pause, 1.0) * 1000 * 6)):
-            return True, 0.0
-        return False, now + self.base_pause
+            return True, 0.0, True
+        return False, now + self.base_pause, False
 
     def failure(self, now: float | None = None) -> float:
         """Count a retryable failure; returns open_until (0 while still closed)."""

@@ -103,19 +103,19 @@ def test_circuit_opens_after_threshold_and_lets_one_probe_through(redis_url):
     from app.forwarding.circuit import Circuit
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    c = Circuit(r, f"t{uuid.uuid4().hex[:6]}:", "ufse.test", threshold=5, max_pause=300)
+    c = Circuit(r, f"t{uuid.uuid4().hex[:6]}:", "ufse.test", threshold=5, max_pause=60)
     now = 1_000_000.0
     for _ in range(4):
         assert c.failure(now) == 0.0
-    assert c.allow(now) == (True, 0.0)
+    assert c.allow(now) == (True, 0.0, False)
     until = c.failure(now)
     assert until == pytest.approx(now + 5)
-    allowed, _ = c.allow(now + 1)
+    allowed, _, _ = c.allow(now + 1)
     assert not allowed, "open: nobody sends during the pause"
-    assert c.allow(now + 6)[0] is True, "past the pause one caller probes"
+    assert c.allow(now + 6)[::2] == (True, True), "past the pause one caller probes"
     assert c.allow(now + 6)[0] is False, "and only one"
     assert c.failure(now + 6) == pytest.approx(now + 6 + 10), "a failed probe doubles the pause"
-    assert c.success() is True and c.open_until() == 0.0 and c.allow(now + 7) == (True, 0.0)
+    assert c.success() is True and c.open_until() == 0.0 and c.allow(now + 7) == (True, 0.0, False)
     assert r.ttl(c.key) == -2, "a closed circuit leaves no key behind"
     c.failure(now)
     assert r.ttl(c.key) > 0, "circuit state expires"
@@ -262,7 +262,8 @@ def test_sentry_gets_no_local_variables_and_no_request_body(env, clean_pg, monke
                 assert "data" not in (event.get("request") or {}), "the request body reached Sentry"
     finally:
         server.shutdown()
-        sentry_sdk.init(dsn=None)
+        sentry_sdk.get_client().close(timeout=2)
+        sentry_sdk.get_global_scope().set_client(None)  # back to the inactive client for later tests
 
 
 # --------------------------------------------------------------------------- beat
