@@ -207,23 +207,13 @@ export class Client implements ObserverInstance {
     t.add(() => clearInterval(this.adoptTimer as ReturnType<typeof setInterval>));
     const c = cfg.capture;
     if (cfg.vitalsAsked && !extensions.vitals) this.log('webVitals: full build only');
-    const observers: Array<[boolean, (ctx: Ctx) => void]> = [
-      [c.clicks, observeClicks],
-      [c.errors, (x) => observeErrors(x, this.report)],
-      [c.network, observeNetwork],
-      [c.webVitals && !!extensions.vitals, (x) => extensions.vitals && extensions.vitals(x)],
-      [c.navigation || c.pageViews, (x) => {
-        const pv = c.pageViews ? observePageViews(x) : () => {};
-        observeNavigation(x, c.navigation, pv);
-      }],
-    ];
-    for (const [on, fn] of observers) {
-      try {
-        if (on) fn(ctx);
-      } catch (e) {
-        this.log('error', e);
-      }
-    }
+    // Each observer on its own: one that fails to start (a missing API) leaves the others running.
+    const run = (on: unknown, fn: (x: Ctx) => void) => on && this.safe(() => fn(ctx));
+    run(c.clicks, observeClicks);
+    run(c.errors, (x) => observeErrors(x, this.report));
+    run(c.network, observeNetwork);
+    run(c.webVitals && extensions.vitals, extensions.vitals as (x: Ctx) => void);
+    run(c.navigation || c.pageViews, (x) => observeNavigation(x, c.navigation, c.pageViews ? observePageViews(x) : () => {}));
     this.dispatcher.start();
     this.log('started');
   }

@@ -60,10 +60,7 @@ export function labelOf(el: Element, maskAll = false): string {
   if (maskAll) return '';
   const aria = el.getAttribute('aria-label');
   if (aria) return cutMask(aria.trim(), MAX_LABEL);
-  if (el.tagName === 'INPUT') {
-    const t = (el as HTMLInputElement).type;
-    return t === 'button' || t === 'submit' || t === 'reset' ? cutMask(String((el as HTMLInputElement).value || '').trim(), MAX_LABEL) : '';
-  }
+  if (el.tagName === 'INPUT') return /^(button|submit|reset)$/.test((el as HTMLInputElement).type) ? cutMask(((el as HTMLInputElement).value || '').trim(), MAX_LABEL) : '';
   const own = el.closest(LABELLED);
   if (!own) return '';
   const ownAria = own.getAttribute('aria-label');

@@ -24,7 +24,7 @@ export class FakeLocks {
 
 export interface Dom {
   win: Window;
-  requests: Array<{ url: string; init: RequestInit; body: { events: Array<{ event_id: string; type: string; name?: string; metadata: Record<string, unknown> }> } }>;
+  requests: Array<{ url: string; init?: RequestInit; body: { events: Array<{ event_id: string; type: string; name?: string; metadata: Record<string, unknown> }> } }>;
   answer: number;
   locks: FakeLocks;
   close(): Promise<void>;
@@ -38,8 +38,8 @@ export function installDom(url = 'https://shop.test/home', locks = new FakeLocks
   for (const k of KEYS) Object.defineProperty(g, k, { value: (win as unknown as Record<string, unknown>)[k], configurable: true, writable: true });
   Object.defineProperty(win.navigator, 'locks', { value: locks, configurable: true });
   for (const k of ['addEventListener', 'removeEventListener', 'dispatchEvent'] as const) g[k] = (win as unknown as Record<string, (...a: unknown[]) => unknown>)[k].bind(win);
-  const fakeFetch = async (u: string, init: RequestInit) => {
-    dom.requests.push({ url: u, init, body: JSON.parse(String(init.body)) });
+  const fakeFetch = async (u: string, init?: RequestInit) => {
+    dom.requests.push({ url: u, init, body: init && init.body ? JSON.parse(String(init.body)) : { events: [] } });
     const n = dom.requests[dom.requests.length - 1].body.events.length;
     return new Response(JSON.stringify({ accepted: n, rejected: [] }), { status: dom.answer });
   };
