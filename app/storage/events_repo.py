@@ -34,21 +34,23 @@ _CANDIDATES = (
     "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
     "AND batch_id IN (" + _VERSION_BATCHES + ")"
 )
-# (event_id, owning batch) for the events whose row of record lies in this version's batches.
-_OWNED = (
-    "SELECT event_id, argMin(batch_id, (received_at_ms, batch_id)) AS owner FROM {db}.event_ids "
+# Events of this version's batches whose row of record lies in another batch (another version or
+# session). An event whose event_ids rows are gone (past the TTL, long after its version went
+# out) is not excluded: it stays where its rows are, so a late forward retry still carries it.
+_OWNED_ELSEWHERE = (
+    "SELECT event_id FROM {db}.event_ids "
     "WHERE project = %(project)s AND event_id IN (SELECT event_id " + _CANDIDATES + ") "
     "AND received_at_ms >= (SELECT min(received_at_ms) " + _CANDIDATES + ") - %(window_ms)s "
-    "GROUP BY event_id HAVING owner IN (" + _VERSION_BATCHES + ")"
+    "GROUP BY event_id HAVING argMin(batch_id, (received_at_ms, batch_id)) NOT IN (" + _VERSION_BATCHES + ")"
 )
-# One row per owned event: the owning batch's earliest receipt (the row merges keep).
+# One row per owned event: its earliest row in the version (the row of record, which merges keep).
+_K = "(received_at_ms, batch_id)"
 _ROWS = (
-    "SELECT event_id AS e_id, argMin(type, received_at_ms) AS e_type, argMin(ts_ms, received_at_ms) AS e_ts, "
-    "min(received_at_ms) AS e_received, argMin(url, received_at_ms) AS e_url, "
-    "argMin(name, received_at_ms) AS e_name, argMin(anonymous_id, received_at_ms) AS e_anon, "
-    "argMin(metadata, received_at_ms) AS e_meta, argMin(request_id, received_at_ms) AS e_rid "
+    f"SELECT event_id AS e_id, argMin(type, {_K}) AS e_type, argMin(ts_ms, {_K}) AS e_ts, "
+    f"min(received_at_ms) AS e_received, argMin(url, {_K}) AS e_url, argMin(name, {_K}) AS e_name, "
+    f"argMin(anonymous_id, {_K}) AS e_anon, argMin(metadata, {_K}) AS e_meta, argMin(request_id, {_K}) AS e_rid "
     "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
-    "AND (event_id, batch_id) IN (" + _OWNED + ") GROUP BY event_id"
+    "AND batch_id IN (" + _VERSION_BATCHES + ") AND event_id NOT IN (" + _OWNED_ELSEWHERE + ") GROUP BY event_id"
 )
 
 

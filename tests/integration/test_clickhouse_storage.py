@@ -93,3 +93,13 @@ def test_pre_issue_11_events_table_is_rebuilt_and_indexed(ch):
     assert ch.execute(f"SELECT count() FROM {db}.event_ids")[0][0] == 2  # backfilled within the window
     events_repo.insert_session_batches(ch, [("p1", "s7", 1, "old1", 2)])
     assert [r["type"] for r in events_repo.session_events(ch, "p1", "s7", 1, 10)] == ["click", "error"]
+
+
+def test_reads_keep_events_whose_ownership_rows_expired(ch):
+    """event_ids lives for the window (+1 h); a forward retried later still carries every event."""
+    b = _batch("exp1", "s8", [("click", T0 + 1, "", {}), ("click", T0 + 2, "", {})])
+    events_repo.insert_events(ch, [b])
+    events_repo.insert_session_batches(ch, [("p1", "s8", 1, "exp1", 2)])
+    ch.execute(f"TRUNCATE TABLE {ch.database}.event_ids")  # what the TTL does after the window
+    assert len(events_repo.session_events(ch, "p1", "s8", 1, 10)) == 2
+    assert events_repo.session_totals(ch, "p1", "s8", 1, 10, 10)["event_count"] == 2
