@@ -70,10 +70,11 @@ def prepare(ch, snapshot: dict, *, project: str, session_id: str, version: int, 
     if wait_for_writes and not ready(ch, snapshot, project=project, session_id=session_id, version=version):
         raise NotVisibleYet(f"pending={snapshot.get('pending', '?')} batches={snapshot.get('batches', 0)}")
     window_ms = int(getattr(settings, "dedup_window", 86400)) * 1000
+    elsewhere = events_repo.owned_elsewhere(ch, project, session_id, version, window_ms)
     totals = events_repo.session_totals(ch, project, session_id, version, 50, settings.forward_max_request_ids,
-                                        window_ms=window_ms)
+                                        window_ms=window_ms, elsewhere=elsewhere)
     rows = events_repo.session_events(ch, project, session_id, version, settings.forward_max_events + 1,
-                                      window_ms=window_ms)
+                                      window_ms=window_ms, elsewhere=elsewhere)
     reason = snapshot.get("reason", "idle")
     finalized_at = int(snapshot.get("finalized_ms", 0))
     body = payload_mod.build_payload(

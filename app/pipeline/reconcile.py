@@ -16,7 +16,7 @@ from app.sessions.store import RECONCILE_HORIZON_S, Claimed, now_ms
 from app.storage import events_repo
 
 log = logging.getLogger(__name__)
-GRACE_S = 60  # beyond the idle timeout: the sweep's own claim gets the first chance
+GRACE_S = 15  # beyond the idle timeout: a session_batches INSERT in flight when Redis was lost lands first
 
 
 def reconcile(store, ch, *, idle_s: int, limit: int = 500, horizon_s: int = RECONCILE_HORIZON_S,

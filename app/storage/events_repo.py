@@ -50,8 +50,26 @@ _ROWS = (
     f"min(received_at_ms) AS e_received, argMin(url, {_K}) AS e_url, argMin(name, {_K}) AS e_name, "
     f"argMin(anonymous_id, {_K}) AS e_anon, argMin(metadata, {_K}) AS e_meta, argMin(request_id, {_K}) AS e_rid "
     "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
-    "AND batch_id IN (" + _VERSION_BATCHES + ") AND event_id NOT IN (" + _OWNED_ELSEWHERE + ") GROUP BY event_id"
+    "AND batch_id IN (" + _VERSION_BATCHES + "){exclude} GROUP BY event_id"
 )
+
+
+def owned_elsewhere(ch, project: str, session_id: str, version: int, window_ms: int = DEFAULT_WINDOW_MS) -> list[str]:
+    """Event ids in this version's batches whose row of record is in another version or session."""
+    rows = ch.execute(_OWNED_ELSEWHERE.format(db=ch.database), _params(project, session_id, version, window_ms))
+    return [str(r[0]) for r in rows]
+
+
+def _rows_sql(db: str, elsewhere: list[str] | None) -> str:
+    # Read once per forward and passed as a literal (it is almost always empty): evaluating the
+    # subquery inside every read made them ten times slower.
+    if elsewhere is None or len(elsewhere) > LOOKUP_CHUNK:
+        exclude = " AND event_id NOT IN (" + _OWNED_ELSEWHERE.format(db=db) + ")"
+    elif elsewhere:
+        exclude = " AND event_id NOT IN (SELECT arrayJoin(%(elsewhere)s))"
+    else:
+        exclude = ""
+    return _ROWS.replace("{exclude}", exclude).format(db=db)
 
 
 def event_rows(batches: Iterable[dict]) -> list[tuple]:
@@ -127,10 +145,13 @@ def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) 
 
 
 def session_totals(ch, project: str, session_id: str, version: int, max_pages: int, max_request_ids: int,
-                   window_ms: int = DEFAULT_WINDOW_MS) -> dict:
-    """Counts by type, first/last timestamps, pages and request ids of the events a version owns."""
-    p = _params(project, session_id, version, window_ms)
-    rows = _ROWS.format(db=ch.database)
+                   window_ms: int = DEFAULT_WINDOW_MS, elsewhere: list[str] | None = None) -> dict:
+    """Counts by type, first/last timestamps, pages and request ids of the events a version owns.
+
+    ``elsewhere`` is owned_elsewhere()'s answer when the caller already has it.
+    """
+    p = dict(_params(project, session_id, version, window_ms), elsewhere=list(elsewhere or []))
+    rows = _rows_sql(ch.database, elsewhere)
     by_type = ch.execute(f"SELECT e_type, count(), min(e_ts), max(e_ts) FROM ({rows}) GROUP BY e_type", p)
     pages = ch.execute(
         f"SELECT e_url, min(e_ts) AS t FROM ({rows}) WHERE e_url != '' "
@@ -150,12 +171,12 @@ def session_totals(ch, project: str, session_id: str, version: int, max_pages: i
 
 
 def session_events(ch, project: str, session_id: str, version: int, limit: int,
-                   window_ms: int = DEFAULT_WINDOW_MS) -> list[dict]:
+                   window_ms: int = DEFAULT_WINDOW_MS, elsewhere: list[str] | None = None) -> list[dict]:
     """Events a session version owns, one per event_id, ordered by (ts_ms, event_id)."""
     rows = ch.execute(
         f"SELECT e_id, e_type, e_ts, e_received, %(session_id)s, e_url, e_name, e_anon, e_meta "
-        f"FROM ({_ROWS.format(db=ch.database)}) ORDER BY e_ts, e_id LIMIT {int(limit)}",
-        _params(project, session_id, version, window_ms))
+        f"FROM ({_rows_sql(ch.database, elsewhere)}) ORDER BY e_ts, e_id LIMIT {int(limit)}",
+        dict(_params(project, session_id, version, window_ms), elsewhere=list(elsewhere or [])))
     keys = ("event_id", "type", "ts_ms", "received_at_ms", "session_id", "url", "name", "anonymous_id", "metadata")
     return [dict(zip(keys, r)) for r in rows]
 
