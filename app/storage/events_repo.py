@@ -3,10 +3,10 @@
 One rule everywhere (issue 11): an event is (project, event_id); its row of record is its
 earliest row, the smallest (received_at_ms, batch_id) among the rows stored within the dedup
 window; it belongs to the session version its batch belongs to (the lowest version that batch
-was counted into), and to no other. Reads of
-a version take only the events it owns, so an event stored from two batches -- a resend that
-slipped past the persist step's check, a batch whose marker was lost -- counts once, in one
-version, before and after merges (the earliest row is never merged away: clickhouse_migrations).
+was counted into), and to no other. Reads of a version take only the events it owns, so an
+event stored from two batches (two flushes that both looked before either wrote) counts once,
+in one version, before and after merges (the earliest row is never merged away: see
+clickhouse_migrations).
 """
 from __future__ import annotations
 
