@@ -42,10 +42,10 @@ def browser_stack(make_stack, database_url):
     return stack
 
 
-def _run(stack, scenario: str) -> dict:
+def _run(stack, scenario: str, timeout: float = 180) -> dict:
     env = {**os.environ, "OBSERVER_ENDPOINT": stack.url, "OBSERVER_API_KEY": stack.browser_key,
            "SCENARIO": scenario, "OBSERVER_PAGE_PORT": str(stack.page_port)}
-    proc = subprocess.run(["node", "test/browser/run.mjs"], cwd=SDK, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(["node", "test/browser/run.mjs"], cwd=SDK, env=env, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON from run.mjs (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
     result = json.loads(lines[-1])
@@ -101,3 +101,68 @@ def test_shutdown_restores_globals_with_a_later_wrapper(browser_stack):
     result = _run(browser_stack, "shutdown")  # _run fails unless every check of the scenario passed
     assert not result["leftover_listeners"], result["leftover_listeners"]
     assert all(result["checks"].values()) and result["checks"], result["checks"]
+
+
+@pytest.fixture
+def failure_stack(make_stack, database_url):
+    """The pipeline at its defaults but SESSION_IDLE_TIMEOUT=4 (default 1800): sessions must
+    finalize and reach UFSE within the test; DEDUP_WINDOW stays at its default (one day)."""
+    stack = make_stack(engine="server", SESSION_IDLE_TIMEOUT="4")
+    page_port = free_port()
+    from app.keys.store import KeyStore
+
+    _id, key = KeyStore(database_url).create("web", origins=[f"http://127.0.0.1:{page_port}"])
+    stack.browser_key, stack.page_port = key, page_port
+    print("failure paths: SESSION_IDLE_TIMEOUT=4 (shortened from 1800 so sessions reach UFSE in the test)")
+    return stack
+
+
+def _counts(stack) -> tuple[dict[str, int], dict[str, int]]:
+    """event_id -> rows in ClickHouse (raw, and after FINAL) for the browser project."""
+    from app.storage.clickhouse import get_clickhouse
+
+    ch = get_clickhouse(stack.ch_url)
+    raw = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events WHERE project = 'web' GROUP BY event_id"))
+    final = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events FINAL WHERE project = 'web' GROUP BY event_id"))
+    return {str(k): v for k, v in raw.items()}, {str(k): v for k, v in final.items()}
+
+
+def _ufse_payloads(stack) -> dict[str, set[str]]:
+    """event_id -> the webhook-ids (session versions) of the UFSE payloads that carried it."""
+    seen: dict[str, set[str]] = {}
+    for d in stack.sink.snapshot():
+        if d["status"] != 200 or not isinstance(d.get("body"), dict):
+            continue
+        for e in d["body"].get("events", []):
+            seen.setdefault(e["event_id"], set()).add(d["headers"].get("webhook-id"))
+    return seen
+
+
+def test_real_browser_failure_paths_lose_nothing_and_show_nothing_twice(failure_stack):
+    """Offline/online, 5xx on hide then next load, two/restored/duplicated tabs, DNT, opt-out in
+    another tab, a 50 KB URL, an error storm: every event the page produced (its `beforeSend`
+    ids) is in ClickHouse once and in exactly one UFSE payload; purged events are nowhere."""
+    result = _run(failure_stack, "failures", timeout=300)
+    paths = result["paths"]
+    produced = {p["path"]: set(p["produced"]) for p in paths}
+    absent = {p["path"]: set(p.get("absent") or []) for p in paths}
+    everything = set().union(*produced.values())
+    _wait_for_ids(failure_stack, everything, timeout=60)
+    deadline = time.time() + 60
+    while time.time() < deadline and not everything <= set(_ufse_payloads(failure_stack)):
+        time.sleep(0.5)
+    raw, final = _counts(failure_stack)
+    ufse = _ufse_payloads(failure_stack)
+    lines, problems = [], []
+    for p in paths:
+        ids, name = produced[p["path"]], p["path"]
+        stored = sum(1 for i in ids if final.get(i))
+        in_ufse = sum(1 for i in ids if i in ufse)
+        twice = sorted(i for i in ids if final.get(i, 0) > 1 or raw.get(i, 0) > 1 or len(ufse.get(i, ())) > 1)
+        leaked = sorted(i for i in absent[name] if i in final or i in ufse)
+        lines.append(f"{name:28s} produced {len(ids):3d}  stored {stored:3d}  in UFSE {in_ufse:3d}  lost {len(ids) - min(stored, in_ufse):2d}"
+                     f"  twice {len(twice)}  purged {len(absent[name])} (leaked {len(leaked)})  {p.get('notes') or ''}")
+        if stored != len(ids) or in_ufse != len(ids) or twice or leaked:
+            problems.append((name, sorted(ids - set(final)), sorted(ids - set(ufse)), twice, leaked))
+    print("\n".join(["failure paths (real Chromium -> fault proxy -> pipeline -> ClickHouse 18.16 + UFSE):"] + lines))
+    assert not problems, json.dumps(problems, indent=1) + failure_stack.logs()

@@ -62,3 +62,19 @@ export const OTHER_WRAPPER = `(() => {
   window.fetch = fetchWrapper; X.open = openWrapper; X.send = sendWrapper;
   window.__other = { calls, fetchWrapper, openWrapper, sendWrapper };
 })();`;
+
+/** A page that starts the SDK on load, as a site does, with the options an init script left in `window.__obsOptions`. */
+export function autoPage(build) {
+  const sdk = build === 'full' ? '/observer.full.min.js' : '/observer.min.js';
+  const rows = Array.from({ length: 1000 }, (_, i) => `<li class="row r${i % 7}"><span>Item ${i}</span> <button class="add" data-i="${i}">Add</button></li>`).join('');
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>Observer auto page</title></head>
+<body>
+  <h1>Shop</h1>
+  <button id="buy" class="btn primary">Buy now</button>
+  <div class="card"><h3>Jane Doe</h3><p>born 1990-04-12 · SSN 078-05-1120 · 555-867-5309</p></div>
+  <ul id="list">${rows}</ul>
+  <script src="${sdk}"></script>
+  <script>window.obs = window.Observer.init(window.__obsOptions || {});</script>
+</body></html>`;
+}

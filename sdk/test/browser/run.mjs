@@ -2,7 +2,7 @@
 // Real-browser test of the SDK: playwright-core driving the system Chromium.
 //
 // Env: OBSERVER_ENDPOINT (ingest API base URL; unset = a built-in fake ingest server),
-//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown (default main),
+//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown | failures (default main),
 //      OBSERVER_PAGE_PORT (fixed port for the page's origin; default random),
 //      OBSERVER_BUILD = min | full (which <script> build the page loads; default min),
 //      CHROMIUM_PATH (default /usr/bin/chromium).
@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { runFailurePaths } from './failures.mjs';
 import { closedPort, startFakeIngest, startPageServer } from './servers.mjs';
 
 const SCENARIO = process.env.SCENARIO || 'main';
@@ -330,15 +331,29 @@ async function scenarioShutdown({ context, endpoint, origin }) {
   return { scenario: 'shutdown', endpoint, page_origin: origin, listeners_before: base, leftover_listeners: [...a.leftover, ...b.leftover], checks };
 }
 
-const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown };
+/** The failure paths (failures.mjs), each in browsers of its own: one check per path and property. */
+async function scenarioFailures({ endpoint, origin }) {
+  const paths = await runFailurePaths({ endpoint, origin, apiKey: API_KEY });
+  const checks = {};
+  for (const p of paths) {
+    checks[p.path + ':ran'] = !p.error;
+    checks[p.path + ':every_produced_event_delivered'] = p.delivered_2xx === p.produced.length;
+    checks[p.path + ':none_sent_twice'] = !!p.sent_twice && p.sent_twice.length === 0;
+    checks[p.path + ':none_of_the_purged_sent'] = !!p.absent_sent && p.absent_sent.length === 0;
+    for (const [k, v] of Object.entries(p.checks || {})) checks[p.path + ':' + k] = v;
+  }
+  return { scenario: 'failures', endpoint, page_origin: origin, paths, checks };
+}
+
+const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown, failures: scenarioFailures };
 
 async function main() {
   const run = SCENARIOS[SCENARIO];
-  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown)`);
+  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown | failures)`);
   const fake = process.env.OBSERVER_ENDPOINT ? null : await startFakeIngest(API_KEY);
   const endpoint = (process.env.OBSERVER_ENDPOINT || fake.url).replace(/\/+$/, '');
   const pages = await startPageServer({ port: Number(process.env.OBSERVER_PAGE_PORT || 0), build: process.env.OBSERVER_BUILD || 'min' });
-  const browser = await launch();
+  const browser = SCENARIO === 'failures' ? { context: null, close: async () => {} } : await launch();
   let result;
   try {
     result = await run({ context: browser.context, endpoint, origin: pages.origin, fake });

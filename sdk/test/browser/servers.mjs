@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LISTENER_COUNTER, OTHER_WRAPPER, testPage } from './pages.mjs';
+import { LISTENER_COUNTER, OTHER_WRAPPER, autoPage, testPage } from './pages.mjs';
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '../../dist');
 
@@ -23,13 +23,15 @@ export async function closedPort() {
 
 /** Serves the test page, the SDK builds, /ok.json (200) and a 404 for anything else. */
 export async function startPageServer({ port = 0, build = 'min' } = {}) {
-  const server = http.createServer((req, res) => {
+  // Room for the 50 KB URL of the long-URL path (Node's default is 16 KB of headers).
+  const server = http.createServer({ maxHeaderSize: 256 * 1024 }, (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     const send = (status, type, body) => {
       res.writeHead(status, { 'Content-Type': type, 'Cache-Control': 'no-store' });
       res.end(body);
     };
     if (path === '/' || path === '/index.html' || path === '/next') return send(200, 'text/html', testPage({ build, withCounter: false }));
+    if (path === '/auto') return send(200, 'text/html', autoPage(build));
     if (path === '/counted.html') return send(200, 'text/html', testPage({ build, withCounter: true }));
     if (path === '/observer.min.js' || path === '/observer.full.min.js') return send(200, 'application/javascript', readFileSync(join(DIST, path.slice(1))));
     if (path === '/listener-count.js') return send(200, 'application/javascript', LISTENER_COUNTER);
@@ -38,7 +40,7 @@ export async function startPageServer({ port = 0, build = 'min' } = {}) {
     return send(404, 'text/plain', 'not found');
   });
   const p = await listen(server, port);
-  return { server, origin: `http://127.0.0.1:${p}`, close: () => new Promise((r) => server.close(r)) };
+  return { server, origin: `http://127.0.0.1:${p}`, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) };
 }
 
 const TYPES = new Set(['page_view', 'click', 'rage_click', 'error', 'network', 'navigation', 'web_vital', 'custom']);
@@ -100,5 +102,60 @@ export async function startFakeIngest(apiKey) {
     received,
     eventIds: () => new Set(received.filter((r) => r.status === 202).flatMap((r) => r.events.map((e) => e.event_id))),
     close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+/**
+ * A proxy in front of the real ingest API that the test switches between passing requests
+ * through and answering 503 (with CORS, so the page can read it). Logs each POST's event ids
+ * and the status the page got.
+ */
+export async function startFaultProxy(target) {
+  const to = new URL(target);
+  const log = []; // { t, status, ids, plain }
+  const state = { mode: 'pass' };
+  const start = Date.now();
+  const server = http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      let ids = [];
+      try {
+        ids = (JSON.parse(body.toString('utf8')).events || []).map((e) => e.event_id);
+      } catch { /* not JSON: a preflight or junk */ }
+      const rec = req.method === 'POST' ? { t: Date.now() - start, status: null, ids, plain: String(req.headers['content-type'] || '').startsWith('text/plain') } : null;
+      if (rec) log.push(rec);
+      if (state.mode === '503') {
+        const origin = req.headers.origin || '*';
+        const cors = { 'Access-Control-Allow-Origin': origin, 'Access-Control-Allow-Headers': 'Content-Type, Authorization, X-Request-ID', 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Expose-Headers': 'Retry-After', Vary: 'Origin' };
+        if (rec) rec.status = 503;
+        res.writeHead(req.method === 'OPTIONS' ? 204 : 503, { ...cors, 'Content-Type': 'application/json', 'Retry-After': '1' });
+        return res.end(req.method === 'OPTIONS' ? '' : '{"error":{"code":"unavailable","message":"fault injected by the test","request_id":"test"}}');
+      }
+      const up = http.request({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: { ...req.headers, host: to.host } }, (r) => {
+        if (rec) rec.status = r.statusCode;
+        res.writeHead(r.statusCode, r.headers);
+        r.pipe(res);
+      });
+      up.on('error', () => {
+        if (rec) rec.status = 0;
+        res.destroy();
+      });
+      up.end(body);
+    });
+  });
+  const port = await listen(server);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    log,
+    set: (mode) => void (state.mode = mode),
+    /** How many 2xx answers carried each event id. */
+    delivered: () => {
+      const n = new Map();
+      for (const r of log) if (r.status >= 200 && r.status < 300) for (const id of r.ids) n.set(id, (n.get(id) || 0) + 1);
+      return n;
+    },
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
 }
