@@ -25,6 +25,10 @@ def test_features_match_engine(ch):
         assert f.version.startswith("18.16") and not f.datetime64 and not f.ttl
     else:
         assert f.datetime64 and f.ttl and f.low_cardinality
+    # dedup state lives for the window (+1 h margin) where the engine has TTL, and no longer
+    ids_ddl = ch.execute("SELECT create_table_query FROM system.tables WHERE database = %(db)s AND name = 'event_ids'",
+                         {"db": ch.database})[0][0]
+    assert ("TTL" in ids_ddl) == f.ttl and (not f.ttl or "90000" in ids_ddl), ids_ddl
     # migrating twice is harmless
     clickhouse_migrations.migrate(ch)
 
