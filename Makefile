@@ -51,6 +51,12 @@ unit: dev-venv
 
 bench: dev-venv
 	$(PY) scripts/bench_ingest.py
+	$(PY) scripts/bench_pipeline.py
+
+# Every fault case at full scale on servers it starts itself (about 25 min); FAULTS_ARGS="--case 0".
+.PHONY: faults
+faults: dev-venv system-deps
+	$(PY) scripts/faults $(FAULTS_ARGS)
 
 clean:
 	rm -rf $(VENV) sdk/node_modules sdk/dist .pytest_cache .coverage

@@ -146,8 +146,7 @@ def main(argv=None) -> int:
         env = bl.web_env(tmp, port, redis.url, pg.url, ch_url, args.web_concurrency, {
             "UFSE_URL": sink.url + "ufse", "UFSE_SECRET": secret,
             "SESSION_IDLE_TIMEOUT": args.idle_timeout, "SESSION_SWEEP_INTERVAL": "0.5",
-            "EVENTS_FLUSH_INTERVAL": args.flush_interval, "FORWARD_BACKOFF_BASE": "0.3",
-            "FORWARD_BACKOFF_MAX": "2", "LOG_LEVEL": "WARNING",
+            "EVENTS_FLUSH_INTERVAL": args.flush_interval, "LOG_LEVEL": "WARNING",
         })
         env.update({"EVENTS_CONCURRENCY": str(args.events_concurrency), "EVENTS_PREFETCH": str(args.events_prefetch),
                     "SESSIONS_CONCURRENCY": str(args.sessions_concurrency),

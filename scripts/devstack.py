@@ -72,11 +72,9 @@ class DevStack:
     def stop(self, grace: float) -> None:
         """Stop everything by PID, in order; keep going when one fails."""
         if self.stack:
-            for p in self.stack.procs.values():
-                p.stop_signals = ((signal.SIGTERM, grace),)
-        groups = [self.stack.stop_order() if self.stack else [], [self.demo, self.sink],
-                  list(reversed(self.servers))]
-        for group in groups:
+            say("stopping web, beat, Flower, then the workers (warm shutdown, %.0fs grace)" % grace)
+            self.stack.stop(grace)
+        for group in ([self.demo, self.sink], list(reversed(self.servers))):
             for p in group:
                 if p is not None and p.proc is not None and p.alive():
                     say(f"stopping {p.name} (pid {p.pid})")

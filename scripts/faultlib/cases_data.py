@@ -71,7 +71,10 @@ def poison_batch(ctx) -> float:
 
 
 def poison_isolated(ctx) -> None:
-    """After 11: exactly the poison batch is a dead letter; its events are not stored."""
+    """After 11: exactly the poison batch is a dead letter (once its retries ran out); not stored."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not reconcile.dead_letters(ctx.rig).get("poison_batch"):
+        time.sleep(0.5)
     dl = reconcile.dead_letters(ctx.rig)
     ctx.result.check("exactly one poison_batch dead letter", dl.get("poison_batch", 0) == 1 and sum(dl.values()) == 1,
                      str(dict(dl)))

@@ -24,6 +24,7 @@ def broker_sigstop(ctx) -> float:
     ctx.result.check("every 503 carried Retry-After", ctx.load.stats.retry_after_missing[503] == 0,
                      f"{ctx.load.stats.retry_after_missing[503]} without")
     ctx.extra["timeouts0"] = timeouts0
+    ctx.result.notes.append(f"slowest answered request of the run: {ctx.load.stats.slowest:.1f}s")
     return t
 
 

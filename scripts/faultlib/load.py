@@ -49,6 +49,7 @@ class Stats:
     timeouts: int = 0
     gave_up: int = 0
     batches: dict = field(default_factory=dict)  # batch key -> (session_id, ids)
+    slowest: float = 0.0  # seconds, the longest single request
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -99,10 +100,13 @@ class Load:
         attempt = 0
         while True:
             retry_after = None
+            t0 = time.monotonic()
             try:
                 r = http.post(self.url, json={"events": events}, timeout=REQUEST_TIMEOUT,
                               headers={"Authorization": f"Bearer {self.key}"})
                 status = r.status_code
+                with self._lock:
+                    self.stats.slowest = max(self.stats.slowest, time.monotonic() - t0)
                 if status == 202 and r.json().get("accepted") == len(events):
                     with self._lock:
                         self.stats.statuses[202] += 1

@@ -74,6 +74,9 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result
         res.missing_ch = len(expected - stored)
         if res.missing_ch or res.missing_ufse:
             res.notes.append(_diagnose(rig))
+            lost = sorted((expected - stored) | (expected - forwarded))
+            where = {stats.batches[b][0] for b in stats.batches if set(stats.batches[b][1]) & set(lost)}
+            res.notes.append(f"missing events (first 3): {lost[:3]}; their sessions: {sorted(where)[:5]}")
     except Exception as exc:  # a case that crashes is a FAIL with its reason, the suite goes on
         res.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         say(f"case {case.n} crashed:\n{traceback.format_exc()}")
@@ -102,3 +105,20 @@ def _diagnose(rig) -> str:
         errors += [f"{p.name}: {line.split(' | ', 1)[-1][:240]}" for line in p.log_text().splitlines()
                    if '"level": "error"' in line or "Traceback" in line][-2:]
     return f"broker at the end: {queues}; last worker errors: {errors[-4:] or 'none'}"
+
+
+def run_plan(servers: Servers, plan: list, scale: Scale, background: tuple = ()) -> list[Result]:
+    """Run ``[(case, chdb), ...]`` in order; cases numbered in ``background`` run alongside the
+    others in one extra thread (case 2 mostly waits out the 60 s visibility timeout)."""
+    import concurrent.futures as cf
+
+    results: dict[int, Result] = {}
+    with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bg-case") as pool:
+        futures = {i: pool.submit(run_case, servers, c, scale, chdb)
+                   for i, (c, chdb) in enumerate(plan) if c.n in background and not chdb}
+        for i, (c, chdb) in enumerate(plan):
+            if i not in futures:
+                results[i] = run_case(servers, c, scale, chdb)
+        for i, f in futures.items():
+            results[i] = f.result()
+    return [results[i] for i in sorted(results)]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from toolkit import checks, procfile
-from toolkit.proc import Proc, ProcError
+from toolkit.proc import Proc, ProcError, stop_all
 
 ROOT = procfile.ROOT
 QUEUES = ("events", "sessions", "forward")
@@ -183,8 +183,11 @@ class ObserverStack:
         return sorted(self.procs.values(),
                       key=lambda p: rank.get(p.name, 1 if "beat" in p.name else 3))
 
-    def stop(self) -> None:
-        """Stop every process in :meth:`stop_order`, each by its process group."""
-        for p in self.stop_order():
-            p.stop()
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop web, then beat and Flower, then every worker at once (warm), by process group."""
+        order = self.stop_order()
+        web = [p for p in order if p.name == "web"]
+        rest = [p for p in order if p.name != "web" and p.name != "flower" and "beat" not in p.name]
+        for group in (web, [p for p in order if p not in web and p not in rest], rest):
+            stop_all(group, grace)
         self.ping.close()

@@ -302,6 +302,27 @@ class Proc:
         self.stop()
 
 
+def stop_all(procs: Iterable["Proc"], grace: Optional[float] = None) -> None:
+    """Stop several processes at once: each gets its first stop signal, then a shared grace,
+    then SIGKILL of its group (so N warm shutdowns take one grace, not N)."""
+    live = [p for p in procs if p.proc is not None and p.alive()]
+    for p in live:
+        p.signal(_signal.SIGCONT)
+        p.signal(p.stop_signals[0][0])
+    wait = max((grace if grace is not None else p.stop_signals[0][1]) for p in live) if live else 0
+    deadline = time.monotonic() + wait
+    for p in live:
+        try:
+            p.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            console.note(f"{p.name} (pid {p.pid}) did not stop within {wait:.0f}s: SIGKILL")
+    for p in procs:
+        if p.proc is not None:
+            if p.alive():
+                p.kill_group()
+            p.stop()  # sweeps what is left of the group, reaps, forgets
+
+
 @atexit.register
 def _stop_all_at_exit() -> None:  # pragma: no cover - safety net
     for p in list(RUNNING):

@@ -1,4 +1,9 @@
-"""The ``make_stack`` fixture: a real running Observer (gunicorn, workers, beat) plus a UFSE sink."""
+"""The ``make_stack`` fixture: a real running Observer (gunicorn, workers, beat) plus a UFSE sink.
+
+These are the non-fault end-to-end tests: they shorten SESSION_IDLE_TIMEOUT (3 s),
+SESSION_SWEEP_INTERVAL and EVENTS_FLUSH_INTERVAL so a test takes seconds. The fault suite
+(tests/faults, scripts/faults) does not use this fixture and runs at the defaults.
+"""
 from __future__ import annotations
 
 import base64
@@ -83,7 +88,7 @@ def make_stack(request, redis_server, database_url, tmp_path):
             "REDIS_URL": redis_url, "CELERY_BROKER_URL": broker_url, "DATABASE_URL": database_url,
             "CLICKHOUSE_URL": ch_url, "UFSE_URL": sink.url + "ufse", "UFSE_SECRET": SECRET,
             "SESSION_IDLE_TIMEOUT": "3", "SESSION_SWEEP_INTERVAL": "0.5", "EVENTS_FLUSH_INTERVAL": "0.2",
-            "FORWARD_BACKOFF_BASE": "0.3", "FORWARD_BACKOFF_MAX": "2", "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:6]}:",
+            "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:6]}:",
             "RATE_LIMIT_DEFAULT": "1000/second", "RATE_LIMIT_PER_IP": "1000/second",
             **{k: str(v) for k, v in env_overrides.items()},
         }

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,3 +140,96 @@ def test_killed_leftover_is_stopped_on_next_start(tmp_path):
         assert _gone(pid)
         assert services.redis_available(svc2.url)
     assert _gone(svc2.pid)
+
+
+# --------------------------------------------------------------------------- the toolkit's fault helpers
+
+def _proc(tmp_path, name, code, **kw):
+    from toolkit.proc import Proc
+
+    return Proc(name, [sys.executable, "-c", code], cwd=tmp_path, log_path=tmp_path / f"{name}.log", **kw)
+
+
+def test_redis_kill9_restart_same_port_keeps_aof(tmp_path):
+    """appendfsync always: a write answered OK survives kill -9; restart() reuses port and data."""
+    import redis
+
+    svc = services.start_redis(tmp_path / "r", appendfsync="always", maxmemory="64mb")
+    try:
+        r = redis.Redis.from_url(svc.url)
+        assert r.config_get("appendfsync")["appendfsync"] == "always"
+        assert r.config_get("maxmemory")["maxmemory"] == str(64 * 1024 * 1024)
+        r.set("k", "v")
+        port, old = svc.port, svc.pid
+        assert svc.kill9() == -signal.SIGKILL
+        assert not services.redis_available(svc.url)
+        svc.restart()
+        assert svc.port == port and svc.pid != old
+        assert redis.Redis.from_url(svc.url).get("k") == b"v"
+    finally:
+        svc.stop()
+
+
+def test_sigstop_freezes_and_sigcont_resumes(tmp_path):
+    import redis
+
+    with services.start_redis(tmp_path / "r", appendonly=False) as svc:
+        svc.sigstop()
+        with pytest.raises(redis.exceptions.TimeoutError):
+            redis.Redis.from_url(svc.url, socket_timeout=0.5).ping()
+        svc.sigcont()
+        assert redis.Redis.from_url(svc.url, socket_timeout=2).ping()
+    assert _gone(svc.pid)
+
+
+def test_postgres_stop_and_restart_on_same_port(tmp_path):
+    import psycopg2
+
+    svc = services.start_postgres(tmp_path / "pg")
+    try:
+        port = svc.port
+        svc.stop()
+        assert not services.postgres_available(svc.url)
+        svc.restart()
+        assert svc.port == port
+        psycopg2.connect(svc.url, connect_timeout=5).close()
+    finally:
+        svc.stop()
+
+
+def test_kill_children_only_and_stop_by_group(tmp_path):
+    """kill_children() hits the pool (children read from /proc), not the leader; stop() ends the group."""
+    code = ("import os, time, signal\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # a leader that ignores SIGTERM
+            "kids = [os.fork() for _ in range(2)]\n"
+            "if 0 in kids:\n    time.sleep(600)\n    os._exit(0)\n"
+            "print('children', *kids, flush=True)\n"
+            "while True:\n    time.sleep(0.1)\n")
+    p = _proc(tmp_path, "pool", code, stop_signals=((signal.SIGTERM, 0.5),))
+    p.ready_check = lambda: "children" in p.log_text()
+    p.start()
+    kids = [int(x) for x in p.log_text().split("children", 1)[1].split()]
+    assert sorted(p.children()) == sorted(kids)
+    from toolkit.proc import pid_alive
+
+    assert sorted(p.kill_children()) == sorted(kids)
+    time.sleep(0.2)
+    assert not any(pid_alive(k) for k in kids) and p.alive()  # zombies until the leader reaps them
+    p.stop()
+    assert _gone(p.pid)
+
+
+def test_log_lines_prefixed_by_name(tmp_path):
+    p = _proc(tmp_path, "talker", "print('hello'); print('world')").start()
+    p.proc.wait(10)
+    p.stop()
+    lines = (tmp_path / "talker.log").read_text().splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == ["talker | hello", "talker | world"]
+
+
+def test_exit_while_starting_is_reported(tmp_path):
+    from toolkit.proc import ProcError
+
+    p = _proc(tmp_path, "dies", "import sys; print('bye'); sys.exit(3)", ready=lambda: False)
+    with pytest.raises(ProcError, match="exited with code 3"):
+        p.start()
