@@ -120,6 +120,12 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             index.done([m])
             return "dead_lettered"
         raise _countdown_retry(task, min(2 ** waits, 30), attempt=attempt, waits=waits + 1, due=True) from None
+    if prepared.empty:
+        # Every event it counted belongs to an earlier version (a resend after that version
+        # was finalized): there is nothing new to tell UFSE, and no empty session is sent.
+        log.info("forward: version owns no events; not delivered", extra={"webhook_id": ref})
+        _finish(store, ch, index, prepared, "empty")
+        return "empty"
     client = runtime.ufse_client()
     if client is None:
         _dead_letter(prepared, ref, "UFSE_URL is not configured", attempt)
@@ -225,8 +231,11 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
         if "payload" in data:
             prepared = service.Prepared.from_dead_letter(data)
         else:  # dead-lettered before a payload existed (events not visible): rebuild it now
+            # An operator's replay builds from what ClickHouse holds now: the snapshot is old, and
+            # re-checking it could never succeed (a batch counted twice).
             prepared = service.prepare(runtime.clickhouse(), data["snapshot"], project=data["project"],
-                                       session_id=data["session_id"], version=int(data["version"]), settings=_s)
+                                       session_id=data["session_id"], version=int(data["version"]), settings=_s,
+                                       wait_for_writes=False)
     except service.NotVisibleYet as exc:
         dlq.record_failure(dead_letter_id, f"events still not visible: {exc}")
         return "failed"
