@@ -50,6 +50,7 @@ class Stats:
     gave_up: int = 0
     batches: dict = field(default_factory=dict)  # batch key -> (session_id, ids)
     slowest: float = 0.0  # seconds, the longest single request
+    requests: list = field(default_factory=list)  # (monotonic start, end, status) of every request
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -107,6 +108,7 @@ class Load:
                 status = r.status_code
                 with self._lock:
                     self.stats.slowest = max(self.stats.slowest, time.monotonic() - t0)
+                    self.stats.requests.append((t0, time.monotonic(), status))
                 if status == 202 and r.json().get("accepted") == len(events):
                     with self._lock:
                         self.stats.statuses[202] += 1
@@ -124,10 +126,12 @@ class Load:
                     return  # permanent: the SDK drops it (counted in statuses)
             except requests.Timeout:
                 with self._lock:
+                    self.stats.requests.append((t0, time.monotonic(), "timeout"))
                     self.stats.timeouts += 1
                     self.stats.statuses["timeout"] += 1
             except requests.RequestException as exc:
                 with self._lock:
+                    self.stats.requests.append((t0, time.monotonic(), type(exc).__name__))
                     self.stats.statuses[type(exc).__name__] += 1
             if time.monotonic() > self._give_up_at:
                 with self._lock:
