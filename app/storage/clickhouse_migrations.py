@@ -12,7 +12,8 @@ drops another batch's row -- and their version column ``keep_rank`` makes a merg
 one batch keep the earlier receipt. So the earliest row survives every merge and
 ``OPTIMIZE ... FINAL``, and the rule gives the same answer before and after. ``event_ids`` (filled
 by a materialized view) indexes events by (project, event_id) for the dedup lookups and lives for
-the dedup window. ``events_dedup`` is the documented one-row-per-event view.
+the dedup window (+1 h): by TTL where the engine has it, and by dropping whole days
+(``events_repo.drop_expired_event_ids``, run by the reconciliation task) everywhere. ``events_dedup`` is the documented one-row-per-event view.
 """
 from __future__ import annotations
 
@@ -124,6 +125,7 @@ def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "", dedup_windo
     session_id String,
     keep_rank UInt64 DEFAULT {_RANK_EXPR}
 ) ENGINE = {_engine(db, 'event_ids', cluster, 'keep_rank')}
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(received_at_ms, 1000), 'UTC'))
 ORDER BY (project, event_id, batch_id){ids_ttl}""",
         # 18.16 does not compute a target's MATERIALIZED columns for a view: the rank is selected.
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.event_ids AS

@@ -105,6 +105,21 @@ def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> di
     return out
 
 
+def drop_expired_event_ids(ch, before_ms: int) -> list[str]:
+    """Drop the daily event_ids partitions that end at or before ``before_ms``; returns their names.
+
+    The dedup state must not outlive the window: servers without TTL (18.16) rely on this, and
+    dropping a whole day is far cheaper than a TTL merge or an ALTER DELETE anywhere.
+    """
+    cutoff_day = time.strftime("%Y%m%d", time.gmtime(int(before_ms) // 1000 - 86400))
+    rows = ch.execute("SELECT DISTINCT partition FROM system.parts WHERE database = %(db)s "
+                      "AND table = 'event_ids' AND active", {"db": ch.database})
+    old = sorted(str(p).strip("'") for (p,) in rows if str(p).strip("'").isdigit() and str(p).strip("'") <= cutoff_day)
+    for day in old:
+        ch.execute(f"ALTER TABLE {ch.database}.event_ids DROP PARTITION {int(day)}")
+    return old
+
+
 def insert_session_batches(ch, rows: list[tuple], settings: dict | None = None) -> int:
     """Record (project, session_id, version, batch_id, events) mappings."""
     now = int(time.time() * 1000)

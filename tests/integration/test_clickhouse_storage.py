@@ -107,3 +107,15 @@ def test_reads_keep_events_whose_ownership_rows_expired(ch):
     ch.execute(f"TRUNCATE TABLE {ch.database}.event_ids")  # what the TTL does after the window
     assert len(events_repo.session_events(ch, "p1", "s8", 1, 10)) == 2
     assert events_repo.session_totals(ch, "p1", "s8", 1, 10, 10)["event_count"] == 2
+
+
+def test_expired_event_ids_days_are_dropped(ch):
+    """Dedup state lives for the window: whole days past it are dropped (18.16 has no TTL)."""
+    now = int(time.time() * 1000)
+    old = _batch("old-day", "s10", [("click", now - 3 * 86_400_000, "", {})], received=now - 3 * 86_400_000)
+    new = _batch("new-day", "s10", [("click", now, "", {})], received=now)
+    events_repo.insert_events(ch, [old, new])
+    dropped = events_repo.drop_expired_event_ids(ch, now - 90_000_000)
+    assert dropped == [time.strftime("%Y%m%d", time.gmtime((now - 3 * 86_400_000) // 1000))]
+    assert [r[0] for r in ch.execute(f"SELECT batch_id FROM {ch.database}.event_ids")] == ["new-day"]
+    assert events_repo.drop_expired_event_ids(ch, now - 90_000_000) == []
