@@ -18,7 +18,7 @@ const INTERNAL = ['blockedUntil', 'keepaliveBytes', 'attemptBatch', 'mayAttempt'
   'cooldown', 'probing', 'baseCooldown', 'maxCooldown', 'threshold', 'sends', 'prune', 'undo', 'listen', 'patch', 'onChange', 'newId',
   'rules', 'idleTimeout', 'maxDuration', 'expired', 'forget', 'adopt', 'report', 'life', 'kv', 'anon', 'ctx', 'store', 'session',
   'attempt', 'timer', 'stopped', 'pump', 'answer', 'schedule', 'clearTimer', 'notify', 'safe', 'emit', 'hide',
-  'interval', 'busy', 'items', 'retryAfter', 'rateWait', 'onHide', 'claim', 'transport', 'online', 'save', 'rng', 'expire', 'ratio',
+  'interval', 'busy', 'items', 'due', 'cached', 'retryAfter', 'rateWait', 'onHide', 'claim', 'transport', 'online', 'save', 'rng', 'expire', 'ratio',
   'reserve', 'windowMs', 'allow', 'success', 'failure', 'touch', 'peek', 'write', 'onError', 'bytes', 'unlock', 'retried',
   'vitals', 'storageListener'];
 const mangleProps = new RegExp('^(' + INTERNAL.join('|') + ')$');

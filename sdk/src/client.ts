@@ -104,7 +104,7 @@ export class Client implements ObserverInstance {
   }
 
   captureException(error: unknown, metadata?: Metadata): void {
-    this.safe(() => this.running && this.report('captured', error, error, undefined, undefined, undefined, metadata));
+    this.safe(() => this.running && this.report('captured', error, error, metadata));
   }
 
   setProperties(properties: Metadata): void {

@@ -52,15 +52,19 @@ export class Dispatcher {
   private timer: unknown = null;
   private running: Promise<void> | null = null;
   private keepaliveBytes = 0;
+  /** When the scheduled pass runs (a sooner one replaces it). */
+  private due = 0;
   private stopped = false;
 
   constructor(private readonly d: DispatcherDeps, private readonly o: DispatcherOptions) {}
 
-  /** Called after each enqueue: send now if a batch is full, else within the interval. */
+  /**
+   * Called after each enqueue: a full batch goes in a task of its own (never inside the page's
+   * click or error handler that produced the event), else within the interval.
+   */
   notify(): void {
     const { outbox } = this.d;
-    if (outbox.loose.length >= this.o.maxBatchSize || outbox.bytes >= this.o.maxBatchBytes) void this.flush();
-    else this.schedule(this.o.interval, false);
+    this.schedule(outbox.loose.length >= this.o.maxBatchSize || outbox.bytes >= this.o.maxBatchBytes ? 0 : this.o.interval, false);
   }
 
   /** Sends what is queued now (unless backing off); resolves when the pass ends, never rejects. */
@@ -164,7 +168,8 @@ export class Dispatcher {
   }
 
   private schedule(ms: number, force: boolean): void {
-    if (this.stopped || (this.timer !== null && !force)) return;
+    if (this.stopped || (this.timer !== null && !force && ms >= this.due - this.d.timers.now())) return;
+    this.due = this.d.timers.now() + ms;
     this.clearTimer();
     this.timer = this.d.timers.setTimeout(() => {
       this.timer = null;

@@ -24,7 +24,8 @@ export function selectorOf(el: Element): string {
   const esc = (s: string) => CSS.escape(s);
   let cur: Element | null = el;
   for (let i = 0; cur && cur.nodeType === 1 && i < 5; i++) {
-    const tag = cur.tagName.toLowerCase();
+    const upper = cur.tagName;
+    const tag = upper.toLowerCase();
     if (cur.id) {
       parts.unshift(tag + '#' + esc(cur.id.slice(0, 64)));
       break;
@@ -34,15 +35,15 @@ export function selectorOf(el: Element): string {
     if (cls.length) p += '.' + cls.map((c) => esc(c.slice(0, 40))).join('.');
     const parent: Element | null = cur.parentElement;
     if (parent && tag !== 'body' && tag !== 'html') {
-      // Siblings of the same tag, at most 200 looked at: bounded on huge lists.
-      let nth = 0;
-      let total = 0;
-      for (let s = parent.firstElementChild, k = 0; s && k < 200; s = s.nextElementSibling, k++) {
-        if (s.tagName !== cur.tagName) continue;
-        total++;
-        if (s === cur) nth = total;
-      }
-      if (total > 1 && nth) p += ':nth-of-type(' + nth + ')';
+      // nth-of-type from at most 50 siblings each way (each step is a DOM call): on a
+      // huge list the position is left out rather than paid for.
+      let nth = 1;
+      let k = 0;
+      let sib = cur.previousElementSibling;
+      for (; sib && k < 50; sib = sib.previousElementSibling, k++) if (sib.tagName === upper) nth++;
+      let more = nth > 1;
+      for (let n = cur.nextElementSibling, j = 0; !more && n && j < 50; n = n.nextElementSibling, j++) more = n.tagName === upper;
+      if (more && !sib) p += ':nth-of-type(' + nth + ')';
     }
     parts.unshift(p);
     if (tag === 'body') break;

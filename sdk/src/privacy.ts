@@ -1,4 +1,4 @@
-import { CARD, DIGIT_RUN, MASKS, PARAM, PATTERNS, SENSITIVE } from './rules.js';
+import { CARD_FIRST, CARD_GROUPS, CARD_MAX, CARD_MIN, DIGIT_RUN, MASK_CARD, MASK_PARAM, PARAM, PATTERNS, SENSITIVE } from './rules.js';
 
 const PARAMS = new Set(SENSITIVE.split(','));
 /** Longest URL kept on an event: longer ones are cut before any scan (a page may carry 50 KB). */
@@ -18,24 +18,24 @@ export function luhn(digits: string): boolean {
 }
 
 const isCard = (d: string): boolean =>
-  d.length >= CARD.min_digits && d.length <= CARD.max_digits && CARD.first_digits.indexOf(d[0]) >= 0 && luhn(d);
+  d.length >= CARD_MIN && d.length <= CARD_MAX && CARD_FIRST.test(d) && luhn(d);
 
 /** A digit run with single space/dash separators: the card in it masked (as the server does). */
 function maskRun(run: string): string {
-  if (isCard(run.replace(/[ -]/g, ''))) return MASKS.card;
+  if (isCard(run.replace(/[ -]/g, ''))) return MASK_CARD;
   const groups = run.split(/[ -]/);
   const seps = run.match(/[ -]/g) || [];
-  if (groups.length < 2 || groups.length > CARD.max_groups) return run;
+  if (groups.length < 2 || groups.length > CARD_GROUPS) return run;
   let out = '';
   for (let i = 0; i < groups.length; ) {
     let end = 0;
-    for (let j = i, n = 0; j < groups.length && (n += groups[j].length) <= CARD.max_digits; j++) {
-      if (n >= CARD.min_digits && isCard(groups.slice(i, j + 1).join(''))) {
+    for (let j = i, n = 0; j < groups.length && (n += groups[j].length) <= CARD_MAX; j++) {
+      if (n >= CARD_MIN && isCard(groups.slice(i, j + 1).join(''))) {
         end = j + 1;
         break;
       }
     }
-    out += end ? MASKS.card : groups[i];
+    out += end ? MASK_CARD : groups[i];
     i = end || i + 1;
     if (i < groups.length) out += seps[i - 1];
   }
@@ -51,13 +51,13 @@ export function maskText(s: string): string {
     s = s.replace(PARAM, (m, sep: string, k: string, v: string) => {
       let name = k;
       try { name = decodeURIComponent(k); } catch { /* keep raw */ }
-      return v && v !== MASKS.param && PARAMS.has(name.toLowerCase()) ? sep + k + '=' + MASKS.param : m;
+      return v && v !== MASK_PARAM && PARAMS.has(name.toLowerCase()) ? sep + k + '=' + MASK_PARAM : m;
     });
   const digit = /[0-9]/.test(s);
-  if (digit && s.length >= CARD.min_digits)
+  if (digit && s.length >= CARD_MIN)
     s = s.replace(DIGIT_RUN, (run: string, at: number, all: string) => {
       const end = at + run.length;
-      if (run.length < CARD.min_digits || (end < all.length && /[\p{L}\p{N}]/u.test(all[end]))) return run;
+      if (run.length < CARD_MIN || (end < all.length && /[\p{L}\p{N}]/u.test(all[end]))) return run;
       return maskRun(run);
     });
   for (const [re, mask, at] of PATTERNS) if (at ? s.indexOf('@') >= 0 : digit) s = s.replace(re, mask);

@@ -1,7 +1,8 @@
 """A PII corpus through the real pipeline: nothing of it in ClickHouse or in what reaches UFSE.
 
 HTTP -> gunicorn -> Celery -> ClickHouse 18.16 + Redis sessions -> beat -> UFSE sink. Emails,
-Luhn-valid card numbers (with and without separators), secrets in query strings (in `url`
+Luhn-valid card numbers (with and without separators), the shared rules' vectors (phones,
+national ids, search and one-time parameters) and false-positive corpus, secrets in query strings (in `url`
 and inside metadata strings, nested five levels deep) and Authorization/Cookie metadata keys
 must be gone everywhere; Luhn-invalid digit strings and JSON numbers must arrive unchanged.
 """
@@ -13,6 +14,8 @@ import uuid
 
 import pytest
 import requests
+
+from app.ingest.privacy import RULES
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +53,8 @@ def _corpus_events(sid: str) -> list[dict]:
         "Cookie": f"sid={SECRETS[6]}",
     }}}}}}
     return [
+        {"event_id": str(uuid.uuid4()), "type": "custom", "name": "shared_rules", "timestamp": now - 4000, "session_id": sid,
+         "url": "https://shop.test/rules", "metadata": {"vectors": [v[0] for v in RULES["vectors"]], "keep": RULES["keep"]}},
         {"event_id": str(uuid.uuid4()), "type": "page_view", "timestamp": now - 3000, "session_id": sid,
          "url": f"https://shop.test/reset?token={SECRETS[0]}&page=2&password={SECRETS[1]}",
          "metadata": {"referrer": f"https://mail.test/?email={EMAILS[0]}", "keep": KEEP_STRINGS[0]}},
@@ -97,7 +102,7 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     r = requests.post(f"{stack.url}/v1/events", json={"events": events},
                       headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-ID": f"pii-req-{sid}"}, timeout=10)
     assert r.status_code == 202, r.text
-    assert r.json()["accepted"] == 3 and r.json()["rejected"] == []
+    assert r.json()["accepted"] == 4 and r.json()["rejected"] == []
 
     wid = f"{stack.project}:{sid}:1"
     try:
@@ -106,14 +111,14 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
         raise AssertionError(f"{wid} never delivered\n{stack.logs()}")
     deliveries = [d for d in got if d["headers"].get("webhook-id") == wid]
     payload = deliveries[-1]["body"]
-    assert len(payload["events"]) == 3
+    assert len(payload["events"]) == 4
 
     from app.storage.clickhouse import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
     tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL") for t in ("events", "sessions", "session_batches")}
     ch_rows = tables["events"]
-    assert len([r for r in ch_rows if sid in r]) == 3, ch_rows
+    assert len([r for r in ch_rows if sid in r]) == 4, ch_rows
 
     # -- nothing of the corpus anywhere: every ClickHouse row of every table, every raw delivery body
     haystacks = {"clickhouse": "\n".join(repr(r) for rows in tables.values() for r in rows)}
@@ -144,9 +149,14 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
                 if any(s in str(x) for x in _walk(e["metadata"])):
                     assert any(s in str(x) for x in leaves), (s, meta)
 
-    first, second, third = (by_id[e["event_id"]] for e in events)
+    rules_row, first, second, third = (by_id[e["event_id"]] for e in events)
+    # the rules file's vectors and false-positive corpus, as the SDK's unit tests run them
+    m0 = json.loads(rules_row["metadata"])
+    assert m0["vectors"] == [v[1] for v in RULES["vectors"]]
+    assert m0["keep"] == RULES["keep"]
+    assert ufse_by_id[events[0]["event_id"]]["metadata"] == m0
     assert first["url"] == "https://shop.test/reset?token=[redacted]&page=2&password=[redacted]"
-    assert json.loads(first["metadata"]) == {"referrer": "https://mail.test/?email=[email]", "keep": KEEP_STRINGS[0]}
+    assert json.loads(first["metadata"]) == {"referrer": "https://mail.test/?email=[redacted]", "keep": KEEP_STRINGS[0]}
     assert second["url"] == "https://shop.test/pay?api_key=[redacted]"
     m2 = json.loads(second["metadata"])
     assert m2["message"] == "card [card] declined for [email]"
@@ -164,6 +174,6 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     assert l5["keep"] == KEEP_STRINGS[5] and "Cookie" not in l5
     assert {k: l5[k] for k in KEEP_NUMBERS} == KEEP_NUMBERS
     # UFSE carries the same scrubbed values (url and name too)
-    assert ufse_by_id[events[0]["event_id"]]["url"] == first["url"]
-    assert ufse_by_id[events[2]["event_id"]]["name"] == "checkout [card]"
+    assert ufse_by_id[events[1]["event_id"]]["url"] == first["url"]
+    assert ufse_by_id[events[3]["event_id"]]["name"] == "checkout [card]"
     assert f"pii-req-{sid}" in payload["session"]["request_ids"]

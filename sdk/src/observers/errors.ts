@@ -11,13 +11,20 @@ const BURST = 10;
 const REFILL_MS = 6000;
 const MAX_FINGERPRINTS = 500;
 
-export type ErrorReport = (kind: string, message: unknown, err: unknown, source?: string, lineno?: number, colno?: number, extra?: Metadata) => void;
+export type ErrorReport = (kind: string, message: unknown, err: unknown, extra?: Metadata, source?: string, lineno?: number, colno?: number) => void;
 
-/** A short string for any thrown value, bounded however big the value is. */
-export function describe(v: unknown): string {
+/** A short string for any thrown value, bounded however big the value is (a full description is only built for what is sent). */
+export function describe(v: unknown, full = false): string {
   try {
     const m = v && typeof v === 'object' ? (v as Error).message : v;
-    return (typeof m === 'string' ? m : typeof v === 'object' ? JSON.stringify(scrub(v, 100, { n: 30 })) : String(v)).slice(0, 500);
+    if (typeof m === 'string') return m.slice(0, 500);
+    if (!v || typeof v !== 'object') return String(v).slice(0, 500);
+    if (full) return JSON.stringify(scrub(v, 100, { n: 30 })).slice(0, 500);
+    // A fingerprint: the first few keys, without walking (or copying) a huge object.
+    let k = '';
+    let n = 0;
+    for (const key in v) if ((k += key + ',') && ++n > 4) break;
+    return 'object:' + k;
   } catch {
     return '?';
   }
@@ -32,7 +39,7 @@ export function errorReporter(ctx: Ctx): ErrorReport {
   const seen = new Map<string, number>();
   let tokens = BURST;
   let refilled = ctx.now();
-  return (kind, message, err, source, lineno, colno, extra) => {
+  return (kind, message, err, extra, source, lineno, colno) => {
     const now = ctx.now();
     const msg = describe(message);
     const fp = kind + '|' + msg + '|' + (source || '') + ':' + (lineno || 0) + ':' + (colno || 0);
@@ -48,7 +55,7 @@ export function errorReporter(ctx: Ctx): ErrorReport {
     if (seen.size >= MAX_FINGERPRINTS) seen.clear();
     seen.set(fp, now);
     const stack = err && typeof (err as Error).stack === 'string' ? cutMask((err as Error).stack as string, 4000) : undefined;
-    const md: Metadata = { kind, message: cutMask(msg, 500), stack, source: source ? sanitizeUrl(source) : undefined, lineno, colno };
+    const md: Metadata = { kind, message: cutMask(msg.indexOf('object:') ? msg : describe(message, true), 500), stack, source: source ? sanitizeUrl(source) : undefined, lineno, colno };
     if (err && typeof err === 'object' && typeof (err as Error).name === 'string') md.error_type = (err as Error).name.slice(0, 100);
     if (ctx.lastClick.t && now - ctx.lastClick.t <= ERROR_CLICK_MS) {
       md.error_click = true;
@@ -62,7 +69,7 @@ export function errorReporter(ctx: Ctx): ErrorReport {
 export function observeErrors(ctx: Ctx, report: ErrorReport): void {
   ctx.t.listen(window, 'error', (e) => {
     if (typeof ErrorEvent === 'undefined' || !(e instanceof ErrorEvent)) return; // resource load errors
-    report('error', e.message, e.error, e.filename, e.lineno, e.colno);
+    report('error', e.message, e.error, undefined, e.filename, e.lineno, e.colno);
   });
   ctx.t.listen(window, 'unhandledrejection', (e) => {
     const r = (e as PromiseRejectionEvent).reason;

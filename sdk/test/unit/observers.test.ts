@@ -57,7 +57,7 @@ test('errors: a storm of one error costs one event; distinct errors are rate-lim
   for (let i = 0; i < 10000; i++) window.dispatchEvent(new ErrorEvent('error', { message: 'boom', filename: 'https://shop.test/app.js', lineno: 1, colno: 2, error: new Error('boom') }));
   assert.equal(events.length, 1);
   assert.equal(dropped.error_repeat, 9999);
-  for (let i = 0; i < 50; i++) report('error', 'distinct ' + i, null, 'a.js', i);
+  for (let i = 0; i < 50; i++) report('error', 'distinct ' + i, null, undefined, 'a.js', i);
   assert.equal(events.length, 10, 'a burst of 10');
   assert.equal(dropped.error_rate, 41);
   advance(60000);
