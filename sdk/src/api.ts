@@ -18,22 +18,17 @@ const noop = {
 } as unknown as ObserverInstance;
 for (const m of METHODS) (noop as unknown as Record<string, () => unknown>)[m] = () => Promise.resolve();
 
-/** Options as comparable text (JSON leaves functions out: two inits differing only in callbacks agree). */
-const fingerprint = (o: unknown): string => {
-  try {
-    return JSON.stringify(o);
-  } catch {
-    return '';
-  }
-};
-
 /** Starts the SDK, or returns the instance already running on this page. Never throws. */
 export function init(options: ObserverOptions): ObserverInstance {
   try {
     const existing = g[GLOBAL_KEY];
     if (existing) {
-      if (fingerprint(options) !== fingerprint(existing.options))
-        makeLogger(existing.cfg.debug || !!(options && options.debug))('init again with other options: ignored (shutdown() first)');
+      // JSON leaves functions out: two inits differing only in callbacks count as the same.
+      let same = false;
+      try {
+        same = JSON.stringify(options) === JSON.stringify(existing.options);
+      } catch { /* unserializable options: say so */ }
+      if (!same) makeLogger(existing.cfg.debug || !!(options && options.debug))('init again with other options: ignored (shutdown() first)');
       return existing;
     }
     const c: Client = new Client(options, () => {

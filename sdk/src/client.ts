@@ -95,8 +95,10 @@ export class Client implements ObserverInstance {
     };
     this.report = errorReporter(this.ctx);
     addEventListener('storage', this.storageListener);
-    if (mayCapture(this.kv, cfg.respectDoNotTrack, cfg.defaultOptOut)) this.start();
-    else log('no consent: nothing captured or stored');
+    // A prerendered page is not seen yet: capture (its page view first) starts on activation.
+    const go = () => (mayCapture(this.kv, cfg.respectDoNotTrack, cfg.defaultOptOut) ? this.start() : log('no consent: nothing captured or stored'));
+    if ((document as Document & { prerendering?: boolean }).prerendering) document.addEventListener('prerenderingchange', go, { once: true });
+    else go();
   }
 
   track(name: string, metadata?: Metadata): void {
@@ -228,6 +230,8 @@ export class Client implements ObserverInstance {
 
   /** Back from the back/forward cache: our queue may have been adopted meanwhile, storage says. */
   private restored(): void {
+    // A frozen page misses `storage` events: an opt-out given meanwhile applies now.
+    if (this.kv.get(CONSENT_KEY) === 'out') return this.forget();
     this.store = new QueueStore(this.kv, webLocks(), Date.now);
     this.outbox.clear();
     this.store.claim(() => {

@@ -15,8 +15,8 @@ export function isIgnored(el: Element | null): boolean {
   }
 }
 
-/** Hidden by markup (no layout is forced to find out): `hidden`, `aria-hidden`, an inline display:none. */
-const hidden = (el: Element): boolean => el.matches('[hidden],[aria-hidden=true],[style*="display: none"],[style*="display:none"]');
+/** Hidden by markup (no layout is forced to find out, so CSS-hidden text is not detected). */
+const hidden = (el: Element): boolean => el.matches('[hidden],[aria-hidden=true]');
 
 /** A short CSS path to the element: tag, id or two classes, nth-of-type, at most 5 levels. */
 export function selectorOf(el: Element): string {

@@ -1,11 +1,6 @@
-/** A random (version 4) UUID; getRandomValues works outside secure contexts too. */
+/** A random (version 4) UUID; getRandomValues works outside secure contexts too (randomUUID does not). */
 export function uuid(): string {
-  const b = new Uint8Array(16);
-  try {
-    crypto.getRandomValues(b);
-  } catch {
-    for (let i = 0; i < 16; i++) b[i] = (Math.random() * 256) | 0;
-  }
+  const b = crypto.getRandomValues(new Uint8Array(16));
   b[6] = (b[6] & 15) | 64;
   b[8] = (b[8] & 63) | 128;
   let h = '';
