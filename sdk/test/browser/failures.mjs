@@ -279,6 +279,51 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     };
   });
 
+  // 10. Ten tabs through an outage: their queues together stay under 256 KB of localStorage
+  //     (the oldest events beyond it dropped and counted), and the host page can still write
+  //     4 MB of its own. Lossy by design: what is checked is delivered + counted drops = produced.
+  await run('ten_tabs_quota', async () => {
+    const context = await launch(newDir(), base);
+    proxy.set('503');
+    const tabs = [];
+    for (let i = 0; i < 10; i++) {
+      const p = await context.newPage();
+      await p.goto(origin + '/auto');
+      tabs.push(p);
+    }
+    for (const p of tabs) await p.evaluate(() => { for (let i = 0; i < 40; i++) window.obs.track('outage', { i, blob: 'z'.repeat(1500) }); });
+    await sleep(2500);
+    const used = await tabs[0].evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('__observer_q:')).reduce((n, k) => n + k.length + localStorage.getItem(k).length, 0));
+    const host = await tabs[0].evaluate(() => {
+      try {
+        for (let i = 0; i < 4; i++) localStorage.setItem('host-data-' + i, 'h'.repeat(1024 * 1024));
+        return true;
+      } catch (e) {
+        return String(e);
+      } finally {
+        for (let i = 0; i < 4; i++) localStorage.removeItem('host-data-' + i);
+      }
+    });
+    proxy.set('pass');
+    await Promise.all(tabs.map((p) => p.evaluate(() => window.obs.flush())));
+    await waitFor(async () => (await Promise.all(tabs.map(queued))).every((n) => n === 0), 60000, 'all ten tabs drained');
+    let produced = [];
+    let dropped = 0;
+    for (const p of tabs) {
+      produced = produced.concat(await captured(p));
+      dropped += await p.evaluate(() => Object.values(window.obs.stats().dropped).reduce((a, b) => a + b, 0));
+    }
+    await context.close();
+    const got = proxy.delivered();
+    const delivered = produced.filter((id) => got.has(id));
+    return {
+      produced: delivered,
+      produced_in_all: produced.length,
+      checks: { store_under_256kb: used <= 256 * 1024, host_wrote_4mb: host === true, every_loss_counted: delivered.length + dropped === produced.length },
+      notes: { queue_chars_in_localStorage: used, counted_drops: dropped, produced_in_all: produced.length },
+    };
+  });
+
   await proxy.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
   return reports;
