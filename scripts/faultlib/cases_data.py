@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import uuid
 
 import redis
 
@@ -139,7 +138,3 @@ def no_conflicting_versions(ctx) -> None:
     extra, differing = reconcile.repeats(ctx.rig.deliveries())
     ctx.result.check("no webhook-id delivered twice with different content", differing == 0,
                      f"{differing} ids with differing content, {extra} repeated deliveries")
-
-
-def unique_run() -> str:
-    return uuid.uuid4().hex[:6]

@@ -1,6 +1,7 @@
 """Cases 0-4: processes killed, frozen or stopped under load."""
 from __future__ import annotations
 
+import os
 import random
 import signal
 import time
@@ -40,8 +41,6 @@ def pool_children(ctx) -> float:
             victims = kids if w.name == "events" else random.sample(kids, min(1, len(kids)))
             for pid in victims:
                 try:
-                    import os
-
                     os.kill(pid, signal.SIGKILL)
                     kills += 1
                 except ProcessLookupError:
@@ -67,8 +66,7 @@ def worker_mains(ctx) -> float:
 
 
 def _group(proc) -> list[int]:
-    import os
-
+    """PIDs still in the process group the Proc started (pool processes of a killed main)."""
     out = []
     for e in os.listdir("/proc"):
         if e.isdigit():

@@ -24,8 +24,8 @@ REQUEST_TIMEOUT = 30.0  # a request longer than this counts as a hung request th
 class Scale:
     """How much load a case runs (full scale for scripts/faults, reduced for CI)."""
 
-    clients: int = 4
-    batch: int = 10  # events per request
+    clients: int = 6
+    batch: int = 20  # events per request
     batches_per_session: int = 4
     interval: float = 0.1  # seconds between a client's batches (the default per-IP limit is 50/s)
     warmup: float = 5.0  # seconds of load before the fault
