@@ -279,7 +279,31 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     };
   });
 
-  // 10. Ten tabs through an outage: their queues together stay under 256 KB of localStorage
+  // 10. The answer lost on unload: the hide's keepalive request reaches the server (202) but the
+  //     page is gone before the answer; the session version is finalized; the next load resends
+  //     the same frozen batch. The server must count each event once (DEDUP_WINDOW): this path
+  //     depends on that server work, the others never deliver an event twice.
+  await run('answer_lost_then_resent', async () => {
+    const context = await launch(newDir(), base);
+    const page = await context.newPage();
+    await page.goto(origin + '/auto');
+    await track(page, 'answer_lost', 6);
+    const first = await captured(page);
+    proxy.set('hold');
+    await page.close({ runBeforeUnload: true });
+    await sleep(7000); // past SESSION_IDLE_TIMEOUT=4 + the sweep: version 1 is finalized and forwarded
+    proxy.set('pass');
+    const next = await context.newPage();
+    await next.goto(origin + '/auto');
+    await next.evaluate(() => window.obs.flush());
+    await waitFor(async () => (await queued(next)) === 0, 30000, 'the resend');
+    const produced = first.concat(await captured(next));
+    const resent = first.filter((id) => (proxy.delivered().get(id) || 0) > 1).length;
+    await context.close();
+    return { produced, resend_expected: true, checks: { the_lost_answer_was_resent: resent >= 1 }, notes: { resent_after_lost_answer: resent } };
+  });
+
+  // 11. Ten tabs through an outage: their queues together stay under 256 KB of localStorage
   //     (the oldest events beyond it dropped and counted), and the host page can still write
   //     4 MB of its own. Lossy by design: what is checked is delivered + counted drops = produced.
   await run('ten_tabs_quota', async () => {

@@ -107,13 +107,15 @@ export async function startFakeIngest(apiKey) {
 
 /**
  * A proxy in front of the real ingest API that the test switches between passing requests
- * through and answering 503 (with CORS, so the page can read it). Logs each POST's event ids
+ * through, answering 503 (with CORS, so the page can read it) and 'hold' (forwarding, but
+ * never answering the page). Logs each POST's event ids
  * and the status the page got.
  */
 export async function startFaultProxy(target) {
   const to = new URL(target);
   const log = []; // { t, status, ids, plain }
   const state = { mode: 'pass' };
+  const held = [];
   const start = Date.now();
   const server = http.createServer((req, res) => {
     const chunks = [];
@@ -133,8 +135,11 @@ export async function startFaultProxy(target) {
         res.writeHead(req.method === 'OPTIONS' ? 204 : 503, { ...cors, 'Content-Type': 'application/json', 'Retry-After': '1' });
         return res.end(req.method === 'OPTIONS' ? '' : '{"error":{"code":"unavailable","message":"fault injected by the test","request_id":"test"}}');
       }
+      const hold = state.mode === 'hold' && req.method === 'POST';
       const up = http.request({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: { ...req.headers, host: to.host } }, (r) => {
         if (rec) rec.status = r.statusCode;
+        // 'hold': the server got the batch and answered, but the page never hears it (it unloads first).
+        if (hold) return void (r.resume(), held.push(res));
         res.writeHead(r.statusCode, r.headers);
         r.pipe(res);
       });
@@ -156,6 +161,6 @@ export async function startFaultProxy(target) {
       for (const r of log) if (r.status >= 200 && r.status < 300) for (const id of r.ids) n.set(id, (n.get(id) || 0) + 1);
       return n;
     },
-    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+    close: () => new Promise((r) => { held.forEach((x) => x.destroy()); server.closeAllConnections(); server.close(r); }),
   };
 }
