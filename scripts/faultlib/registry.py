@@ -19,6 +19,7 @@ class Case:
     hour: bool = False  # compresses an hour with RETRY_TIME_SCALE
     chdb: bool = False  # also run on chDB
     chdb_na: str = ""  # why a chDB run of this case has nothing to act on
+    dead_holder: bool = False  # the fault kills a worker's main process: its messages come back by restore
 
     def overrides(self, scale) -> dict:
         """The only settings changed: the idle timeout, and the retry time scale for 'an hour'."""
@@ -33,7 +34,8 @@ CASES = {c.n: c for c in [
          k.broker_kill_restart, after=[k.broker_drained]),
     Case(1, "kill -9 of pool children every 2 s, flushes included", k.pool_children, chdb=True,
          chdb_na="the chDB owner runs a threads pool: it has no pool children to kill"),
-    Case(2, "kill -9 of each worker's main process, then a restart", k.worker_mains, chdb=True),
+    Case(2, "kill -9 of each worker's main process, then a restart", k.worker_mains, chdb=True,
+         dead_holder=True),
     Case(3, "kill -9 of beat and a restart; then two beats at once", k.beat_kill_two),
     Case(4, "SIGTERM of web and workers under load, then a restart", k.sigterm_web_workers),
     Case(5, "broker Redis SIGSTOP for 10 s", o.broker_sigstop, after=[o.frozen_answers], chdb=True),

@@ -24,6 +24,17 @@ from ufse_sink import Sink  # noqa: E402
 ALLOWED_OVERRIDES = ("SESSION_IDLE_TIMEOUT", "RETRY_TIME_SCALE")
 
 
+def _create_key(database_url: str, project: str) -> str:
+    """A new API key (in-process: one CLI start less per case; `keys create` runs the same code)."""
+    from app.keys.store import KeyStore
+    from app.storage import postgres
+
+    try:
+        return KeyStore(database_url).create(project)[1]
+    finally:
+        postgres.close_pools()  # the harness must not hold connections across a PostgreSQL stop
+
+
 class Servers:
     """The PostgreSQL and ClickHouse 18.16 servers of one suite run (stoppable, restartable)."""
 
@@ -100,7 +111,7 @@ class Rig:
         self.stack = observer.ObserverStack(self.dir / "logs", env, chdb=self.chdb, tag=f"-{self.tag}")
         step = {"OBSERVER_SKIP_CLICKHOUSE_MIGRATE": "1"} if self.chdb else None
         self.stack.flask("migrate", env=step)
-        self.key = self.stack.flask("keys", "create", f"faults{self.case}", env=step).stdout.split()[-1]
+        self.key = _create_key(self.database_url, f"faults{self.case}")
         self.stack.start()
         self.stack.wait_ready(120)
         return self

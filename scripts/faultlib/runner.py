@@ -64,6 +64,11 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result
         res.missing_ufse = len(expected - forwarded)
         res.repeated, differing = reconcile.repeats(rig.deliveries())
         res.restores = reconcile.restores(rig)
+        if case.dead_holder:
+            res.notes.append("restores here are the killed workers' messages (expected, after the visibility timeout)")
+        else:
+            res.check("no message a live worker held was restored by the broker", res.restores == 0,
+                      f"{res.restores} restored")
         res.notes.append(f"client answers: {dict(stats.statuses)}; gave up on {stats.gave_up} batches")
         if ctx.excluded:
             res.notes.append(f"{len(ctx.excluded)} acknowledged poison events are expected in the dead letter, not stored")
