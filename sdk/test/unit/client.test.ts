@@ -20,6 +20,8 @@ function start(opts: Partial<ObserverOptions> = {}, url?: string) {
   clients.push(c);
   return { c, seen };
 }
+/** A `pageshow` with `persisted: true` (happy-dom's PageTransitionEvent ignores the init). */
+const restoredFromBfcache = () => Object.defineProperty(new Event('pageshow'), 'persisted', { value: true });
 const storedKeys = () => Object.keys(localStorage).sort();
 const sentIds = () => dom.requests.flatMap((r) => r.body.events.map((e) => e.event_id));
 
@@ -154,4 +156,54 @@ test('the page URL is sanitized once per distinct URL, and cut to 2,000 characte
   const { c, seen } = start();
   c.track('a');
   assert.ok(seen.every((e) => e.url.length <= 2001 && e.url.includes('token=[redacted]')));
+});
+
+test('a prerendered page captures nothing (no page view) until it is activated', async () => {
+  dom = installDom();
+  Object.defineProperty(document, 'prerendering', { value: true, configurable: true });
+  const { c, seen } = start();
+  c.track('while_prerendering');
+  assert.equal(seen.length, 0);
+  assert.deepEqual(storedKeys(), []);
+  Object.defineProperty(document, 'prerendering', { value: false, configurable: true });
+  document.dispatchEvent(new Event('prerenderingchange'));
+  assert.deepEqual(seen.map((e) => e.type), ['page_view']);
+});
+
+test('back from the bfcache: the lock is taken again and a queue adopted meanwhile is not sent twice', async () => {
+  dom = installDom();
+  dom.answer = 503;
+  const { c } = start();
+  c.track('before_bfcache');
+  await tick(5);
+  window.dispatchEvent(new Event('pagehide')); // saved, lock released: the page may be frozen now
+  await tick(1);
+  const key = Object.keys(localStorage).find((k) => k.startsWith(QUEUE_PREFIX)) as string;
+  assert.ok(key && !dom.locks.held.has(key));
+  localStorage.removeItem(key); // another tab adopted it while this page was frozen
+  dom.answer = 202;
+  dom.requests = [];
+  window.dispatchEvent(restoredFromBfcache());
+  await tick(5);
+  await c.flush();
+  assert.equal(c.stats().queued, 0, 'storage says the queue is no longer ours');
+  assert.deepEqual(sentIds(), [], 'nothing resent by this page');
+  c.track('after_restore');
+  await tick(1100); // the backoff after the 503 of the hide flush
+  await c.flush();
+  assert.equal(dom.requests.length, 1);
+  assert.deepEqual(dom.requests[0].body.events.map((e) => e.name), ['after_restore']);
+  assert.ok([...dom.locks.held].some((k) => k.startsWith(QUEUE_PREFIX)), 'a lock is held again');
+});
+
+test('back from the bfcache after an opt-out in another tab: capture stops and storage is purged', () => {
+  dom = installDom();
+  const { c, seen } = start();
+  window.dispatchEvent(new Event('pagehide'));
+  localStorage.setItem('__observer_consent', 'out'); // no storage event reaches a frozen page
+  window.dispatchEvent(restoredFromBfcache());
+  const n = seen.length;
+  c.track('after');
+  assert.equal(seen.length, n);
+  assert.deepEqual(storedKeys(), ['__observer_consent']);
 });
