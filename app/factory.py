@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from app.broker import Publisher
 from app.ingest.privacy import DEFAULT_SENSITIVE_PARAMS
 from app.keys.cache import KeyCache
+from app.pipeline.journal import Journal, journal_for
 from app.keys.store import KeyStore
 from app.observability import logging as obs_logging
 from app.observability import metrics
@@ -34,6 +35,7 @@ class Runtime:
     publisher: Publisher
     limiter: Limiter
     sensitive_params: frozenset
+    journal: Journal | None
 
 
 def _limiter(settings: Settings) -> Limiter:
@@ -83,6 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         key_store=store,
         publisher=Publisher(settings), limiter=limiter,
         sensitive_params=frozenset(DEFAULT_SENSITIVE_PARAMS | {p.lower() for p in settings.sensitive_query_params}),
+        journal=journal_for(settings),
     )
 
     from app.api import errors, health, ingest

@@ -13,6 +13,8 @@ import uuid
 from app.broker import Queue
 from app.observability import metrics
 from app.pipeline import sessions as pipeline
+from app.pipeline.journal import journal_for
+from app.storage import redis as redis_pool
 from tasks import runtime
 from tasks.app import celery
 
@@ -44,12 +46,34 @@ def run_sweep() -> int:
             celery.send_task("forward.deliver", args=[c.project, c.session_id, c.version], queue=Queue.FORWARD.value)
         events.republish_due(limit=_s.session_claim_batch)
         forward.release_due(_s.session_sweep_interval)
+        replay_journal(limit=_s.session_claim_batch)
         now = time.time()
         r.set(heartbeat_key(), f"{now:.3f}", ex=86400)
         metrics.SWEEP_LAST.set(now)
         return len(claimed)
     finally:
         r.eval(_RELEASE, 1, lock, token)
+
+
+def replay_journal(limit: int, now_ms: int | None = None) -> int:
+    """Re-publish accepted batches the broker lost (see app/pipeline/journal.py); returns how many."""
+    journal = journal_for(_s)
+    if journal is None:
+        return 0
+    broker = redis_pool.client(_s.celery_broker_url)
+    # While a queue holds messages an old entry may simply be waiting its turn there.
+    if broker.llen(Queue.EVENTS.value) or broker.llen(Queue.SESSIONS.value):
+        return 0
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    lost = journal.overdue(now - int(_s.journal_grace * 1000), now, limit=limit)
+    for batch in lost:
+        celery.send_task("events.persist", args=[batch], queue=Queue.EVENTS.value,
+                         headers={"request_id": batch.get("request_id", "")})
+    if lost:
+        metrics.JOURNAL_REPUBLISHED.inc(len(lost))
+        log.warning("re-published accepted batches the broker lost", extra={"count": len(lost),
+                                                                           "batch_ids": [b["batch_id"] for b in lost[:10]]})
+    return len(lost)
 
 
 @celery.task(name="maintenance.sweep", acks_late=True, ignore_result=True)

@@ -7,6 +7,7 @@ from celery.exceptions import Reject, Retry
 
 from app.pipeline import sessions as pipeline
 from app.pipeline.flush import is_transient
+from app.pipeline.journal import journal_for
 from app.forwarding.backoff import backoff_delay
 from app.observability import metrics
 from tasks import runtime
@@ -23,7 +24,7 @@ def update(self, summary: dict) -> dict:
     """Count one stored batch into its sessions."""
     try:
         # One small INSERT per batch: async_insert (where the server has it) lets ClickHouse merge them.
-        return pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary, insert_settings())
+        versions = pipeline.apply_summary(runtime.session_store(), runtime.clickhouse(), summary, insert_settings())
     except Exception as exc:
         # redis-py's ConnectionError/TimeoutError derive from redis.RedisError, not from the
         # builtins, and ClickHouseError says itself whether it is transient: is_transient knows
@@ -43,6 +44,20 @@ def update(self, summary: dict) -> dict:
             raise
         except Reject as rej:  # the retry could not be published (broker down too): keep the message
             raise Reject(rej, requeue=True) from None
+    _settle(summary["batch_id"])
+    return versions
+
+
+def _settle(batch_id: str) -> None:
+    """The batch is counted: drop its ingest-journal entry (best effort: a leftover entry is
+    re-published once by the sweep and counts once again, which is nothing)."""
+    journal = journal_for(_s)
+    if journal is None:
+        return
+    try:
+        journal.settle(batch_id)
+    except Exception as exc:  # the broker's Redis away for a moment
+        log.warning("journal settle failed", extra={"batch_id": batch_id, "error": str(exc)[:200]})
 
 
 @celery.task(name="sessions.claim_idle", acks_late=True, ignore_result=True)

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 
+import redis
 from flask import Blueprint, current_app, g, jsonify, request
 
 from app.api.errors import ApiError
@@ -111,8 +112,14 @@ def ingest():
     batch = {"batch_id": batch_id_for(info.project, events), "project": info.project,
              "request_id": g.request_id, "received_at": received_at, "events": events}
     try:
+        # Written down before the publish: kombu's Redis transport can lose a message it
+        # already had (app/pipeline/journal.py), and a 202 is a promise.
+        if rt.journal is not None:
+            rt.journal.write(batch)
         rt.publisher.publish_batch(batch, g.request_id)
-    except BrokerUnavailable:
+    except (BrokerUnavailable, redis.RedisError) as exc:
+        if isinstance(exc, redis.RedisError):
+            log.error("journal write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
         metrics.ENQUEUE_FAILURES.inc()
         raise ApiError(503, "broker_unavailable", "Events could not be queued; retry later.", headers={"Retry-After": "5"})
     metrics.EVENTS_ACCEPTED.inc(len(events))

@@ -35,6 +35,7 @@ EVENTS_PARKED = Counter("observer_events_parked_total", "Refused batches parked 
 EVENTS_PAUSES = Counter("observer_events_pauses_total", "Pauses of an events worker while storage was unavailable")
 FLUSH_LOST = Counter("observer_flush_lost_total", "Flushes whose pool child died; their messages were requeued at once")
 BROKER_RESTORES = Counter("observer_broker_restores_total", "Unacked messages the Redis broker restored after the visibility timeout")
+JOURNAL_REPUBLISHED = Counter("observer_journal_republished_total", "Accepted batches re-published from the ingest journal (lost by the broker)")
 FORWARD_PARKED = Counter("observer_forward_parked_total", "Deliveries parked in the due-time index", ["reason"])
 DUE_REPUBLISHED = Counter("observer_due_republished_total", "Parked retries re-published by the sweep", ["index"])
 KEY_CACHE_STALE = Counter("observer_key_cache_stale_total", "Keys served from an expired cache entry while PostgreSQL was unreachable")

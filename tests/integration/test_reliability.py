@@ -60,6 +60,7 @@ def test_sessions_update_retries_on_redis_pys_connection_error(monkeypatch, redi
     monkeypatch.setattr(sessions, "insert_settings", lambda: None)
     monkeypatch.setitem(celery.conf, "broker_url", redis_url)  # retries go to this test's own Redis db
     monkeypatch.setattr(celery, "_pool", None)  # a producer pool bound to that URL
+    monkeypatch.setattr(celery.amqp, "_producer_pool", None)
     summary = {"batch_id": "b1", "project": "p", "request_id": "", "received_at": int(time.time() * 1000),
                "sessions": {"s1": [1, 1, 1]}}
     sessions.update.push_request(id="t-1", args=[summary], kwargs={}, retries=0, is_eager=False,
@@ -69,7 +70,9 @@ def test_sessions_update_retries_on_redis_pys_connection_error(monkeypatch, redi
             sessions.update.run(summary)
     finally:
         sessions.update.pop_request()
-        celery.pool.force_close_all()
+        from kombu import pools
+
+        pools.reset()  # kombu's pools are global per URL: leave none behind for later tests
     assert isinstance(info.value.exc, redis.ConnectionError)
     assert 0 < float(info.value.when) <= runtime.settings().sessions_retry_max
     queued = redis.Redis.from_url(redis_url).lrange("sessions", 0, -1)
@@ -301,3 +304,45 @@ def test_beat_sends_its_sweep_to_its_own_queue():
     entry = celery.conf.beat_schedule["maintenance.sweep"]
     assert entry["options"]["queue"] == "maintenance"
     assert celery.conf.task_routes["maintenance.*"]["queue"] == "maintenance"
+
+
+# --------------------------------------------------------------------------- ingest journal
+
+
+def test_a_batch_the_broker_lost_after_a_202_is_republished_from_the_journal(env, clean_pg, monkeypatch):
+    """kombu's Redis transport pops a message (BRPOP) before recording it unacked; a broker
+    killed in between loses it although the API answered 202 (kombu #305). Simulated here on a
+    real Redis exactly as the fault suite's AOF showed it: the RPOP, then nothing."""
+    from app.pipeline import journal as journal_mod
+    from tasks import maintenance
+    from tasks.app import celery
+
+    _id, key = KeyStore(clean_pg).create("journal")
+    app = create_app(env)
+    r = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    resp = app.test_client().post("/v1/events", json={"events": [_event(session_id="s-lost")]},
+                                  headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 202
+    journal = app.extensions["observer"].journal
+    assert journal is not None and journal.size() == 1
+    lost = r.rpop("events")  # the worker's BRPOP took it; the broker died before the unacked write
+    assert lost is not None and r.llen("events") == 0
+    monkeypatch.setattr(maintenance, "journal_for", lambda _s: journal)
+    monkeypatch.setattr(maintenance.redis_pool, "client", lambda url: r)
+    monkeypatch.setitem(celery.conf, "broker_url", env["REDIS_URL"])
+    monkeypatch.setattr(celery, "_pool", None)
+    monkeypatch.setattr(celery.amqp, "_producer_pool", None)
+    now = int(time.time() * 1000)
+    try:
+        assert maintenance.replay_journal(limit=10, now_ms=now + 60_000) == 0, "younger than JOURNAL_GRACE: may still be held"
+        assert maintenance.replay_journal(limit=10, now_ms=now + 181_000) == 1
+        assert maintenance.replay_journal(limit=10, now_ms=now + 182_000) == 0, "re-published once per grace period"
+    finally:
+        from kombu import pools
+
+        pools.reset()  # kombu's pools are global per URL: leave none behind for later tests
+    again = json.loads(r.rpop("events"))
+    assert again["headers"]["task"] == "events.persist"
+    batch_id = [m for s in range(journal_mod.SHARDS) for m in r.zrange(journal._keys(s)[0], 0, -1)][0]
+    journal.settle(batch_id)
+    assert journal.size() == 0 and r.keys(f"{env['REDIS_KEY_PREFIX']}journal:*") == []
