@@ -30,7 +30,8 @@ def migrate() -> None:
     from app.storage import clickhouse_migrations
     from app.storage.clickhouse import get_clickhouse
 
-    f = clickhouse_migrations.migrate(get_clickhouse(s.clickhouse_url), s.clickhouse_ttl_days, s.clickhouse_cluster)
+    f = clickhouse_migrations.migrate(get_clickhouse(s.clickhouse_url), s.clickhouse_ttl_days, s.clickhouse_cluster,
+                                      dedup_window=s.dedup_window)
     click.echo(f"clickhouse: schema ready on {f.version} (DateTime64={f.datetime64}, TTL={f.ttl}, LowCardinality={f.low_cardinality})")
 
 

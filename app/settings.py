@@ -142,7 +142,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "EVENTS_PAUSE_MAX": ("30", _secs, "longest pause of the events worker between probes while ClickHouse is unavailable"),
     "CLICKHOUSE_TIMEOUT": ("20", _secs, "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
     "SESSIONS_RETRY_MAX": ("30", _secs, "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility timeout)"),
-    "BATCH_MARKER_TTL": ("172800", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
+    "BATCH_MARKER_TTL": ("86400", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
     "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
     "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
     "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),

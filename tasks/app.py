@@ -148,7 +148,8 @@ def _owner_start(sender=None, **_kw) -> None:
         return
     from app.storage import clickhouse_migrations
 
-    features = clickhouse_migrations.migrate(runtime.clickhouse(), _settings.clickhouse_ttl_days, _settings.clickhouse_cluster)
+    features = clickhouse_migrations.migrate(runtime.clickhouse(), _settings.clickhouse_ttl_days, _settings.clickhouse_cluster,
+                                           dedup_window=_settings.dedup_window)
     log.info("chdb migrated", extra={"version": features.version})
     threading.Thread(target=_heartbeat, name="clickhouse-heartbeat", daemon=True).start()
 

@@ -23,6 +23,8 @@ RATE_LIMITED = Counter("observer_rate_limited_total", "Requests refused by rate 
 CH_INSERT_ROWS = Counter("observer_clickhouse_rows_total", "Rows inserted into ClickHouse", ["table"])
 CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency", ["table"])
 CH_ERRORS = Counter("observer_clickhouse_errors_total", "ClickHouse call failures", ["op"])
+EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
+                           "Events dropped before storage because another batch owns them within the dedup window")
 BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total", "Redelivered batches recognised by marker", ["step"])
 SESSIONS_FINALIZED = Counter("observer_sessions_finalized_total", "Session versions claimed by the sweep")
 FORWARD_RESULTS = Counter("observer_forward_attempts_total", "UFSE delivery attempts", ["outcome"])

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter
-
 from app.observability import metrics
 from app.pipeline import dedup
 from app.storage import events_repo
 
 DEFAULT_DEDUP_WINDOW_S = 86400
-# Here until app/observability/metrics.py (not this module's owner) takes it over.
-EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
-                           "Events dropped before storage because another batch owns them within the dedup window")
-
-
 def marker_key(prefix: str, batch_id: str) -> str:
     """Redis key of the pre-issue-11 per-batch "stored" marker (no longer written: event_ids is the record)."""
     return f"{prefix}batch:{batch_id}:stored"
@@ -77,7 +70,7 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
         dropped += len(b["events"]) - len(mine)
         b["events"] = mine
     if dropped:
-        EVENTS_DUPLICATE.inc(dropped)
+        metrics.EVENTS_DUPLICATE.inc(dropped)
     return fresh
 
 

@@ -11,13 +11,23 @@ share a slot, so each Lua script touches one slot only.
   {p}s:{bN}:live:<project>:<sid>        hash, live state of the current version
   {p}s:{bN}:ver:<project>:<sid>         string, last version number used
   {p}s:{bN}:final:<project>:<sid>:<v>   hash, frozen snapshot awaiting forward
-  {p}s:{bN}:applied:<batch>:<project>:<sid>  string, version a batch was counted into
+  {p}s:{bN}:applied:<batch>:<project>:<sid>  string, "<v>" once counted, "<v>:w" once written
+  {p}s:{bN}:done:<project>:<sid>:<v>    string, tombstone of a completed version (TTL idle + 6 h):
+                                        keeps the reconcile sweep off a just-delivered version
   {p}s:{bN}:deadline                    zset, member "<project>\\x1f<sid>", score = finalize-at ms
   {p}s:{bN}:outbox                      zset, member "<project>\\x1f<sid>\\x1f<v>", score = claimed-at ms
-  {p}batch:<batch_id>:stored            string, batch already inserted in ClickHouse
+  (live and final hashes carry ``pending``: batches counted but not yet written)
+  {p}due:{events}:index / :item:<id>    zset + strings, refused batches waiting for a retry
+  {p}due:{forward}:index / :item:<m>    zset + strings, deliveries waiting for a retry or the circuit
+  {p}circuit:{<host>}[:probe]           hash + string, the UFSE destination's circuit
   {p}claim-lock                         string, beat sweep lock
+  {p}hb:sweep                           string, epoch seconds of the last finished sweep
+  {p}hb:worker:<node>                   string, a worker's held/progress heartbeat (JSON)
   {p}hb:clickhouse                      string, ClickHouse owner heartbeat (JSON)
   {p}rl:...                             flask-limiter (on the ratelimit Redis)
+On the broker's Redis (Redis broker only):
+  {p}journal:{jN}:index / :b:<batch_id> zset + strings, accepted batches not yet counted
+                                        (app/pipeline/journal.py), TTL DEDUP_WINDOW
 """
 from __future__ import annotations
 
