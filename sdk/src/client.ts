@@ -197,7 +197,8 @@ export class Client implements ObserverInstance {
     let anon = this.kv.get(ANON_KEY);
     if (!anon) this.kv.set(ANON_KEY, (anon = uuid()));
     this.anon = anon;
-    this.store.claim(() => this.adopt());
+    // Events queued before the lock was granted are written as soon as it is.
+    this.store.claim(() => (this.adopt(), this.saveNow()));
     t.listen(document, 'visibilitychange', () => document.visibilityState === 'hidden' && this.hide());
     t.listen(window, 'pagehide', () => {
       this.hide();
@@ -234,9 +235,7 @@ export class Client implements ObserverInstance {
     if (this.kv.get(CONSENT_KEY) === 'out') return this.forget();
     this.store = new QueueStore(this.kv, webLocks(), Date.now);
     this.outbox.clear();
-    this.store.claim(() => {
-      this.adopt();
-    });
+    this.store.claim(() => (this.adopt(), this.saveNow()));
   }
 
   /** Takes in the queues of pages that are gone (closed, crashed, restored from an old session). */

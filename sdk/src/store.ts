@@ -43,7 +43,7 @@ export class QueueStore {
   /** Takes the lock of this page's queue; `ready` runs once it is held. */
   claim(ready: () => void): void {
     const { locks } = this;
-    if (!locks) {
+    if (!locks || this.owned) {
       this.owned = true;
       return ready();
     }
