@@ -146,7 +146,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
     "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
     "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
-    "JOURNAL_GRACE": ("180", _secs, "seconds after which an accepted batch not yet counted, with the queues empty, is re-published from the ingest journal"),
+    "JOURNAL_GRACE": ("90", _secs, "seconds after which an accepted batch not yet counted, with the queues empty, is re-published from the ingest journal"),
     "BROKER_SOCKET_TIMEOUT": ("5", _secs, "socket timeout of broker connections (a half-open broker never hangs a request)"),
     "BEAT_STALE_AFTER": ("60", _secs, "seconds without a finished sweep after which /ready reports beat as down"),
     "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
@@ -261,9 +261,10 @@ def _cross_check(v: dict[str, Any]) -> None:
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice SESSIONS_RETRY_MAX")
     if vt < 2 * (v["EVENTS_FLUSH_INTERVAL"] + v["CLICKHOUSE_TIMEOUT"]):
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT")
-    if v["JOURNAL_GRACE"] < 2 * vt:
-        # Younger entries may still be held by a worker or await their restore.
-        raise ConfigError("JOURNAL_GRACE: must be at least twice BROKER_VISIBILITY_TIMEOUT")
+    if v["JOURNAL_GRACE"] < 1.5 * vt:
+        # Younger entries may still be held by a worker or await their restore (an older one
+        # that is merely slow is published twice, which dedup absorbs; one that is lost is not).
+        raise ConfigError("JOURNAL_GRACE: must be at least 1.5 x BROKER_VISIBILITY_TIMEOUT")
     if vt < 2 * v["BROKER_SOCKET_TIMEOUT"]:
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice BROKER_SOCKET_TIMEOUT")
     if v["BATCH_MARKER_TTL"] <= v["BROKER_VISIBILITY_TIMEOUT"]:
