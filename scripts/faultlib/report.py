@@ -27,6 +27,7 @@ class Result:
     checks: list = field(default_factory=list)  # (name, ok, detail)
     notes: list = field(default_factory=list)
     error: str = ""
+    na: str = ""  # why the case does not apply to this engine (shown, not counted as a failure)
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         """Record one case-specific check."""
@@ -35,6 +36,8 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        if self.na:
+            return True
         recovered = self.recovery_s is not None and self.recovery_s <= RECOVERY_BOUND
         return (not self.error and self.missing_ch == 0 and self.missing_ufse == 0 and recovered
                 and all(ok for _, ok, _ in self.checks))
@@ -47,7 +50,7 @@ HEAD = ("case", "engine", "sent", "acked", "stored", "forwarded", "miss CH", "mi
 def row(r: Result) -> tuple:
     rec = "never" if r.recovery_s is None else f"{r.recovery_s:.1f}"
     return (r.case, r.engine, r.sent, r.acked, r.stored, r.forwarded, r.missing_ch, r.missing_ufse,
-            r.repeated, r.restores, rec, "PASS" if r.ok else "FAIL")
+            r.repeated, r.restores, rec, "n/a" if r.na else "PASS" if r.ok else "FAIL")
 
 
 def table(results: list[Result]) -> str:
@@ -59,6 +62,8 @@ def table(results: list[Result]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
         lines.append(f"\ncase {r.case} ({r.engine}): {r.title} [{r.seconds:.0f}s; overrides: {r.overrides}]")
+        if r.na:
+            lines.append(f"  not applicable: {r.na}")
         if r.error:
             lines.append(f"  ERROR {r.error}")
         for name, ok, detail in r.checks:

@@ -26,7 +26,7 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result
     """Run ``case`` at the default settings (but its named overrides) and return its figures."""
     res = Result(case=str(case.n), title=case.title, engine="chdb" if chdb else "server")
     if chdb and case.chdb_na:
-        res.error = f"not applicable on chDB: {case.chdb_na}"
+        res.na = f"on chDB {case.chdb_na}"
         return res
     t0 = time.monotonic()
     rig = Rig(servers, case.n, case.overrides(scale), chdb=chdb, sessions_redis=case.sessions_redis,
