@@ -52,7 +52,12 @@ class CeleryPing:
     def close(self) -> None:
         """Release the client's broker connections."""
         if self._app is not None:
-            self._app.pool.force_close_all()
+            from kombu import pools
+
+            self._app.close()
+            # kombu keeps one pool per broker URL for the whole process: a pool closed here would
+            # be handed, closed, to the next client of the same URL ("Acquire on closed pool").
+            pools.reset()
             self._app = None
 
 
