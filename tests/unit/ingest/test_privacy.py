@@ -1,7 +1,6 @@
 """Unit tests for app.ingest.privacy: the PII corpus, nesting, counts and hostile inputs."""
 
 import copy
-import time
 
 import pytest
 
@@ -149,20 +148,30 @@ def test_default_lists_are_lower_case():
     "?" + "a" * 10_000 + "=", "4111 1111 1111 1112 " * 500,
 ])
 def test_hostile_strings_are_linear(hostile):
-    start = time.perf_counter()
-    mask_string(hostile, PARAMS)
-    # Linear scans take about a millisecond; a backtracking regex would take seconds.
-    assert time.perf_counter() - start < 0.2
+    """A guard, not a performance target (scripts/bench_privacy.py prints the figures): linear
+    scans take about a millisecond, a backtracking pattern on these inputs takes minutes, so a
+    10 s alarm only trips on backtracking, whatever the machine's load."""
+    import signal
+
+    def _backtracking(*_a):
+        raise AssertionError("masking did not finish in 10 s: a pattern backtracks")
+
+    old = signal.signal(signal.SIGALRM, _backtracking)
+    signal.alarm(10)
+    try:
+        out = mask_string(hostile, PARAMS)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert isinstance(out[0], str)  # (masked text, count)
 
 
-def test_scrub_cost_for_a_full_request_is_small():
+def test_a_full_request_is_scrubbed_completely():
     metadata = {f"k{i}": f"user{i}@example.com paid 4111 1111 1111 1111 at /p?token=t{i}"
                 for i in range(60)}
     events = [{"url": "https://example.com/?page=1", "name": "n", "metadata": dict(metadata)}
               for _ in range(1000)]
-    start = time.perf_counter()
-    assert sum(scrub_event(e, PARAMS) for e in events) == 1000 * 60 * 3
-    assert time.perf_counter() - start < 2.0
+    assert sum(scrub_event(e, PARAMS) for e in events) == 1000 * 60 * 3  # cost: scripts/bench_privacy.py
 
 
 @pytest.mark.parametrize("text, expected", RULES["vectors"])
