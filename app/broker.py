@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
+import time
 
 from celery import Celery
 
@@ -54,11 +56,55 @@ def make_celery(settings, name: str = "observer") -> Celery:
     return app
 
 
+class MemoryGuard:
+    """Refuses new batches while the Redis broker is near its ``maxmemory``.
+
+    At ``maxmemory`` with ``noeviction`` Redis refuses every write that grows memory, the
+    workers' own bookkeeping included (the unacked record of a delivered message): a worker
+    meets ``OutOfMemoryError`` and Celery calls that unrecoverable. So the API stops taking
+    batches at ``limit`` of ``maxmemory`` (503, Retry-After) and leaves the rest to the workers,
+    which drain the backlog and free memory. ``INFO memory`` is read at most once a second.
+    """
+
+    def __init__(self, url: str, limit: float, interval: float = 1.0) -> None:
+        self.url, self.limit, self.interval = url, limit, interval
+        self._checked, self._full = 0.0, False
+        self._lock = threading.Lock()
+
+    def full(self) -> bool:
+        """True while used_memory is above ``limit`` x maxmemory (False when no maxmemory is set)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._checked < self.interval:
+                return self._full
+            self._checked = now
+        from app.storage import redis as redis_pool
+
+        info = redis_pool.client(self.url).info("memory")
+        maxmemory = int(info.get("maxmemory") or 0)
+        full = bool(maxmemory) and int(info.get("used_memory") or 0) > self.limit * maxmemory
+        with self._lock:
+            self._full = full
+        return full
+
+
 class Publisher:
     """Publishes one message per accepted batch."""
 
     def __init__(self, settings) -> None:
         self.celery = make_celery(settings, "observer-web")
+        redis_broker = settings.celery_broker_url.startswith(("redis", "rediss", "unix"))
+        self.guard = MemoryGuard(settings.celery_broker_url, settings.broker_memory_limit) if redis_broker else None
+
+    def ensure_capacity(self) -> None:
+        """Raise BrokerUnavailable while the broker is near maxmemory (checked before the journal)."""
+        try:
+            full = self.guard is not None and self.guard.full()
+        except Exception as exc:  # the broker does not answer INFO: it will not take the batch either
+            raise BrokerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        if full:
+            log.error("batch refused: broker near maxmemory")
+            raise BrokerUnavailable("the broker is near its maxmemory")
 
     def publish_batch(self, batch: dict, request_id: str) -> None:
         """Publish ``events.persist(batch)``; raises BrokerUnavailable when it cannot."""

@@ -147,6 +147,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
     "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
     "JOURNAL_GRACE": ("90", _secs, "seconds after which an accepted batch not yet counted, with the queues empty, is re-published from the ingest journal"),
+    "BROKER_MEMORY_LIMIT": ("0.9", lambda n, r: env_float(n, r, 0.1), "fraction of the Redis broker's maxmemory above which the API answers 503 (the rest is the workers' headroom)"),
     "BROKER_SOCKET_TIMEOUT": ("5", _secs, "socket timeout of broker connections (a half-open broker never hangs a request)"),
     "BEAT_STALE_AFTER": ("60", _secs, "seconds without a finished sweep after which /ready reports beat as down"),
     "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),

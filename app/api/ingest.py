@@ -114,6 +114,7 @@ def ingest():
     try:
         # Written down before the publish: kombu's Redis transport can lose a message it
         # already had (app/pipeline/journal.py), and a 202 is a promise.
+        rt.publisher.ensure_capacity()
         if rt.journal is not None:
             rt.journal.write(batch)
         rt.publisher.publish_batch(batch, g.request_id)

@@ -15,6 +15,7 @@ def broker_kill_restart(ctx) -> float:
     r = redis.Redis.from_url(ctx.rig.broker.url)
     held = r.hlen("unacked")
     ctx.result.notes.append(f"messages unacked (held by workers) at the kill: {held}")
+    ctx.extra["held_at_kill"] = held
     ctx.rig.broker.kill9()
     time.sleep(2)
     ctx.rig.broker.restart()
@@ -24,7 +25,9 @@ def broker_kill_restart(ctx) -> float:
 def broker_drained(ctx) -> None:
     """After case 0: nothing left in the events list or the unacked hash."""
     r = redis.Redis.from_url(ctx.rig.broker.url)
-    deadline = time.monotonic() + 30
+    # Messages whose ack died with the old connection come back after the visibility timeout
+    # (60 s) plus kombu's restore scan (6 s): wait that long, not less.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (r.llen("events") or r.hlen("unacked")):
         time.sleep(0.5)
     ctx.result.check("broker drained (events list and unacked empty)", not (r.llen("events") or r.hlen("unacked")),

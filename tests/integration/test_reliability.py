@@ -346,3 +346,27 @@ def test_a_batch_the_broker_lost_after_a_202_is_republished_from_the_journal(env
     batch_id = [m for s in range(journal_mod.SHARDS) for m in r.zrange(journal._keys(s)[0], 0, -1)][0]
     journal.settle(batch_id)
     assert journal.size() == 0 and r.keys(f"{env['REDIS_KEY_PREFIX']}journal:*") == []
+
+
+def test_near_maxmemory_the_api_answers_503_and_leaves_the_workers_headroom(env, clean_pg):
+    """At maxmemory (noeviction) the workers' own writes fail and Celery calls OutOfMemoryError
+    unrecoverable, so the API stops at BROKER_MEMORY_LIMIT (0.9, the default) of maxmemory."""
+    _id, key = KeyStore(clean_pg).create("memory")
+    app = create_app(env)
+    client = app.test_client()
+    r = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    h = {"Authorization": f"Bearer {key}"}
+    assert client.post("/v1/events", json={"events": [_event()]}, headers=h).status_code == 202
+    used = int(r.info("memory")["used_memory"])
+    r.config_set("maxmemory", str(int(used / 0.5)))  # used is half of maxmemory: under the limit
+    try:
+        time.sleep(1.1)  # the guard reads INFO at most once a second
+        assert client.post("/v1/events", json={"events": [_event()]}, headers=h).status_code == 202, "under the limit"
+        r.config_set("maxmemory", str(int(int(r.info("memory")["used_memory"]) * 1.03)))  # ~97 % used
+        time.sleep(1.1)
+        before = r.llen("events")
+        resp = client.post("/v1/events", json={"events": [_event()]}, headers=h)
+        assert resp.status_code == 503 and resp.headers["Retry-After"], resp.get_data(as_text=True)
+        assert r.llen("events") == before, "nothing was published"
+    finally:
+        r.config_set("maxmemory", "0")
