@@ -91,6 +91,14 @@ def ping(url: str) -> None:
         cur.execute("SELECT 1")
 
 
+def close_pool(url: str) -> None:
+    """Close this process's pool for ``url`` only (other threads' pools stay open)."""
+    with _lock:
+        pool = _pools.pop((url, os.getpid()), None)
+    if pool is not None:
+        pool.closeall()
+
+
 def close_pools() -> None:
     """Close every pool (tests, shutdown)."""
     with _lock:

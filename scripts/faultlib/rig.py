@@ -32,7 +32,9 @@ def _create_key(database_url: str, project: str) -> str:
     try:
         return KeyStore(database_url).create(project)[1]
     finally:
-        postgres.close_pools()  # the harness must not hold connections across a PostgreSQL stop
+        # The harness must not hold connections across a PostgreSQL stop; only this case's
+        # pool: another case may be creating its key in another thread right now.
+        postgres.close_pool(database_url)
 
 
 class Servers:
