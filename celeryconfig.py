@@ -3,7 +3,10 @@ from kombu import Queue
 
 task_serializer = "json"
 result_serializer = "json"
-accept_content = ["json"]
+# Batches travel as zlib-compressed msgpack (app.broker.batch_message); every other task as
+# JSON. Workers accept both, so a rolling deploy that upgrades workers before web processes
+# keeps consuming what older web processes published.
+accept_content = ["json", "msgpack"]
 task_ignore_result = True
 result_backend = None
 
@@ -23,6 +26,7 @@ task_default_queue = "events"
 task_queues = (Queue("events"), Queue("sessions"), Queue("forward"), Queue("maintenance"))
 task_routes = {
     "sessions.reconcile": {"queue": "maintenance"},  # first match wins: before "sessions.*"
+    "forward.record": {"queue": "events"},  # a batches task: the worker that holds many messages
     "events.*": {"queue": "events"},
     "sessions.*": {"queue": "sessions"},
     "forward.*": {"queue": "forward"},

@@ -21,6 +21,31 @@ class Queue(str, enum.Enum):
     MAINTENANCE = "maintenance"
 
 
+def batch_message(batch: dict, serializer: str = "msgpack", kwargs: dict | None = None) -> dict:
+    """send_task options for an ``events.persist`` message carrying ``batch``.
+
+    msgpack is about 3x cheaper to encode than kombu's JSON and zlib shrinks a 50-event
+    body about 9x (less broker memory during a backlog, fewer bytes per round trip). Task
+    events and Flower show only the batch id and its size (``argsrepr``), never its contents.
+    """
+    return {
+        "args": [batch], "kwargs": dict(kwargs or {}), "queue": Queue.EVENTS.value, "serializer": serializer, "compression": "zlib",
+        "headers": {"request_id": batch.get("request_id", "")},
+        "argsrepr": f"[<batch {batch.get('batch_id', '?')}: {len(batch.get('events') or ())} events>]", "kwargsrepr": repr(dict(kwargs or {})),
+    }
+
+
+def send_batch(celery, batch: dict, kwargs: dict | None = None, **options) -> None:
+    """Publish ``events.persist(batch)``; a batch msgpack cannot encode (never seen: the API
+    refuses lone surrogates) goes as JSON."""
+    from kombu.exceptions import EncodeError
+
+    try:
+        celery.send_task("events.persist", **batch_message(batch, kwargs=kwargs), **options)
+    except EncodeError:
+        celery.send_task("events.persist", **batch_message(batch, serializer="json", kwargs=kwargs), **options)
+
+
 class BrokerUnavailable(RuntimeError):
     """The broker did not take the message."""
 
@@ -109,9 +134,8 @@ class Publisher:
     def publish_batch(self, batch: dict, request_id: str) -> None:
         """Publish ``events.persist(batch)``; raises BrokerUnavailable when it cannot."""
         try:
-            self.celery.send_task(
-                "events.persist", args=[batch], queue=Queue.EVENTS.value,
-                headers={"request_id": request_id},
+            send_batch(
+                self.celery, batch,
                 # One quick retry rides out a reconnect; a broker that stays silent costs at most
                 # about two socket timeouts, then the client gets 503 + Retry-After.
                 retry=True,

@@ -142,7 +142,7 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "EVENTS_PAUSE_MAX": ("30", _secs, "longest pause of the events worker between probes while ClickHouse is unavailable"),
     "CLICKHOUSE_TIMEOUT": ("20", _secs, "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
     "SESSIONS_RETRY_MAX": ("30", _secs, "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility timeout)"),
-    "BATCH_MARKER_TTL": ("86400", _pos, "seconds a processed-batch marker is kept (redelivery window)"),
+    "BATCH_MARKER_TTL": ("900", _pos, "seconds a (batch, session) counted-marker is kept in Redis: the redelivery window of a message (visibility timeout, journal re-publish); later redeliveries are recognized from ClickHouse's session_batches"),
     "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
     "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
     "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
@@ -255,7 +255,8 @@ def _cross_check(v: dict[str, Any]) -> None:
     # Nothing may wait unacked on a live worker longer than the visibility timeout, or the
     # Redis broker hands it to a second worker while the first still holds it. The longest
     # waits are: a countdown retry of sessions.update; a buffered events message held while
-    # ClickHouse is paused (half the timeout); a flush (interval + one ClickHouse call).
+    # ClickHouse is paused (half the timeout); a flush (interval + its budget, half the timeout
+    # less the interval, + the one ClickHouse call that may start just before the budget ends).
     # Longer waits (UFSE and data-error retries) live in the due-time index, not in messages.
     vt = v["BROKER_VISIBILITY_TIMEOUT"]
     if vt < 2 * v["SESSIONS_RETRY_MAX"]:
@@ -268,8 +269,10 @@ def _cross_check(v: dict[str, Any]) -> None:
         raise ConfigError("JOURNAL_GRACE: must be at least 1.5 x BROKER_VISIBILITY_TIMEOUT")
     if vt < 2 * v["BROKER_SOCKET_TIMEOUT"]:
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice BROKER_SOCKET_TIMEOUT")
-    if v["BATCH_MARKER_TTL"] <= v["BROKER_VISIBILITY_TIMEOUT"]:
-        raise ConfigError("BATCH_MARKER_TTL: must exceed BROKER_VISIBILITY_TIMEOUT")
+    if v["BATCH_MARKER_TTL"] < v["JOURNAL_GRACE"] + 2 * vt:
+        # A restored message comes back within about the visibility timeout, a lost one from the
+        # journal after its grace: the marker must still be there (ClickHouse answers later ones).
+        raise ConfigError("BATCH_MARKER_TTL: must be at least JOURNAL_GRACE + 2 x BROKER_VISIBILITY_TIMEOUT")
 
 
 def settings_table() -> list[tuple[str, str, str]]:

@@ -1,15 +1,20 @@
-"""Queue ``events``: batches -> ClickHouse (one INSERT per flush), then fan out to ``sessions``."""
+"""Queue ``events``: batches -> ClickHouse (one INSERT per flush) -> counted into their sessions
+(one pipelined round of session scripts and one ``session_batches`` INSERT per flush) -> ack."""
 from __future__ import annotations
 
 import functools
 import logging
+import time
 
-from app.broker import Queue
+from app.broker import Queue, send_batch
 from app.observability import metrics
 from app.pipeline import flush as flush_mod
+from app.pipeline import sessions as sessions_step
+from app.pipeline.journal import journal_for
 from app.pipeline.persist import persist_batches, session_summary
 from app.pipeline.retries import DueIndex
 from app.storage import clickhouse_migrations
+from app.storage.clickhouse import Deadline
 from tasks import runtime
 from tasks.app import celery
 from tasks.batching import AckOnSuccessBatches
@@ -45,7 +50,7 @@ class EventsBatches(AckOnSuccessBatches):
 @celery.task(base=EventsBatches, name="events.persist", flush_every=_s.events_flush_every,
              flush_interval=_s.events_flush_interval, acks_late=True, reject_on_worker_lost=True)
 def persist(requests) -> dict:
-    """Store buffered batches in ClickHouse, then publish one sessions.update per batch."""
+    """Store buffered batches in ClickHouse and count them into their sessions, all at once."""
     items: list[flush_mod.Item] = []
     verdicts: dict[str, str] = {}
     for r in requests:
@@ -55,7 +60,11 @@ def persist(requests) -> dict:
             items.append(flush_mod.Item(r.id, batch, int((r.kwargs or {}).get("attempt", 0))))
         except Exception as exc:  # unreadable message: no retry can fix it
             verdicts[r.id] = _unreadable(r, exc)
-    deps = flush_mod.FlushDeps(insert=_insert, publish_session_step=send_session_update, park=_park,
+    # No ClickHouse call starts once the budget is spent: the flush ends within budget + one
+    # call's timeout, under the visibility timeout (settings cross-check this).
+    ch = Deadline(runtime.clickhouse(), time.monotonic() + flush_budget())
+    deps = flush_mod.FlushDeps(insert=functools.partial(_insert, ch), count_sessions=functools.partial(_count_sessions, ch),
+                               publish_session_step=send_session_update, park=_park,
                                dead_letter=_dead_letter, schedule=_s.events_retry_schedule, scale=_s.retry_time_scale)
     try:
         outcome = flush_mod.run_flush(items, deps)
@@ -69,14 +78,38 @@ def persist(requests) -> dict:
     return {"verdicts": verdicts, "pause": outcome.pause}
 
 
-def _insert(batches: list[dict]) -> None:
-    persist_batches(runtime.clickhouse(), runtime.sessions_redis(), prefix=_s.redis_key_prefix,
+def flush_budget() -> float:
+    """Seconds a flush may spend starting ClickHouse calls (half the visibility timeout, less the
+    time its messages already waited for the flush)."""
+    return max(1.0, _s.broker_visibility_timeout / 2 - _s.events_flush_interval)
+
+
+def _insert(ch, batches: list[dict]) -> None:
+    persist_batches(ch, runtime.sessions_redis(), prefix=_s.redis_key_prefix,
                     batches=batches, marker_ttl=_s.batch_marker_ttl, insert_settings=insert_settings(),
                     dedup_window=_s.dedup_window)
 
 
+def _count_sessions(ch, batches: list[dict]) -> None:
+    sessions_step.count_batches(runtime.session_store(), ch, batches, insert_settings())
+    _settle([b["batch_id"] for b in batches])
+
+
+def _settle(batch_ids: list[str]) -> None:
+    """The batches are counted: drop their ingest-journal entries (best effort: a leftover
+    entry is re-published once by the sweep and counts nothing, see count_batches)."""
+    journal = journal_for(_s)
+    if journal is None:
+        return
+    try:
+        journal.settle_many(batch_ids)
+    except Exception as exc:  # the broker's Redis away for a moment
+        log.warning("journal settle failed", extra={"batches": len(batch_ids), "error": str(exc)[:200]})
+
+
 def send_session_update(batch: dict) -> None:
-    """Publish the session step of one stored batch."""
+    """Publish the session step of one stored batch as a task (the fallback when the flush's
+    own session step fails as data)."""
     celery.send_task("sessions.update", args=[session_summary(batch)], queue=Queue.SESSIONS.value,
                      headers={"request_id": batch.get("request_id", "")},
                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
@@ -111,8 +144,7 @@ def republish_due(limit: int) -> int:
     for member, payload in due:
         if payload is not None:
             batch = payload["batch"]
-            celery.send_task("events.persist", args=[batch], kwargs={"attempt": int(payload["attempt"])},
-                             queue=Queue.EVENTS.value, headers={"request_id": batch.get("request_id", "")})
+            send_batch(celery, batch, kwargs={"attempt": int(payload["attempt"])})
         sent.append(member)
     index.done(sent)
     if sent:
@@ -127,5 +159,5 @@ def replay_batch(dead_letter_id: int) -> None:
     if dl is None or dl["replayed_at"] is not None:
         return
     batch = dl["payload"]["batch"]
-    celery.send_task("events.persist", args=[batch], queue=Queue.EVENTS.value)
+    send_batch(celery, batch)
     runtime.dead_letters().mark_replayed(dead_letter_id)

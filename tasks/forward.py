@@ -15,14 +15,18 @@ from urllib.parse import urlparse
 import psycopg2
 import redis
 
+from app.broker import Queue
 from app.forwarding import service
 from app.forwarding.circuit import Circuit
 from app.observability import metrics
+from app.pipeline.flush import is_transient
 from app.pipeline.retries import DueIndex, schedule_delay
-from app.storage.clickhouse import ClickHouseError
+from app.storage import events_repo
+from app.storage.clickhouse import ClickHouseError, Deadline
 from celery.exceptions import Reject, Retry
 from tasks import runtime
 from tasks.app import celery
+from tasks.events import EventsBatches, flush_budget, insert_settings
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
@@ -182,11 +186,52 @@ def _finish(store, ch, index: DueIndex, prepared: service.Prepared, status: str)
     there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
     store.complete(prepared.project, prepared.session_id, prepared.version)
     index.done([member(prepared.project, prepared.session_id, prepared.version)])
+    row = service.session_row(prepared, status)
     try:
-        service.record(ch, prepared, status)
+        # Batched: the events worker writes many sessions rows per INSERT (forward.record).
+        celery.send_task("forward.record", args=[row], queue=Queue.EVENTS.value,
+                         argsrepr=f"[<sessions row {prepared.webhook_id}>]", kwargsrepr="{}")
+        return
+    except Exception as exc:  # broker away: write it now rather than lose it
+        log.warning("forward.record not published; writing the row at once", extra={"error": str(exc)[:200]})
+    try:
+        events_repo.insert_session_rows(ch, [row])
     except ClickHouseError as exc:
         metrics.CH_ERRORS.labels("record_session").inc()
         log.error("could not record forwarded session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
+
+
+class RecordBatches(EventsBatches):
+    """forward.record's batching: the events worker's holds and pauses, a buffer of its own."""
+
+
+@celery.task(base=RecordBatches, name="forward.record", flush_every=_s.events_flush_every,
+             flush_interval=_s.events_flush_interval, acks_late=True, reject_on_worker_lost=True)
+def record(requests) -> dict:
+    """Write the ``sessions`` rows of forwarded versions, one INSERT per flush.
+
+    Routed to the ``events`` queue, whose worker holds many messages (a batches task needs
+    them); an outage requeues and pauses like an events flush; rows ClickHouse refuses as data
+    are logged and dropped (the delivery already happened; nothing retried could fix them).
+    """
+    rows, verdicts = [], {}
+    for r in requests:
+        rows.append(r.args[0])
+    try:
+        events_repo.insert_session_rows(Deadline(runtime.clickhouse(), time.monotonic() + flush_budget()), rows,
+                                        settings=insert_settings())
+    except Exception as exc:  # classified: an outage waits, a data error is dropped loudly
+        if is_transient(exc):
+            log.warning("sessions rows not written; requeueing", extra={"rows": len(rows), "error": str(exc)[:300]})
+            return {"verdicts": {}, "pause": True}
+        metrics.CH_ERRORS.labels("record_session").inc()
+        log.error("sessions rows refused by ClickHouse; dropped", extra={"rows": len(rows), "error": str(exc)[:300],
+                                                                         "webhook_ids": [row[11] for row in rows[:10]]})
+    else:
+        metrics.CH_INSERT_ROWS.labels("sessions").inc(len(rows))
+    for r in requests:
+        verdicts[r.id] = "ack"
+    return {"verdicts": verdicts, "pause": False}
 
 
 def release_due(sweep_interval: float) -> int:

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 
-from app.broker import Queue
+from app.broker import Queue, send_batch
 from app.observability import metrics
 from app.pipeline import sessions as pipeline
 from app.pipeline.journal import journal_for
@@ -67,8 +67,7 @@ def replay_journal(limit: int, now_ms: int | None = None) -> int:
     now = int(time.time() * 1000) if now_ms is None else now_ms
     lost = journal.overdue(now - int(_s.journal_grace * 1000), now, limit=limit)
     for batch in lost:
-        celery.send_task("events.persist", args=[batch], queue=Queue.EVENTS.value,
-                         headers={"request_id": batch.get("request_id", "")})
+        send_batch(celery, batch)
     if lost:
         metrics.JOURNAL_REPUBLISHED.inc(len(lost))
         log.warning("re-published accepted batches the broker lost", extra={"count": len(lost),

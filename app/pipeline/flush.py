@@ -1,7 +1,9 @@
 """One events flush with failure isolation: which buffered messages to ack, which to requeue.
 
-- Everything inserted (one INSERT for the whole flush): ack all, after each batch's session
-  step was published.
+- Everything inserted (one INSERT for the whole flush), then counted into its sessions (one
+  pipelined round of session scripts and one ``session_batches`` INSERT for the whole flush):
+  ack all. Should the session step fail as data (never seen; a bug), each batch's step is
+  published as a ``sessions.update`` task instead, so one bad batch cannot hold the others.
 - ClickHouse or Redis unavailable, overloaded, timing out (``transient``): requeue all, count
   no attempt, and ask the worker to pause before the next try. An outage is a delay, never a
   dead letter.
@@ -44,6 +46,7 @@ class Outcome:
     verdicts: dict[str, str] = field(default_factory=dict)
     pause: bool = False
     inserts: int = 0
+    stored: list[Item] = field(default_factory=list)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -61,7 +64,8 @@ class FlushDeps:
     """What a flush needs from the outside world (plain callables, testable without a broker)."""
 
     insert: Callable[[list[dict]], object]  # raises on failure
-    publish_session_step: Callable[[dict], None]  # raises when the broker is unavailable
+    count_sessions: Callable[[list[dict]], object]  # the session step of every stored batch; raises on failure
+    publish_session_step: Callable[[dict], None]  # one batch's step as a task (fallback); raises when the broker is unavailable
     park: Callable[[Item, float], None]  # keep the batch durably until a retry is due
     dead_letter: Callable[[Item, str], None]
     schedule: tuple[float, ...]
@@ -73,6 +77,7 @@ def run_flush(items: list[Item], deps: FlushDeps) -> Outcome:
     """Store ``items``, isolating any batch ClickHouse refuses; never raises."""
     out = Outcome()
     _store(items, deps, out)
+    _count(out.stored, deps, out)
     return out
 
 
@@ -99,13 +104,34 @@ def _store(items: list[Item], deps: FlushDeps, out: Outcome) -> None:
             return
         _refused(items[0], exc, deps, out)
         return
-    for item in items:
-        try:
-            deps.publish_session_step(item.batch)
-            out.verdicts[item.request_id] = ACK
-        except Exception as exc:  # broker gone: the batch is stored (marker set); redelivery re-publishes
-            log.warning("session step not published; requeueing", extra={"error": _short(exc), "batch_id": item.batch.get("batch_id")})
-            out.verdicts[item.request_id] = REQUEUE
+    out.stored.extend(items)
+
+
+def _count(stored: list[Item], deps: FlushDeps, out: Outcome) -> None:
+    """Count the stored batches into their sessions; ack them only once that is done."""
+    if not stored:
+        return
+    try:
+        deps.count_sessions([i.batch for i in stored])
+    except Exception as exc:  # classified below
+        if is_transient(exc):
+            # The events are stored; redelivered, these batches find their rows and are counted then.
+            log.warning("session step unavailable; requeueing", extra={"error": _short(exc), "batches": len(stored)})
+            out.pause = True
+            _mark(out, stored, REQUEUE)
+            return
+        log.error("session step failed; publishing it per batch", extra={"error": _short(exc), "batches": len(stored)})
+        metrics.TASK_FAILURES.labels("events.count_sessions").inc()
+        for item in stored:
+            try:
+                deps.publish_session_step(item.batch)
+                out.verdicts[item.request_id] = ACK
+            except Exception as pub_exc:  # broker gone too: redelivery tries again
+                log.warning("session step not published; requeueing", extra={"error": _short(pub_exc),
+                                                                              "batch_id": item.batch.get("batch_id")})
+                out.verdicts[item.request_id] = REQUEUE
+        return
+    _mark(out, stored, ACK)
 
 
 def _refused(item: Item, exc: BaseException, deps: FlushDeps, out: Outcome) -> None:

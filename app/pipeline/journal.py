@@ -6,8 +6,8 @@ or a worker's warm shutdown that drops a BRPOP reply still in its socket buffer 
 #4354), loses the message although the broker had it on disk (kombu #305). The API already
 answered 202, so Observer keeps its own copy until the batch is counted into its sessions.
 
-- ``write`` (web, before the publish): the batch, zlib-compressed, and its receive time.
-- ``settle`` (sessions step, once the batch is counted): the entry is dropped.
+- ``write`` (web, before the publish): the batch (zlib-compressed msgpack) and its receive time.
+- ``settle`` (the events flush, once its batches are counted into their sessions): the entry is dropped.
 - ``overdue`` (maintenance sweep): entries older than the grace period while the ``events``
   and ``sessions`` queues are empty cannot still be waiting anywhere (a held message is
   restored within the visibility timeout); they are re-published and re-stamped, so each is
@@ -26,11 +26,30 @@ import base64
 import json
 import zlib
 
+import msgpack
+
 SHARDS = 16
 
 
 def _shard(batch_id: str) -> int:
     return zlib.crc32(batch_id.encode()) % SHARDS
+
+
+def _encode(batch: dict) -> str:
+    """zlib-compressed msgpack ("m:" + base64: the shared Redis clients decode replies as UTF-8);
+    JSON for what msgpack cannot encode (lone surrogates)."""
+    try:
+        return "m:" + base64.b64encode(zlib.compress(msgpack.packb(batch), 1)).decode("ascii")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        raw = json.dumps(batch, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return base64.b64encode(zlib.compress(raw, 1)).decode("ascii")
+
+
+def _decode(blob: str) -> dict:
+    """Either form (JSON entries were written before the msgpack form; both are read)."""
+    if blob.startswith("m:"):
+        return msgpack.unpackb(zlib.decompress(base64.b64decode(blob[2:])), raw=False)
+    return json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8", "surrogatepass"))
 
 
 class Journal:
@@ -48,9 +67,7 @@ class Journal:
     def write(self, batch: dict) -> None:
         """Record ``batch`` (raises when Redis cannot take it: the API then answers 503)."""
         index, body = self._keys(_shard(batch["batch_id"]))
-        # base64 text: the shared Redis clients decode replies as UTF-8.
-        raw = json.dumps(batch, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
-        blob = base64.b64encode(zlib.compress(raw, 1)).decode("ascii")
+        blob = _encode(batch)
         pipe = self.r.pipeline(transaction=True)
         pipe.set(body + batch["batch_id"], blob, ex=self.ttl)
         pipe.zadd(index, {batch["batch_id"]: int(batch["received_at"])})
@@ -65,6 +82,15 @@ class Journal:
         pipe.delete(body + batch_id)
         pipe.execute()
 
+    def settle_many(self, batch_ids: list[str]) -> None:
+        """settle() for many batches in one round trip (each entry's two keys share a slot)."""
+        pipe = self.r.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            index, body = self._keys(_shard(batch_id))
+            pipe.zrem(index, batch_id)
+            pipe.delete(body + batch_id)
+        pipe.execute()
+
     def overdue(self, older_than_ms: int, now_ms: int, limit: int = 500) -> list[dict]:
         """Entries written before ``older_than_ms``, re-stamped to ``now_ms``, with their batches."""
         out: list[dict] = []
@@ -77,7 +103,7 @@ class Journal:
                     self.r.zrem(index, batch_id)
                     continue
                 self.r.zadd(index, {batch_id: now_ms}, xx=True)
-                out.append(json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8", "surrogatepass")))
+                out.append(_decode(blob))
             if len(out) >= limit:
                 break
         return out

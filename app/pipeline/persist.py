@@ -39,7 +39,8 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
     INSERT returned, every batch dict passed in keeps only the events it owns (in place, on
     purpose: the caller publishes the session step from these dicts, so a resent event is
     neither stored nor counted again); after a failure the dicts are untouched, so a split retry
-    decides afresh. Raises ClickHouseError (driver exception as ``__cause__``).
+    decides afresh. A batch that owns events all stored before is marked ``redelivered``.
+    Raises ClickHouseError (driver exception as ``__cause__``).
     """
     unique: dict[str, dict] = {}
     for b in batches:
@@ -65,10 +66,14 @@ def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: 
         metrics.CH_INSERT_SECONDS.labels("events").observe(time.perf_counter() - started)
         metrics.CH_INSERT_ROWS.labels("events").inc(n)
     dropped = 0
+    fresh_ids = {b["batch_id"] for b in fresh}
     for b in batches:
         mine = parts[b["batch_id"]][0]
         dropped += len(b["events"]) - len(mine)
         b["events"] = mine
+        # It owns events and every one was stored already: its own message came again (a lost
+        # ack, a journal re-publish). The session step asks ClickHouse whether it was counted.
+        b["redelivered"] = bool(mine) and b["batch_id"] not in fresh_ids
     if dropped:
         metrics.EVENTS_DUPLICATE.inc(dropped)
     return fresh

@@ -2,14 +2,18 @@
 
 # KEYS: live hash, version counter, applied marker, bucket deadline zset
 # ARGV: activity_ms (when the API received the batch), idle_ms, max_ms, n_events, first_ts, last_ts,
-#       member, marker_ttl_s, live_ttl_s, ver_ttl_s, version_floor (-1: not read yet)
-# Returns {version, 1} newly counted, {version, 0} already counted (marker), {0, -1} when a new
-# version must start and the caller has not passed the floor ClickHouse knows (it reads it, calls again).
+#       member, marker_ttl_s, live_ttl_s, ver_ttl_s, version_floor (-1: not read yet),
+#       counted_version (optional; the version ClickHouse's session_batches already maps this batch
+#       and session to, -1/absent when none: a redelivery that outlived its marker counts nothing)
+# Returns {version, 1} newly counted, {version, 0} already counted (marker or ClickHouse), {0, -1} when
+# a new version must start and the caller has not passed the floor ClickHouse knows (it reads it, calls again).
 # The marker holds "<version>" until the batch's session_batches row is written, then "<version>:w";
 # 'pending' counts this version's batches counted but not yet written.
 APPLY_BATCH = """
 local applied = redis.call('GET', KEYS[3])
 if applied then return {tonumber(string.match(applied, '^%d+')), 0} end
+local counted = tonumber(ARGV[12] or '-1')
+if counted >= 0 then return {counted, 0} end
 local act = tonumber(ARGV[1])
 local v = redis.call('HGET', KEYS[1], 'version')
 if not v then

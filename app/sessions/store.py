@@ -6,6 +6,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
+from redis.exceptions import NoScriptError
+
 from app.sessions import scripts
 
 SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
@@ -21,6 +23,18 @@ class Claimed:
     project: str
     session_id: str
     version: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One batch's events in one session: what the session step counts."""
+
+    project: str
+    batch_id: str
+    session_id: str
+    counts: tuple  # (events, first ts_ms, last ts_ms)
+    at_ms: int  # activity time: when the API received the batch
+    counted_version: int = -1  # the version ClickHouse maps it to already (-1: none known)
 
 
 def now_ms() -> int:
@@ -82,25 +96,82 @@ class SessionStore:
         Each newly counted batch adds one to its version's ``pending`` until mark_written().
         """
         now = now_ms() if at_ms is None else at_ms
-        out: dict[str, tuple[int, bool]] = {}
-        for sid, (n, first_ts, last_ts) in per_session.items():
-            k = self.keys(project, sid)
-            keys = [k["live"], k["ver"], self._marker(k, project, batch_id, sid), k["deadline"]]
-            args = [now, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{project}{SEP}{sid}",
-                    self.marker_ttl, self.live_ttl, self.ver_ttl]
-            version, fresh = self._apply(keys=keys, args=args + [-1])
-            if fresh == -1:
-                floor = version_floor(project, sid) if version_floor else 0
-                version, fresh = self._apply(keys=keys, args=args + [int(floor)])
-            out[sid] = (int(version), bool(fresh))
-        return out
+        entries = [Entry(project, batch_id, sid, tuple(v), now) for sid, v in per_session.items()]
+
+        def floors(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+            return {pair: int(version_floor(*pair)) if version_floor else 0 for pair in pairs}
+
+        results = self.apply_many(entries, floors)
+        return {e.session_id: res for e, res in zip(entries, results)}
+
+    def apply_many(self, entries: "list[Entry]",
+                   floors: Callable[[list[tuple[str, str]]], dict[tuple[str, str], int]] | None = None) -> list[tuple[int, bool]]:
+        """Count many (batch, session) entries in one pipelined round; returns (version, newly
+        counted) per entry, in order.
+
+        Entries starting a new version need the floor ClickHouse knows: ``floors`` gets every
+        such (project, session_id) at once (one query for the flush), then those entries run again.
+        Two entries of one session in one round are applied in order, as sequential calls would be.
+        """
+        calls = [self._apply_call(e, -1) for e in entries]
+        results = self._run_many(self._apply, calls)
+        need = sorted({(e.project, e.session_id) for e, (_v, fresh) in zip(entries, results) if fresh == -1})
+        if need:
+            known = floors(need) if floors else {}
+            again = [i for i, (_v, fresh) in enumerate(results) if fresh == -1]
+            retried = self._run_many(self._apply, [self._apply_call(entries[i], int(known.get(
+                (entries[i].project, entries[i].session_id), 0))) for i in again])
+            for i, res in zip(again, retried):
+                results[i] = res
+        return [(int(v), bool(fresh)) for v, fresh in results]
+
+    def _apply_call(self, e: "Entry", floor: int) -> tuple[list[str], list]:
+        k = self.keys(e.project, e.session_id)
+        n, first_ts, last_ts = e.counts
+        keys = [k["live"], k["ver"], self._marker(k, e.project, e.batch_id, e.session_id), k["deadline"]]
+        args = [e.at_ms, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{e.project}{SEP}{e.session_id}",
+                self.marker_ttl, self.live_ttl, self.ver_ttl, int(floor), int(e.counted_version)]
+        return keys, args
 
     def mark_written(self, project: str, batch_id: str, versions: dict[str, int]) -> None:
         """Say the batch's session_batches rows are written: its versions wait for it no longer."""
-        for sid, version in versions.items():
+        self.mark_written_many([(project, batch_id, sid, v) for sid, v in versions.items()])
+
+    def mark_written_many(self, written: list[tuple[str, str, str, int]]) -> None:
+        """mark_written for many (project, batch_id, session_id, version) in one pipelined round."""
+        calls = []
+        for project, batch_id, sid, version in written:
             k = self.keys(project, sid)
-            self._written(keys=[self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"],
-                          args=[str(int(version))])
+            calls.append(([self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"], [str(int(version))]))
+        self._run_many(self._written, calls)
+
+    def _run_many(self, script, calls: list[tuple[list[str], list]]) -> list:
+        """EVALSHA every call in one pipeline (not a transaction: each script is atomic on its
+        own, and a cluster pipeline sends each to its slot's node); loads the script and runs
+        again the calls a restarted Redis answered NOSCRIPT."""
+        if not calls:
+            return []
+        out: list = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _round in range(2):
+            pipe = self.r.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(todo, replies):
+                if isinstance(reply, NoScriptError):
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    out[i] = reply
+            if not missing:
+                return out
+            self.r.script_load(script.script)
+            todo = missing
+        raise NoScriptError("script could not be loaded")
 
     # -- claim ------------------------------------------------------------------------------
     def note_lag(self, lag_ms: int) -> None:

@@ -14,6 +14,7 @@ import json
 import queue
 import re
 import threading
+import time
 from datetime import date, datetime
 from typing import Any, Iterable, Sequence
 from urllib.parse import unquote, urlparse
@@ -236,6 +237,35 @@ class ChdbBackend:
 
 _backends: dict[str, Any] = {}
 _lock = threading.Lock()
+
+
+class Deadline:
+    """A ClickHouse client whose calls stop once a monotonic deadline has passed.
+
+    An events flush makes several calls (dedup lookup, INSERT, version floors, the
+    ``session_batches`` INSERT) while its messages wait unacked; no call starts after the
+    flush's budget is spent, so the flush ends within budget + one call's timeout, below the
+    broker's visibility timeout. The refusal is transient: the flush requeues and pauses.
+    """
+
+    def __init__(self, ch: Any, deadline: float) -> None:
+        self._ch = ch
+        self._deadline = deadline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ch, name)
+
+    def _check(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise ClickHouseError("events flush time budget spent (ClickHouse answers slowly)", transient=True)
+
+    def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
+        self._check()
+        return self._ch.execute(sql, params)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+        self._check()
+        return self._ch.insert(table, columns, rows, settings=settings)
 
 
 def get_clickhouse(url: str, pool_size: int = 8, timeout: float = 20.0):

@@ -145,6 +145,44 @@ def max_version(ch, project: str, session_id: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
+def max_versions(ch, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """max_version() of many (project, session_id) at once: one query per project."""
+    out: dict[tuple[str, str], int] = {pair: 0 for pair in pairs}
+    by_project: dict[str, list[str]] = {}
+    for project, sid in pairs:
+        by_project.setdefault(project, []).append(sid)
+    for project, sids in by_project.items():
+        for i in range(0, len(sids), LOOKUP_CHUNK):
+            rows = ch.execute(
+                f"SELECT session_id, max(version) FROM {ch.database}.session_batches WHERE project = %(project)s "
+                "AND session_id IN (SELECT arrayJoin(%(sids)s)) GROUP BY session_id",
+                {"project": project, "sids": list(sids[i:i + LOOKUP_CHUNK])})
+            for sid, version in rows:
+                out[(project, str(sid))] = int(version or 0)
+    return out
+
+
+def counted_versions(ch, triples: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+    """{(project, session_id, batch_id): version} for those ``session_batches`` already maps."""
+    out: dict[tuple[str, str, str], int] = {}
+    by_project: dict[str, list[tuple[str, str]]] = {}
+    for project, sid, batch_id in triples:
+        by_project.setdefault(project, []).append((sid, batch_id))
+    for project, pairs in by_project.items():
+        for i in range(0, len(pairs), LOOKUP_CHUNK):
+            chunk = pairs[i:i + LOOKUP_CHUNK]
+            rows = ch.execute(
+                f"SELECT session_id, batch_id, max(version) FROM {ch.database}.session_batches "
+                "WHERE project = %(project)s AND session_id IN (SELECT arrayJoin(%(sids)s)) "
+                "AND batch_id IN (SELECT arrayJoin(%(bids)s)) GROUP BY session_id, batch_id",
+                {"project": project, "sids": sorted({s for s, _b in chunk}), "bids": sorted({b for _s, b in chunk})})
+            wanted = set(chunk)
+            for sid, batch_id, version in rows:
+                if (str(sid), str(batch_id)) in wanted:
+                    out[(project, str(sid), str(batch_id))] = int(version)
+    return out
+
+
 def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
     """(project, session_id, version, batches) with batches since ``since_ms``, none after
     ``quiet_before_ms``, and no ``sessions`` row: versions nobody delivered or dead-lettered."""
@@ -196,15 +234,27 @@ def session_events(ch, project: str, session_id: str, version: int, limit: int,
     return [dict(zip(keys, r)) for r in rows]
 
 
+SESSION_COLUMNS = ("project", "session_id", "version", "first_ts_ms", "last_ts_ms", "duration_ms", "event_count",
+                   "counts", "finalized_reason", "finalized_at_ms", "forwarded_at_ms", "webhook_id", "status")
+
+
+def session_row(*, project: str, session_id: str, version: int, totals: dict, finalized_reason: str,
+                finalized_at_ms: int, webhook_id: str, status: str) -> list:
+    """One ``sessions`` row (a plain list, so it travels in a task message as it is)."""
+    first, last = int(totals["first_ts_ms"]), int(totals["last_ts_ms"])
+    return [project, session_id, int(version), first, last, max(0, last - first), int(totals["event_count"]),
+            json.dumps(totals["counts"], sort_keys=True), finalized_reason, int(finalized_at_ms),
+            int(time.time() * 1000), webhook_id, status]
+
+
+def insert_session_rows(ch, rows: list, settings: dict | None = None) -> int:
+    """Write forwarded sessions (session_row() lists) in one INSERT."""
+    return ch.insert("sessions", SESSION_COLUMNS, [tuple(r) for r in rows], settings=settings)
+
+
 def record_forwarded(ch, *, project: str, session_id: str, version: int, totals: dict,
                      finalized_reason: str, finalized_at_ms: int, webhook_id: str, status: str) -> None:
-    """Write the forwarded session summary to the ``sessions`` table."""
-    first, last = int(totals["first_ts_ms"]), int(totals["last_ts_ms"])
-    ch.insert("sessions", (
-        "project", "session_id", "version", "first_ts_ms", "last_ts_ms", "duration_ms", "event_count",
-        "counts", "finalized_reason", "finalized_at_ms", "forwarded_at_ms", "webhook_id", "status",
-    ), [(
-        project, session_id, int(version), first, last, max(0, last - first), int(totals["event_count"]),
-        json.dumps(totals["counts"], sort_keys=True), finalized_reason, int(finalized_at_ms),
-        int(time.time() * 1000), webhook_id, status,
-    )])
+    """Write one forwarded session summary to the ``sessions`` table at once."""
+    insert_session_rows(ch, [session_row(project=project, session_id=session_id, version=version, totals=totals,
+                                         finalized_reason=finalized_reason, finalized_at_ms=finalized_at_ms,
+                                         webhook_id=webhook_id, status=status)])

@@ -2,7 +2,8 @@
 
 Each test drives the pipeline's plain functions (persist -> session step -> claim -> forward)
 over a real Redis, ClickHouse (18.16 server and chDB) and a real HTTP receiver, at the default
-settings (DEDUP_WINDOW 86400, SESSION_IDLE_TIMEOUT 1800, BATCH_MARKER_TTL 172800). Time is not
+settings (DEDUP_WINDOW 86400, SESSION_IDLE_TIMEOUT 1800, BATCH_MARKER_TTL 900; a marker's expiry is
+played by deleting it). Time is not
 waited for: batches carry their receive time and claims take the clock as an argument.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import ufse_sink  # scripts/ (on sys.path via tests/conftest.py)
 from app.forwarding import service
 from app.forwarding.client import UfseClient
 from app.pipeline.persist import persist_batches, session_summary
-from app.pipeline.sessions import apply_summary
+from app.pipeline.sessions import apply_summary, count_batches
 from app.sessions.store import SessionStore
 from app.settings import load_settings
 from app.storage import events_repo
@@ -61,13 +62,14 @@ class Pipeline:
         self.client = UfseClient(sink.url, SECRET, timeout=5)
 
     def ingest(self, *batches):
-        """One events flush of ``batches``, then each batch's session step."""
+        """One events flush of ``batches``, with its session step (as events.persist runs them)."""
         # Passed only where the argument exists, so this file also runs (and fails on its
         # assertions) against f42d604's modules.
         extra = {"dedup_window": S.dedup_window} if "dedup_window" in inspect.signature(persist_batches).parameters else {}
         persist_batches(self.ch, self.r, prefix=S.redis_key_prefix, batches=list(batches),
                         marker_ttl=S.batch_marker_ttl, **extra)
-        return [apply_summary(self.store, self.ch, session_summary(b)) for b in batches]
+        counted = count_batches(self.store, self.ch, list(batches))
+        return [counted.get(b["batch_id"], {}) for b in batches]
 
     def claim(self, at_ms):
         self.store.note_lag(0)  # the pipeline has caught up
@@ -223,20 +225,50 @@ def test_batch_stored_late_never_moves_a_delivered_event(pipe):
                                                 settings=S).payload)
 
 
-def test_batch_counted_twice_still_lets_its_version_be_delivered(pipe):
-    """A lost marker, then a redelivery: the batch counts twice in Redis, once in ClickHouse."""
+def test_redelivery_after_its_marker_expired_counts_nothing(pipe):
+    """The marker is gone (expired after BATCH_MARKER_TTL, evicted): ClickHouse's session_batches
+    still knows the batch was counted, so the redelivery counts nothing."""
+    sid = "s-" + uuid.uuid4().hex[:8]
+    b = _batch(_ids(3), sid, BASE)
+    assert pipe.ingest(b) == [{sid: 1}]
+    for key in pipe.r.scan_iter(f"{S.redis_key_prefix}*applied:{b['batch_id']}:*"):
+        pipe.r.delete(key)  # what the TTL does
+    assert pipe.ingest(dict(b, events=list(b["events"]))) == [{sid: 1}]  # the redelivery
+    assert pipe.store.live("p1", sid)["batches"] == "1" and pipe.store.live("p1", sid)["events"] == "3"
+    [claimed] = pipe.claim(BASE + IDLE_MS)
+    [body] = pipe.deliver([claimed])
+    assert body["session"]["event_count"] == 3
+
+
+def test_legacy_session_step_counted_twice_still_lets_its_version_be_delivered(pipe):
+    """An older worker's sessions.update (no ClickHouse check): a lost marker, then a redelivery,
+    counts the batch twice in Redis and once in ClickHouse, and the version is still delivered."""
     sid = "s-" + uuid.uuid4().hex[:8]
     b = _batch(_ids(3), sid, BASE)
     pipe.ingest(b)
     for key in pipe.r.scan_iter(f"{S.redis_key_prefix}*applied:{b['batch_id']}:*"):
         pipe.r.delete(key)  # the marker is lost (an eviction, a failover)
-    pipe.ingest(b)  # the redelivery
+    apply_summary(pipe.store, pipe.ch, session_summary(b))  # the redelivery, on the old task
     assert pipe.store.live("p1", sid)["batches"] == "2"
     [claimed] = pipe.claim(BASE + IDLE_MS)
     snap = pipe.store.snapshot("p1", sid, claimed.version)
     assert events_repo.count_session_batches(pipe.ch, "p1", sid, 1) == 1 < int(snap["batches"])
     [body] = pipe.deliver([claimed])
     assert body["session"]["event_count"] == 3
+
+
+def test_one_flush_of_many_batches_counts_each_once_with_one_session_batches_insert(pipe, monkeypatch):
+    """The session step of a flush: every batch and session in one round, one INSERT."""
+    sids = ["s-" + uuid.uuid4().hex[:8] for _ in range(5)]
+    batches = [_batch(_ids(2), sids[i % 5], BASE + i) for i in range(20)]
+    inserts = []
+    real = events_repo.insert_session_batches
+    monkeypatch.setattr(events_repo, "insert_session_batches", lambda ch, rows, settings=None: inserts.append(len(rows)) or real(ch, rows, settings))
+    got = pipe.ingest(*batches, batches[3])  # the same batch twice in one flush, too
+    assert inserts == [20], inserts
+    assert all(g == {b["events"][0]["session_id"]: 1} for g, b in zip(got, batches))
+    for sid in sids:
+        assert pipe.store.live("p1", sid)["batches"] == "4" and pipe.store.live("p1", sid)["events"] == "8"
 
 
 def test_readiness_waits_for_a_counted_batch_that_is_not_written(pipe):
@@ -293,7 +325,8 @@ def test_batch_counted_again_after_its_version_was_delivered_stays_in_that_versi
     pipe.ingest(b)
     [v1] = pipe.deliver(pipe.claim(BASE + IDLE_MS))
     pipe.r.flushdb()
-    assert pipe.ingest(b) == [{sid: 2}]  # counted into version 2 as well
+    assert pipe.ingest(b) == [{sid: 1}]  # ClickHouse knows it was counted into version 1: nothing counted
+    assert apply_summary(pipe.store, pipe.ch, session_summary(b)) == {sid: 2}  # an older worker's task would count it again
     extra = _batch(_ids(1), sid, BASE + IDLE_MS + 5_000)
     pipe.ingest(extra)
     [v2] = pipe.deliver(pipe.claim(int(time.time() * 1000) + IDLE_MS))

@@ -84,13 +84,19 @@ def post(client, body=None, key=None, *, data=None, headers=None, **kw):
 
 
 def broker_messages(broker) -> list[dict]:
-    """Every message waiting on the ``events`` queue, decoded (kombu JSON envelope, base64 body)."""
+    """Every message waiting on the ``events`` queue, decoded (kombu JSON envelope, base64 body,
+    zlib-compressed msgpack)."""
+    from kombu import compression, serialization
+
     out = []
     for raw in broker.lrange("events", 0, -1):
         envelope = json.loads(raw)
         assert envelope["properties"]["body_encoding"] == "base64"
-        args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        out.append({"envelope": envelope, "args": args, "kwargs": kwargs})
+        assert envelope["content-type"] == "application/x-msgpack" and envelope["headers"]["compression"] == "application/x-gzip"
+        body = compression.decompress(base64.b64decode(envelope["body"]), envelope["headers"]["compression"])
+        args, kwargs, _embed = serialization.loads(body, envelope["content-type"], envelope["content-encoding"],
+                                                   accept={"application/x-msgpack"})
+        out.append({"envelope": envelope, "args": args, "kwargs": kwargs, "size": len(raw)})
     return out
 
 
@@ -134,6 +140,8 @@ def test_accepted_batch_publishes_exactly_one_message(client, key, broker):
     assert env["headers"]["task"] == "events.persist"
     assert env["headers"]["request_id"] == "client-req-0001"
     assert env["properties"]["delivery_info"]["routing_key"] == "events"
+    # Task events (Flower) carry the batch id and size, never its contents.
+    assert env["headers"]["argsrepr"] == f"[<batch {msgs[0]['args'][0]['batch_id']}: 2 events>]"
     (batch,) = msgs[0]["args"]
     assert batch["project"] == "shop" and batch["request_id"] == "client-req-0001"
     assert re.fullmatch(r"[0-9a-f]{32}", batch["batch_id"])

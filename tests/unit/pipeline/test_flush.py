@@ -24,6 +24,8 @@ class World:
     def __init__(self, poison=(), outage: BaseException | None = None) -> None:
         self.poison, self.outage = set(poison), outage
         self.stored, self.published, self.parked, self.dead, self.inserts = [], [], [], [], 0
+        self.counted: list[str] = []
+        self.count_error: BaseException | None = None
 
     def insert(self, batches):
         self.inserts += 1
@@ -33,8 +35,13 @@ class World:
             raise wrap(drv.ServerException("Cannot parse input", code=27))
         self.stored += [b["batch_id"] for b in batches]
 
+    def count(self, batches):
+        if self.count_error is not None:
+            raise self.count_error
+        self.counted += [b["batch_id"] for b in batches]
+
     def deps(self, schedule=(60.0, 300.0)) -> FlushDeps:
-        return FlushDeps(insert=self.insert, publish_session_step=lambda b: self.published.append(b["batch_id"]),
+        return FlushDeps(insert=self.insert, count_sessions=self.count, publish_session_step=lambda b: self.published.append(b["batch_id"]),
                          park=lambda item, due: self.parked.append((item.batch["batch_id"], item.attempt)),
                          dead_letter=lambda item, err: self.dead.append(item.batch["batch_id"]), schedule=schedule,
                          rng=lambda: 1.0)
@@ -80,8 +87,24 @@ def test_server_codes_split_into_transient_and_data():
     assert not is_transient(ValueError("a bug"))
 
 
-def test_publish_failure_after_insert_requeues_only_that_batch():
+def test_the_session_step_runs_once_per_flush_over_every_stored_batch():
+    w = World(poison={"b2"})
+    out = run_flush(_items(6), w.deps())
+    assert sorted(w.counted) == ["b0", "b1", "b3", "b4", "b5"], "one call, the refused batch left out"
+    assert w.published == [] and all(v == ACK for v in out.verdicts.values())
+
+
+def test_session_step_outage_requeues_the_stored_batches_and_pauses():
     w = World()
+    w.count_error = redis.ConnectionError("Error 111 connecting to 127.0.0.1:6390")
+    out = run_flush(_items(3), w.deps())
+    assert sorted(w.stored) == ["b0", "b1", "b2"], "stored first; a redelivery finds them and counts them"
+    assert out.pause and set(out.verdicts.values()) == {REQUEUE} and w.published == []
+
+
+def test_session_step_data_error_falls_back_to_one_task_per_batch_and_a_publish_failure_requeues_only_that_batch():
+    w = World()
+    w.count_error = redis.ResponseError("ERR Error running script: a bug")
     deps = w.deps()
 
     def publish(batch):
@@ -91,7 +114,8 @@ def test_publish_failure_after_insert_requeues_only_that_batch():
 
     deps.publish_session_step = publish
     out = run_flush(_items(3), deps)
-    assert out.verdicts == {"r0": ACK, "r1": REQUEUE, "r2": ACK}
+    assert w.published == ["b0", "b2"]
+    assert out.verdicts == {"r0": ACK, "r1": REQUEUE, "r2": ACK} and not out.pause
 
 
 def test_park_failure_keeps_the_message():
@@ -130,7 +154,11 @@ def test_default_schedules_outlast_real_outages_and_never_hold_a_message_past_th
     # message, a flush (interval + one ClickHouse call), each below the visibility timeout.
     from tasks.events import EventsBatches
 
+    from tasks.events import flush_budget
+
     assert s.sessions_retry_max < vt
     assert EventsBatches.hold_limit + s.events_flush_interval < vt
-    assert 2 * (s.events_flush_interval + s.clickhouse_timeout) < vt
+    # A flush starts no ClickHouse call after its budget: it ends within budget + one call.
+    print(f"flush: {s.events_flush_interval} s buffered + {flush_budget()} s budget + {s.clickhouse_timeout} s last call")
+    assert s.events_flush_interval + flush_budget() + s.clickhouse_timeout < vt
     assert s.events_pause_max < vt
