@@ -371,3 +371,69 @@ def test_near_maxmemory_the_api_answers_503_and_leaves_the_workers_headroom(env,
         assert r.llen("events") == before, "nothing was published"
     finally:
         r.config_set("maxmemory", "0")
+
+
+def test_journal_reads_entries_of_both_forms_and_settles_many_at_once(redis_url):
+    """Entries written by an older web process (zlib JSON) and by this one (zlib msgpack) are
+    both re-published; settle_many drops both in one round trip."""
+    import base64 as b64
+    import zlib
+
+    from app.pipeline import journal as journal_mod
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    journal = journal_mod.Journal(r, prefix, 86400)
+    new = {"batch_id": "b-new", "project": "p", "received_at": 1_000, "events": [{"event_id": "e1", "metadata": "{\"é\":1}"}]}
+    old = {"batch_id": "b-old", "project": "p", "received_at": 1_000, "events": [{"event_id": "e2", "metadata": "{}"}]}
+    journal.write(new)
+    index, body = journal._keys(journal_mod._shard("b-old"))
+    r.set(body + "b-old", b64.b64encode(zlib.compress(json.dumps(old).encode(), 1)).decode())  # the older form
+    r.zadd(index, {"b-old": 1_000})
+    assert r.get(journal._keys(journal_mod._shard("b-new"))[1] + "b-new").startswith("m:")
+    got = sorted(journal.overdue(older_than_ms=2_000, now_ms=3_000), key=lambda b: b["batch_id"])
+    assert got == [new, old]
+    journal.settle_many(["b-new", "b-old"])
+    assert journal.size() == 0 and r.keys(f"{prefix}journal:*") == []
+
+
+def test_a_flush_starts_no_clickhouse_call_after_its_budget():
+    """The budget guard raises the transient error an outage raises, so the flush requeues."""
+    from app.pipeline.flush import is_transient
+    from app.storage.clickhouse import ClickHouseError, Deadline
+
+    calls = []
+
+    class Recorder:
+        database = "db"
+
+        def execute(self, sql, params=None):
+            calls.append(sql)
+            return []
+
+    live = Deadline(Recorder(), time.monotonic() + 60)
+    assert live.execute("SELECT 1") == [] and live.database == "db"
+    spent = Deadline(Recorder(), time.monotonic() - 0.001)
+    with pytest.raises(ClickHouseError) as err:
+        spent.execute("SELECT 2")
+    assert is_transient(err.value) and calls == ["SELECT 1"]
+
+
+def test_workers_accept_what_older_web_processes_published():
+    """Rolling deploy: the workers take zlib msgpack batches and the JSON ones older web
+    processes sent; the older per-batch sessions.update task is still registered."""
+    from kombu import serialization
+
+    import tasks.events  # noqa: F401  (the worker imports every task module: celery.conf.include)
+    import tasks.sessions  # noqa: F401
+    from app.broker import batch_message
+    from tasks.app import celery
+
+    accept = celery.conf.accept_content
+    assert {"json", "msgpack"} <= set(accept)
+    assert "sessions.update" in celery.tasks and "events.persist" in celery.tasks
+    batch = {"batch_id": "b", "project": "p", "request_id": "r", "received_at": 1, "events": [{"event_id": "e"}]}
+    for serializer in ("json", batch_message(batch)["serializer"]):
+        ctype, enc, data = serialization.dumps(((batch,), {}, {}), serializer=serializer)
+        args, _kw, _embed = serialization.loads(data, ctype, enc, accept=serialization.prepare_accept_content(accept))
+        assert args[0] == batch
