@@ -113,3 +113,42 @@ def copy_aux(dir: Path, source: Path) -> None:
                     shutil.copy2(f, d / f.name)
 
 
+
+
+def with_log_tables(source: Path, out: Path, flush_ms: int = 1000) -> Path:
+    """A config source like ``source`` whose server also keeps ``system.part_log`` and logs
+    every query to ``system.query_log`` (``log_queries=1`` in the default profile), both
+    flushed every ``flush_ms``: what a benchmark counts INSERTs and parts with.
+
+    Pass the returned directory as ``config_source`` of ``start_clickhouse_server``; the
+    default config (no part log, queries not logged) is left as it is.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tree = ET.parse(Path(source) / "config.xml")
+    root = tree.getroot()
+    for tag in ("part_log", "query_log"):
+        el = root.find(tag)
+        if el is None:
+            el = ET.SubElement(root, tag)
+        for sub, text in (("database", "system"), ("table", tag),
+                          ("flush_interval_milliseconds", str(int(flush_ms)))):
+            child = el.find(sub)
+            if child is None:
+                child = ET.SubElement(el, sub)
+            child.text = text
+    tree.write(out / "config.xml", encoding="utf-8", xml_declaration=True)
+    users_src = Path(source) / "users.xml"
+    if users_src.exists():
+        users = ET.parse(users_src)
+        profile = users.getroot().find("profiles/default")
+        if profile is not None:
+            el = profile.find("log_queries")
+            if el is None:
+                el = ET.SubElement(profile, "log_queries")
+            el.text = "1"
+        users.write(out / "users.xml", encoding="utf-8", xml_declaration=True)
+    for sub in ("config.d", "users.d", "conf.d"):
+        if (Path(source) / sub).is_dir():
+            shutil.copytree(Path(source) / sub, out / sub, dirs_exist_ok=True)
+    return out
