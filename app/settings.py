@@ -86,6 +86,14 @@ def _redis(n: str, r: str) -> str:
     return env_url(n, r, ("redis", "rediss", "unix"))
 
 
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def _redis_or_cluster(n: str, r: str) -> str:
+    """A Redis URL, or a Redis Cluster's ``redis+cluster://host:port[,host:port...]``."""
+    return env_url(n, r, ("redis", "rediss", "unix") + CLUSTER_SCHEMES)
+
+
 def _pos(n: str, r: str) -> int:
     return env_int(n, r, 1)
 
@@ -109,10 +117,10 @@ def _schedule(n: str, r: str) -> tuple[float, ...]:
 # name -> (default, parser, one-line meaning). Defaults of ``None`` derive from another setting.
 SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "PORT": ("8000", _pos, "HTTP port of the web process"),
-    "REDIS_URL": ("redis://127.0.0.1:6379/0", _redis, "default Redis for every role below"),
+    "REDIS_URL": ("redis://127.0.0.1:6379/0", _redis_or_cluster, "default Redis for every role below"),
     "CELERY_BROKER_URL": (None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")), "Celery broker (defaults to REDIS_URL; amqp:// works)"),
-    "SESSIONS_REDIS_URL": (None, _redis, "Redis holding live session state (defaults to REDIS_URL)"),
-    "RATELIMIT_REDIS_URL": (None, _redis, "Redis for rate-limit counters and heartbeats (defaults to REDIS_URL)"),
+    "SESSIONS_REDIS_URL": (None, _redis_or_cluster, "Redis holding live session state (defaults to REDIS_URL); a Redis Cluster as redis+cluster://host:port,host:port"),
+    "RATELIMIT_REDIS_URL": (None, _redis_or_cluster, "Redis for rate-limit counters (defaults to REDIS_URL); a Redis Cluster as redis+cluster://host:port,host:port"),
     "REDIS_KEY_PREFIX": ("obs:", _str, "prefix of every non-broker Redis key"),
     "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/observer", lambda n, r: env_url(n, r, ("postgresql", "postgres")), "PostgreSQL for projects, keys, dead letters"),
     "DATABASE_POOL_MAX": ("10", _pos, "max pooled PostgreSQL connections per process"),
@@ -240,6 +248,10 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
 
 
 def _cross_check(v: dict[str, Any]) -> None:
+    if v["CELERY_BROKER_URL"].startswith(CLUSTER_SCHEMES):
+        # kombu has no Redis Cluster transport (kombu #526): SELECT and MOVED break it.
+        raise ConfigError("CELERY_BROKER_URL: a Redis Cluster cannot be Celery's broker; use RabbitMQ "
+                          "(amqp://) or one Redis (set CELERY_BROKER_URL when REDIS_URL is a cluster)")
     if v["UFSE_URL"]:
         env_url("UFSE_URL", v["UFSE_URL"], ("http", "https"))
         if not v["UFSE_SECRET"].startswith("whsec_"):

@@ -33,7 +33,8 @@ _s = runtime.settings()
 SEP = "\x1f"
 # Our own storage being down is worth waiting out: a few short countdowns (held by the worker,
 # each well under the visibility timeout), then the delivery is parked for a minute.
-INFRA_ERRORS = (ClickHouseError, redis.RedisError, psycopg2.OperationalError, psycopg2.InterfaceError)
+INFRA_ERRORS = (ClickHouseError, redis.RedisError, redis.exceptions.RedisClusterException, psycopg2.OperationalError,
+                psycopg2.InterfaceError)
 _INFRA_COUNTDOWNS = 4
 
 

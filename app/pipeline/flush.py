@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import redis as redis_lib
+from redis import exceptions as redis_errors
 
 from app.observability import metrics
 from app.storage.clickhouse import ClickHouseError
@@ -28,6 +29,8 @@ from app.storage.clickhouse import ClickHouseError
 log = logging.getLogger(__name__)
 
 ACK, REQUEUE = "ack", "requeue"
+_CLUSTER_TRANSIENT = (redis_errors.ClusterError, redis_errors.TryAgainError, redis_errors.AskError,
+                      redis_errors.ReadOnlyError)
 
 
 @dataclass
@@ -54,9 +57,14 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ClickHouseError):
         return exc.transient
     if isinstance(exc, redis_lib.RedisError):
+        if isinstance(exc, redis_errors.ClusterCrossSlotError):
+            return False  # keys of one call in two slots: a bug, no wait fixes it
+        if isinstance(exc, _CLUSTER_TRANSIENT):
+            return True  # a Redis Cluster failing over, resharding or short of a master
         # Connection and timeout errors, and OOM at maxmemory (noeviction): all pass with time.
         return not isinstance(exc, redis_lib.ResponseError) or "OOM" in str(exc) or "LOADING" in str(exc)
-    return False
+    # redis-py's cluster client raises these outside RedisError (no node reachable for a slot).
+    return isinstance(exc, redis_errors.RedisClusterException)
 
 
 @dataclass

@@ -157,7 +157,9 @@ class SessionStore:
             pipe = self.r.pipeline(transaction=False)
             for i in todo:
                 keys, args = calls[i]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command: a cluster pipeline refuses its evalsha() method, yet routes
+                # an EVALSHA by its keys (all of one call share a slot)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
             for i, reply in zip(todo, replies):

@@ -39,11 +39,43 @@ _clients: dict[str, redis.Redis] = {}
 _lock = threading.Lock()
 
 
+def is_cluster(url: str) -> bool:
+    """True for a Redis Cluster URL (``redis+cluster://host:port,host:port``)."""
+    return url.startswith(("redis+cluster://", "rediss+cluster://"))
+
+
+def _cluster(url: str):
+    """A RedisCluster from ``redis+cluster://[user:password@]host:port[,host:port...][/]``: the
+    nodes are only where discovery starts; the client follows the cluster's own slot map."""
+    from urllib.parse import unquote
+
+    from redis.cluster import ClusterNode, RedisCluster
+
+    scheme, _, rest = url.partition("://")
+    auth, _, hosts = rest.rpartition("@")
+    user, _, password = auth.partition(":")
+    nodes = []
+    for part in hosts.split("/", 1)[0].split(","):
+        host, _, port = part.strip().rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+    return RedisCluster(
+        startup_nodes=nodes, username=unquote(user) or None, password=unquote(password) or None,
+        ssl=scheme.startswith("rediss"), decode_responses=True, socket_timeout=5, socket_connect_timeout=2,
+        health_check_interval=30, max_connections=64,
+        # A failover takes the cluster-node-timeout: let the caller's retry policy (requeue,
+        # pause) wait it out instead of blocking a worker inside redis-py.
+        cluster_error_retry_attempts=3,
+    )
+
+
 def client(url: str) -> redis.Redis:
-    """A pooled client for ``url``, one pool per URL per process."""
+    """A pooled client for ``url``, one pool per URL per process (a RedisCluster for a cluster URL)."""
     with _lock:
         found = _clients.get(url)
         if found is None:
+            if is_cluster(url):
+                found = _clients[url] = _cluster(url)
+                return found
             pool = redis.ConnectionPool.from_url(
                 url, max_connections=64, socket_timeout=5, socket_connect_timeout=2,
                 health_check_interval=30, decode_responses=True,
@@ -56,5 +88,8 @@ def reset_clients() -> None:
     """Drop pools (after fork, or between tests)."""
     with _lock:
         for c in _clients.values():
-            c.connection_pool.disconnect()
+            if hasattr(c, "connection_pool"):
+                c.connection_pool.disconnect()
+            else:  # a RedisCluster: one pool per node
+                c.close()
         _clients.clear()

@@ -76,6 +76,15 @@ def test_redis_down_is_transient_with_redis_pys_own_exception():
     assert is_transient(redis.TimeoutError("Timeout reading from socket"))
     assert is_transient(redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'."))
     assert not is_transient(redis.ResponseError("WRONGTYPE Operation against a key"))
+    # A Redis Cluster failing over or resharding: redis-py's own cluster exceptions.
+    ex = redis.exceptions
+    assert is_transient(ex.ClusterDownError("CLUSTERDOWN The cluster is down"))
+    assert is_transient(ex.MasterDownError("MASTERDOWN Link with MASTER is down"))
+    assert is_transient(ex.TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"))
+    assert is_transient(ex.MovedError("3999 127.0.0.1:6381"))
+    assert is_transient(ex.ReadOnlyError("READONLY You can't write against a read only replica."))
+    assert is_transient(ex.SlotNotCoveredError("Slot 3999 not covered by the cluster"))
+    assert not is_transient(ex.ClusterCrossSlotError("CROSSSLOT Keys in request don't hash to the same slot"))
     w = World(outage=redis.ConnectionError("Error 111 connecting to 127.0.0.1:1"))
     assert run_flush(_items(2), w.deps()).pause
 
