@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.net import LOCALHOST
@@ -38,7 +39,8 @@ def _ch_rewrite_paths(root: ET.Element, dir: Path) -> None:
                     break
 
 
-def write_config(dir: Path, tcp_port: int, http_port: int, source: Path) -> Path:
+def write_config(dir: Path, tcp_port: int, http_port: int, source: Path,
+                 cluster: "ClusterNode | None" = None) -> Path:
     tree = ET.parse(source / "config.xml")
     root = tree.getroot()
     for tag in _CH_REMOVE_TAGS:
@@ -78,9 +80,50 @@ def write_config(dir: Path, tcp_port: int, http_port: int, source: Path) -> Path
     if users is not None and users.text and os.path.isabs(users.text.strip()):
         users.text = os.path.basename(users.text.strip())
     _ch_rewrite_paths(root, dir)
+    if cluster is not None:
+        add_cluster_elements(root, cluster)
     out = dir / "config.xml"
     tree.write(out, encoding="utf-8", xml_declaration=True)
     return out
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """What one server of a cluster needs in its config (``write_config(..., cluster=...)``)."""
+
+    cluster: str                                   # the <remote_servers> entry's name
+    shards: tuple[tuple[tuple[str, int], ...], ...]  # per shard, its replicas' (host, tcp port)
+    zookeeper: tuple[tuple[str, int], ...]         # the ensemble's (host, client port)
+    macros: tuple[tuple[str, str], ...]            # e.g. (("shard", "01"), ("replica", "r1"))
+    interserver_port: int                          # replicas fetch parts from each other here
+    session_timeout_ms: int = 10000
+
+
+def add_cluster_elements(root: ET.Element, node: ClusterNode) -> None:
+    """Add <zookeeper>, <remote_servers>, <macros> and the interserver port to a server config."""
+    for tag in ("zookeeper", "remote_servers", "macros", "interserver_http_port", "interserver_http_host"):
+        for el in root.findall(tag):
+            root.remove(el)
+    zk = ET.SubElement(root, "zookeeper")
+    for i, (host, port) in enumerate(node.zookeeper, 1):
+        entry = ET.SubElement(zk, "node", index=str(i))
+        ET.SubElement(entry, "host").text = host
+        ET.SubElement(entry, "port").text = str(port)
+    ET.SubElement(zk, "session_timeout_ms").text = str(node.session_timeout_ms)
+    cluster = ET.SubElement(ET.SubElement(root, "remote_servers"), node.cluster)
+    for replicas in node.shards:
+        shard = ET.SubElement(cluster, "shard")
+        # Replicated tables copy to their replicas themselves: a Distributed INSERT writes one.
+        ET.SubElement(shard, "internal_replication").text = "true"
+        for host, port in replicas:
+            replica = ET.SubElement(shard, "replica")
+            ET.SubElement(replica, "host").text = host
+            ET.SubElement(replica, "port").text = str(port)
+    macros = ET.SubElement(root, "macros")
+    for key, value in node.macros:
+        ET.SubElement(macros, key).text = value
+    ET.SubElement(root, "interserver_http_port").text = str(node.interserver_port)
+    ET.SubElement(root, "interserver_http_host").text = LOCALHOST
 
 
 def copy_aux(dir: Path, source: Path) -> None:
