@@ -16,7 +16,7 @@ import psycopg2
 import redis
 
 from app.broker import Queue
-from app.forwarding import service
+from app.pipeline import forward as forward_step
 from app.forwarding.circuit import Circuit
 from app.observability import metrics
 from app.pipeline.flush import is_transient
@@ -60,7 +60,7 @@ def _park(project: str, session_id: str, version: int, attempt: int, due_at: flo
     metrics.FORWARD_PARKED.labels(reason).inc()
 
 
-def _dead_letter(prepared: service.Prepared | None, ref: str, error: str, attempts: int, extra: dict | None = None) -> int:
+def _dead_letter(prepared: forward_step.Prepared | None, ref: str, error: str, attempts: int, extra: dict | None = None) -> int:
     data = prepared.as_dead_letter() if prepared else dict(extra or {})
     dl_id = runtime.dead_letters().add("undeliverable_forward", ref, data, error, attempts)
     metrics.DEAD_LETTERS.labels("undeliverable_forward").inc()
@@ -116,8 +116,8 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
         log.info("forward: nothing to do (already delivered or dead-lettered)", extra={"webhook_id": ref})
         return "gone"
     try:
-        prepared = service.prepare(ch, snap, project=project, session_id=session_id, version=version, settings=_s)
-    except service.NotVisibleYet as exc:
+        prepared = forward_step.prepare(ch, snap, project=project, session_id=session_id, version=version, settings=_s)
+    except forward_step.NotVisibleYet as exc:
         if waits >= _s.forward_visibility_retries:
             _dead_letter(None, ref, f"events never became visible: {exc}", attempt,
                          {"project": project, "session_id": session_id, "version": version, "snapshot": snap})
@@ -143,7 +143,7 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             return _give_up(store, ch, index, prepared, ref, "UFSE unavailable for the whole retry horizon", attempt)
         _park(project, session_id, version, attempt, until, "circuit")
         return "held"
-    result = service.send(client, prepared)
+    result = forward_step.send(client, prepared)
     if result.outcome == "delivered":
         _finish(store, ch, index, prepared, "delivered")
         if breaker.success():
@@ -176,18 +176,18 @@ def _past_horizon(snap: dict) -> bool:
     return finalized > 0 and time.time() - finalized > horizon
 
 
-def _give_up(store, ch, index: DueIndex, prepared: service.Prepared, ref: str, error: str, attempt: int) -> str:
+def _give_up(store, ch, index: DueIndex, prepared: forward_step.Prepared, ref: str, error: str, attempt: int) -> str:
     _dead_letter(prepared, ref, error, attempt)
     _finish(store, ch, index, prepared, "dead_lettered")
     return "dead_lettered"
 
 
-def _finish(store, ch, index: DueIndex, prepared: service.Prepared, status: str) -> None:
+def _finish(store, ch, index: DueIndex, prepared: forward_step.Prepared, status: str) -> None:
     """Forget the snapshot and any parked retry; record the session in ClickHouse (a failure
     there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
     store.complete(prepared.project, prepared.session_id, prepared.version)
     index.done([member(prepared.project, prepared.session_id, prepared.version)])
-    row = service.session_row(prepared, status)
+    row = forward_step.session_row(prepared, status)
     try:
         # Batched: the events worker writes many sessions rows per INSERT (forward.record).
         celery.send_task("forward.record", args=[row], queue=Queue.EVENTS.value,
@@ -275,14 +275,14 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
     data = row["payload"]
     try:
         if "payload" in data:
-            prepared = service.Prepared.from_dead_letter(data)
+            prepared = forward_step.Prepared.from_dead_letter(data)
         else:  # dead-lettered before a payload existed (events not visible): rebuild it now
             # An operator's replay builds from what ClickHouse holds now: the snapshot is old, and
             # re-checking it could never succeed (a batch counted twice).
-            prepared = service.prepare(runtime.clickhouse(), data["snapshot"], project=data["project"],
+            prepared = forward_step.prepare(runtime.clickhouse(), data["snapshot"], project=data["project"],
                                        session_id=data["session_id"], version=int(data["version"]), settings=_s,
                                        wait_for_writes=False)
-    except service.NotVisibleYet as exc:
+    except forward_step.NotVisibleYet as exc:
         dlq.record_failure(dead_letter_id, f"events still not visible: {exc}")
         return "failed"
     except INFRA_ERRORS:
@@ -293,11 +293,11 @@ def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
     if client is None:
         dlq.record_failure(dead_letter_id, "UFSE_URL is not configured")
         return "failed"
-    result = service.send(client, prepared)
+    result = forward_step.send(client, prepared)
     if result.outcome == "delivered":
         dlq.mark_replayed(dead_letter_id)
         try:
-            service.record(runtime.clickhouse(), prepared, "delivered")
+            forward_step.record(runtime.clickhouse(), prepared, "delivered")
         except ClickHouseError as exc:
             log.error("could not record replayed session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
         return "delivered"

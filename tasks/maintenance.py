@@ -12,7 +12,7 @@ import uuid
 
 from app.broker import Queue, send_batch
 from app.observability import metrics
-from app.pipeline import sessions as pipeline
+from app.pipeline import claim
 from app.pipeline.journal import journal_for
 from app.storage import redis as redis_pool
 from tasks import runtime
@@ -40,7 +40,7 @@ def run_sweep() -> int:
     if not r.set(lock, token, nx=True, px=int(max(_s.session_sweep_interval * 6, 30) * 1000)):
         return -1
     try:
-        claimed, stale = pipeline.sweep(runtime.session_store(), limit=_s.session_claim_batch,
+        claimed, stale = claim.sweep(runtime.session_store(), limit=_s.session_claim_batch,
                                         outbox_stale_s=_s.forward_outbox_stale)
         for c in list(claimed) + list(stale):
             celery.send_task("forward.deliver", args=[c.project, c.session_id, c.version], queue=Queue.FORWARD.value)

@@ -8,7 +8,7 @@ from celery.exceptions import Reject, Retry
 from app.pipeline import sessions as pipeline
 from app.pipeline.flush import is_transient
 from app.pipeline.journal import journal_for
-from app.forwarding.backoff import backoff_delay
+from app.pipeline.backoff import backoff_delay
 from app.observability import metrics
 from tasks import runtime
 from tasks.events import insert_settings

@@ -10,7 +10,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from app.forwarding.backoff import retry_after_seconds
+from app.pipeline.backoff import retry_after_seconds
 from app.forwarding.signing import decode_secret, webhook_headers
 
 USER_AGENT = "observer-forwarder/1"

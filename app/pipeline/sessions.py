@@ -70,14 +70,3 @@ def count_summaries(store, ch, summaries: list[dict], insert_settings: dict | No
     for e, (version, _f) in zip(entries, results):
         out.setdefault(e.batch_id, {})[e.session_id] = version
     return out
-
-
-def sweep(store, *, limit: int, outbox_stale_s: float) -> tuple[list, list]:
-    """Claim due sessions and find stale outbox entries; returns (claimed, stale)."""
-    claimed = store.claim_due(limit=limit)
-    if claimed:
-        metrics.SESSIONS_FINALIZED.inc(len(claimed))
-    stale = store.stale_outbox(outbox_stale_s, limit=limit)
-    if stale:
-        log.warning("re-enqueueing stale forwards", extra={"count": len(stale)})
-    return claimed, stale

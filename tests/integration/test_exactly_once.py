@@ -19,7 +19,7 @@ import pytest
 import redis as redis_lib
 
 import ufse_sink  # scripts/ (on sys.path via tests/conftest.py)
-from app.forwarding import service
+from app.pipeline import forward as forward_step
 from app.forwarding.client import UfseClient
 from app.pipeline.persist import persist_batches, session_summary
 from app.pipeline.sessions import apply_summary, count_batches
@@ -80,11 +80,11 @@ class Pipeline:
         bodies = []
         for c in claimed:
             snap = self.store.snapshot(c.project, c.session_id, c.version)
-            prepared = service.prepare(self.ch, snap, project=c.project, session_id=c.session_id,
+            prepared = forward_step.prepare(self.ch, snap, project=c.project, session_id=c.session_id,
                                        version=c.version, settings=S)
-            assert service.send(self.client, prepared).outcome == "delivered"
+            assert forward_step.send(self.client, prepared).outcome == "delivered"
             self.store.complete(c.project, c.session_id, c.version)
-            service.record(self.ch, prepared, "delivered")
+            forward_step.record(self.ch, prepared, "delivered")
             bodies.append(prepared.payload)
         return bodies
 
@@ -221,7 +221,7 @@ def test_batch_stored_late_never_moves_a_delivered_event(pipe):
     [v2] = pipe.deliver(pipe.claim(int(time.time() * 1000) + IDLE_MS))
     assert sorted(_event_ids(v1)) == sorted([shared, b1]) and _event_ids(v2) == [a1]
     pipe.ch.execute(f"OPTIMIZE TABLE {pipe.ch.database}.events FINAL")
-    assert shared in _event_ids(service.prepare(pipe.ch, {"pending": 0}, project="p1", session_id=sid, version=1,
+    assert shared in _event_ids(forward_step.prepare(pipe.ch, {"pending": 0}, project="p1", session_id=sid, version=1,
                                                 settings=S).payload)
 
 
@@ -282,8 +282,8 @@ def test_readiness_waits_for_a_counted_batch_that_is_not_written(pipe):
     versions = pipe.store.apply_batch("p1", b2["batch_id"], per, at_ms=BASE + 1_000)  # counted, not yet written
     [claimed] = pipe.claim(BASE + 1_000 + IDLE_MS)
     snap = pipe.store.snapshot("p1", sid, claimed.version)
-    with pytest.raises(service.NotVisibleYet):
-        service.prepare(pipe.ch, snap, project="p1", session_id=sid, version=claimed.version, settings=S)
+    with pytest.raises(forward_step.NotVisibleYet):
+        forward_step.prepare(pipe.ch, snap, project="p1", session_id=sid, version=claimed.version, settings=S)
     events_repo.insert_session_batches(pipe.ch, [("p1", sid, versions[sid][0], b2["batch_id"], 2)])
     pipe.store.mark_written("p1", b2["batch_id"], {sid: versions[sid][0]})
     [body] = pipe.deliver([claimed])
@@ -331,5 +331,5 @@ def test_batch_counted_again_after_its_version_was_delivered_stays_in_that_versi
     pipe.ingest(extra)
     [v2] = pipe.deliver(pipe.claim(int(time.time() * 1000) + IDLE_MS))
     assert len(v1["events"]) == 3 and _event_ids(v2) == [e["event_id"] for e in extra["events"]]
-    assert service.prepare(pipe.ch, {"pending": 0}, project="p1", session_id=sid, version=1,
+    assert forward_step.prepare(pipe.ch, {"pending": 0}, project="p1", session_id=sid, version=1,
                            settings=S).payload["session"]["event_count"] == 3

@@ -5,7 +5,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from app.forwarding.backoff import backoff_delay, retry_after_seconds
+from app.pipeline.backoff import backoff_delay, retry_after_seconds
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc).timestamp()
 

@@ -1,4 +1,5 @@
-"""Retry timing: exponential backoff with full jitter, and Retry-After parsing."""
+"""Retry timing shared by every step that retries: exponential backoff with full jitter, and
+Retry-After parsing (the forward client, the sessions.update task)."""
 
 from __future__ import annotations
 

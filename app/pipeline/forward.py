@@ -1,4 +1,6 @@
-"""Forwarding a claimed session version: check visibility, read back, build, deliver."""
+"""Forward step: a claimed session version -> check visibility, read back, build, deliver, record.
+
+The UFSE side (payload, signing, HTTP client, circuit, dead letters) lives in app/forwarding/."""
 from __future__ import annotations
 
 import logging
