@@ -11,8 +11,11 @@ clickhouse_migrations).
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Iterable
+
+from app.storage.clickhouse import quote
 
 EVENT_COLUMNS = (
     "project", "session_id", "event_id", "type", "ts_ms", "received_at_ms",
@@ -90,6 +93,19 @@ def insert_events(ch, batches: Iterable[dict], settings: dict | None = None) -> 
     return ch.insert("events", EVENT_COLUMNS, event_rows(batches), settings=settings)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._:\-]*")
+
+
+def id_array(values: list[str]) -> str:
+    """A ClickHouse array literal of ids. Ids of the validated shapes (UUIDs, hex batch ids,
+    session ids of [A-Za-z0-9._:-]) need no escaping: one join instead of the driver's
+    per-character escaping, which cost ~17 us per id in a 10,000-id lookup."""
+    joined = "".join(values)
+    if _PLAIN.fullmatch(joined) and "," not in joined:
+        return "['" + "','".join(values) + "']" if values else "[]"
+    return quote(list(values))
+
+
 def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> dict[str, list[tuple[int, str]]]:
     """Stored (received_at_ms, batch_id) rows of each event id received at or after ``since_ms``."""
     out: dict[str, list[tuple[int, str]]] = {}
@@ -98,8 +114,9 @@ def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> di
         # arrayJoin of a list literal reads the same through the driver and through chDB's quoting.
         rows = ch.execute(
             f"SELECT event_id, received_at_ms, batch_id FROM {ch.database}.event_ids "
-            "WHERE project = %(project)s AND event_id IN (SELECT arrayJoin(%(ids)s)) AND received_at_ms >= %(since)s",
-            {"project": project, "ids": list(ids[i:i + LOOKUP_CHUNK]), "since": int(since_ms)})
+            f"WHERE project = %(project)s AND event_id IN (SELECT arrayJoin({id_array(ids[i:i + LOOKUP_CHUNK])})) "
+            "AND received_at_ms >= %(since)s",
+            {"project": project, "since": int(since_ms)})
         for event_id, received, batch_id in rows:
             out.setdefault(str(event_id), []).append((int(received), str(batch_id)))
     return out
@@ -155,8 +172,8 @@ def max_versions(ch, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]
         for i in range(0, len(sids), LOOKUP_CHUNK):
             rows = ch.execute(
                 f"SELECT session_id, max(version) FROM {ch.database}.session_batches WHERE project = %(project)s "
-                "AND session_id IN (SELECT arrayJoin(%(sids)s)) GROUP BY session_id",
-                {"project": project, "sids": list(sids[i:i + LOOKUP_CHUNK])})
+                f"AND session_id IN (SELECT arrayJoin({id_array(sids[i:i + LOOKUP_CHUNK])})) GROUP BY session_id",
+                {"project": project})
             for sid, version in rows:
                 out[(project, str(sid))] = int(version or 0)
     return out
@@ -173,9 +190,9 @@ def counted_versions(ch, triples: list[tuple[str, str, str]]) -> dict[tuple[str,
             chunk = pairs[i:i + LOOKUP_CHUNK]
             rows = ch.execute(
                 f"SELECT session_id, batch_id, max(version) FROM {ch.database}.session_batches "
-                "WHERE project = %(project)s AND session_id IN (SELECT arrayJoin(%(sids)s)) "
-                "AND batch_id IN (SELECT arrayJoin(%(bids)s)) GROUP BY session_id, batch_id",
-                {"project": project, "sids": sorted({s for s, _b in chunk}), "bids": sorted({b for _s, b in chunk})})
+                f"WHERE project = %(project)s AND session_id IN (SELECT arrayJoin({id_array(sorted({s for s, _b in chunk}))})) "
+                f"AND batch_id IN (SELECT arrayJoin({id_array(sorted({b for _s, b in chunk}))})) GROUP BY session_id, batch_id",
+                {"project": project})
             wanted = set(chunk)
             for sid, batch_id, version in rows:
                 if (str(sid), str(batch_id)) in wanted:
