@@ -1,6 +1,8 @@
 """Python face of the session scripts: apply a batch, claim idle sessions, complete a forward."""
 from __future__ import annotations
 
+import os
+import socket
 import time
 import zlib
 from dataclasses import dataclass
@@ -14,6 +16,13 @@ SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
 # How far back the reconciliation sweep looks past the idle timeout, and so how long a completed
 # version's tombstone must keep it off that sweep.
 RECONCILE_HORIZON_S = 6 * 3600
+# A process's reported session-step lag counts this long (about the visibility timeout: a
+# worker silent for longer has had its messages handed to another).
+LAG_FRESH_S = 60
+
+
+def _process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -176,13 +185,34 @@ class SessionStore:
         raise NoScriptError("script could not be loaded")
 
     # -- claim ------------------------------------------------------------------------------
-    def note_lag(self, lag_ms: int) -> None:
-        """Record how far behind receipt the session step runs (received -> applied)."""
-        self.r.set(f"{self.prefix}sessions:lag", max(0, int(lag_ms)), ex=3600)
+    def note_lag(self, lag_ms: int, who: str | None = None, at_ms: int | None = None) -> None:
+        """Record how far behind receipt this process's session step runs (received -> counted).
 
-    def lag_ms(self) -> int:
-        """The last recorded session-step lag (0 when none)."""
-        return int(self.r.get(f"{self.prefix}sessions:lag") or 0)
+        One field per process (``host:pid``) in one hash: with several worker sets the claim
+        waits for the slowest one that reported lately, not for whichever wrote last.
+        """
+        now = now_ms() if at_ms is None else at_ms
+        key = f"{self.prefix}sessions:lag"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(key, who or _process_id(), f"{max(0, int(lag_ms))}:{now}")
+        pipe.expire(key, 3600)
+        pipe.execute()
+
+    def lag_ms(self, at_ms: int | None = None) -> int:
+        """The largest lag reported within the last LAG_FRESH_S seconds (0 when none); stale
+        fields (a process that stopped, or has had nothing to count) are dropped."""
+        now = now_ms() if at_ms is None else at_ms
+        key = f"{self.prefix}sessions:lag"
+        worst, stale = 0, []
+        for who, value in (self.r.hgetall(key) or {}).items():
+            lag, _, at = str(value).partition(":")
+            if not at or now - int(at) > LAG_FRESH_S * 1000:
+                stale.append(who)
+                continue
+            worst = max(worst, int(lag))
+        if stale:
+            self.r.hdel(key, *stale)
+        return worst
 
     def claim_due(self, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
         """Freeze every session whose deadline passed; each version is claimed exactly once.

@@ -306,7 +306,9 @@ def test_sessions_redis_lost_versions_continue_and_live_ones_are_reconciled(pipe
     assert got == {sid: 4}, got                                         # not 1: webhook-id p1:sid:1 was used
     from app.pipeline.reconcile import reconcile  # (absent before issue 11)
 
-    later = now + (S.session_idle_timeout + 16) * 1000  # the quiet time a forgotten version must show
+    # the quiet time a forgotten version must show (idle + 15 s), plus a minute: the rows above were
+    # written after `now` (created_ms is the real clock), and a slow run takes seconds to get here
+    later = now + (S.session_idle_timeout + 16 + 60) * 1000
     found = reconcile(pipe.store, pipe.ch, idle_s=S.session_idle_timeout, at_ms=later)
     assert sorted(c.version for c in found) == [2, 3]                   # v1 recorded, v4 live in Redis
     bodies = {b["session"]["version"]: b for b in pipe.deliver(found)}

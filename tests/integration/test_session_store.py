@@ -93,6 +93,21 @@ def test_pipeline_lag_holds_back_claims(store):
     assert store.snapshot("p", "s", 1)["batches"] == "2"  # one version, not split
 
 
+def test_claims_wait_for_the_slowest_worker_set_that_reported_lately(store):
+    """Two worker sets (two hosts): the one behind holds claims back even when the other, caught
+    up, reported last; a set silent past LAG_FRESH_S no longer does."""
+    from app.sessions.store import LAG_FRESH_S, now_ms
+
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000)
+    store.note_lag(5_000, who="host-b:41")
+    store.note_lag(0, who="host-a:17")  # written last
+    assert store.lag_ms() == 5_000
+    assert store.claim_due(at_ms=33_000) == []
+    later = now_ms() + (LAG_FRESH_S + 1) * 1000
+    assert store.lag_ms(at_ms=later) == 0, "stale reports are dropped"
+    assert [(c.session_id, c.version) for c in store.claim_due(at_ms=33_000)] == [("s", 1)]
+
+
 def test_out_of_order_batches_keep_the_latest_activity(store):
     store.apply_batch("p", "late", {"s": (1, 10, 10)}, at_ms=9_000)
     store.apply_batch("p", "early", {"s": (1, 5, 5)}, at_ms=4_000)
