@@ -20,6 +20,8 @@ share a slot, so each Lua script touches one slot only.
   {p}due:{events}:index / :item:<id>    zset + strings, refused batches waiting for a retry
   {p}due:{forward}:index / :item:<m>    zset + strings, deliveries waiting for a retry or the circuit
   {p}circuit:{<host>}[:probe]           hash + string, the UFSE destination's circuit
+  {p}sessions:lag                       hash, per process "host:pid" -> "<lag ms>:<reported at ms>":
+                                        the claim's watermark waits for the slowest fresh one
   {p}claim-lock                         string, beat sweep lock
   {p}hb:sweep                           string, epoch seconds of the last finished sweep
   {p}hb:worker:<node>                   string, a worker's held/progress heartbeat (JSON)
