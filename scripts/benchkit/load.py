@@ -218,8 +218,10 @@ def _child(plan: Plan, conns: list[int], start: float, results, progress, slot: 
                  "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)})
 
 
-def run(plan: Plan, tick: Optional[Callable[[float, int], None]] = None) -> Outcome:
-    """Run one phase; ``tick(elapsed seconds, accepted events so far)`` about once a second."""
+def run(plan: Plan, tick: Optional[Callable[[float, int], None]] = None,
+        at_start: Optional[Callable[[], None]] = None) -> Outcome:
+    """Run one phase; ``at_start()`` when the load begins, ``tick(elapsed seconds, accepted
+    events so far)`` about once a second."""
     ctx = mp.get_context("spawn")
     procs = max(1, min(plan.processes, plan.connections))
     groups = [list(range(i, plan.connections, procs)) for i in range(procs)]
@@ -231,6 +233,9 @@ def run(plan: Plan, tick: Optional[Callable[[float, int], None]] = None) -> Outc
     for p in children:
         p.start()
     out = Outcome(tag=plan.tag, start=start)
+    time.sleep(max(0.0, start - time.time()))
+    if at_start:
+        at_start()
     got: list[dict] = []
     hard_stop = start + plan.seconds + plan.timeout + 60
     while len(got) < len(children) and time.time() < hard_stop:

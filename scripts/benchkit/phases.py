@@ -147,20 +147,30 @@ def scan_all(ctx: Ctx) -> dict:
 
 # ----------------------------------------------------------------------------- sustained
 
-def sustained(ctx: Ctx, tag: str, seconds: float, catchup_max: float = 60.0, scan: bool = True) -> dict:
-    """Closed loop at the maximum for ``seconds``; then until the stored count caught up."""
+def sustained(ctx: Ctx, tag: str, seconds: float, catchup_max: float = 60.0, scan: bool = True,
+              plan: Optional[dict] = None) -> dict:
+    """Closed loop at the maximum for ``seconds``; then until the stored count caught up.
+
+    ``scan``: count Redis keys per kind before and after (markers written per event);
+    ``plan``: Plan fields to change (a grid point's shape).
+    """
     quiet(ctx)
     before = scan_all(ctx) if scan else {}
-    c0, t_c0 = ctx.meter.sample(), time.time()
-    poller = Poller(ctx, lambda c: c.stored(tag), 1.0)
+    base = ctx.counter.stored(tag)  # events of this tag stored before (a grid point's prefill)
+    poller = Poller(ctx, lambda c: c.stored(tag) - base, 1.0)
     poller.start()
-    out = load.run(ctx.plan(tag, seconds=seconds), tick=progress(ctx, "sustained", seconds, lambda: ctx.counter.stored(tag)))
+    c0: dict = {}
+    out = load.run(ctx.plan(tag, seconds=seconds, **(plan or {})),
+                   tick=progress(ctx, "sustained", seconds, lambda: ctx.counter.stored(tag) - base),
+                   at_start=lambda: c0.update(ctx.meter.sample()))
+    c_load, t_load = ctx.meter.sample(), time.time()
     t_end = out.start + seconds
     accepted = out.accepted_events
-    stored_end = ctx.counter.stored(tag)
-    t_caught, stored = wait_stored(ctx, tag, accepted, catchup_max)
+    stored_end = ctx.counter.stored(tag) - base
+    t_caught, stored = wait_stored(ctx, tag, base + accepted, catchup_max)
+    stored -= base
     drained = quiet(ctx)
-    c1, t_c1 = ctx.meter.sample(), time.time()
+    c1 = ctx.meter.sample()
     points = poller.stop()
     inserts = chstats.insert_stats(ctx.counter.ch, ctx.counter.db, out.start, t_end)
     after = scan_all(ctx) if scan else {}
@@ -175,13 +185,15 @@ def sustained(ctx: Ctx, tag: str, seconds: float, catchup_max: float = 60.0, sca
         "drained_after_s": (time.time() - out.end) if drained is not None else NAN,
         "p50_ms": pct(out.latencies_ms(), 50), "p99_ms": pct(out.latencies_ms(), 99),
         "sessions_touched": len({r[4] for r in out.records}),
+        "backlog_s": (accepted - stored_end) / (accepted / seconds) if accepted else NAN,
         "errors": out.errors, "error_samples": out.samples,
     }
     if out.errors:
         log(f"{ctx.label} sustained: non-202 answers {out.errors}; first: {out.samples}")
     if not t_caught:
         log(f"{ctx.label} sustained: stored {stored:,} of {accepted:,} within {catchup_max:.0f} s")
-    wall = max(1e-9, t_c1 - t_c0)
+    busy = cpu.delta(c0, c_load)  # while the load ran: what saturates
+    wall = max(1e-9, t_load - out.start)
     grown = {name: redismem.grown(before.get(name, {}), kinds) for name, kinds in after.items()}
     answered = [(r[1], r[3]) for r in out.ok]
     lat = [(r[1], (r[1] - r[0]) * 1000) for r in out.ok]
@@ -191,9 +203,11 @@ def sustained(ctx: Ctx, tag: str, seconds: float, catchup_max: float = 60.0, sca
         "stored_eps": [(t - out.start, v) for t, v in rate_series(points)],
         "p50_ms": per_second_pct(lat, out.start, t_end, 50), "p99_ms": per_second_pct(lat, out.start, t_end, 99),
     }
+    # CPU per 1,000 events: everything spent from the load's start until its work was done
+    # (stored, counted, queues empty); CPU %: only while the load ran
     return {"e2e": e2e, "inserts": inserts, "cpu_s": spent, "cpu_per_1k_events": cpu.per_1k(spent, stored),
-            "cpu_pct": {k: 100 * v / wall for k, v in spent.items() if k != "load generator"} |
-            {"load generator": 100 * out.cpu_s / seconds}, "grown_keys": grown, "timeline": timeline}
+            "cpu_pct": {k: 100 * v / wall for k, v in busy.items()} | {"load generator": 100 * out.cpu_s / seconds},
+            "grown_keys": grown, "timeline": timeline}
 
 
 # ----------------------------------------------------------------------------- open loop
@@ -263,10 +277,11 @@ def memory(ctx: Ctx, tag: str, sessions: int, marker_names: list[str], timeout: 
     used0 = redismem.used_memory(r)
     z0 = redismem.zset_bytes(r)
     keys0 = r.dbsize()
-    out = load.run(ctx.plan(tag, shape=shape, seconds=timeout, max_requests=pool // per_batch),
+    out = load.run(ctx.plan(tag, shape=shape, seconds=timeout, max_requests=-(-pool // per_batch)),
                    tick=progress(ctx, f"{sessions:,} sessions", timeout, lambda: ctx.counter.stored(tag)))
-    n = out.accepted_events
-    wait_stored(ctx, tag, n, timeout)
+    accepted = out.accepted_events
+    n = min(accepted, pool * ctx.connections)  # sessions made active (the last request may wrap)
+    wait_stored(ctx, tag, accepted, timeout)
     quiet(ctx, timeout)
     # the session step may finish a moment after the last message is acked: wait for a still keyspace
     size, still = -1, 0

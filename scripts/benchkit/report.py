@@ -79,12 +79,18 @@ def summary(doc: dict) -> str:
         lines.append(f"    {name:<30} {fmt(k.get('per_session'), 0):>6} B/session   "
                      + (f"{fmt(k.get('keys'), 0)} keys x {fmt(k.get('bytes_each'), 0)} B (MEMORY USAGE of a sample)"
                         if k.get("keys") else f"{fmt(k.get('members'), 0)} members added"))
+    unaccounted = red.get("bytes_per_session", float("nan")) - red.get("accounted_per_session", float("nan"))
+    if isnum(unaccounted):
+        lines.append(f"    {'(unaccounted: allocator, dicts)':<30} {fmt(unaccounted, 0):>6} B/session   "
+                     "used_memory growth not in any key's MEMORY USAGE")
     lines.append(_row("", "  batch markers per 1,000 events/s sustained",
                       f"{fmt(mk.get('mb_per_1k_eps'), 1)} MB = {fmt(mk.get('per_s_per_1k_eps'), 1)} written/s x "
                       f"{fmt(mk.get('ttl_s'), 0)} s TTL x {fmt(mk.get('bytes_each'), 0)} B "
                       f"(kinds {', '.join(mk.get('found') or []) or 'none'}; TTL from {mk.get('ttl_source', mk.get('setting', '?'))})",
                       _runs(doc, "redis.markers.mb_per_1k_eps", 1)))
     for name, k in sorted((red.get("ttl_kinds") or {}).items()):
+        if name.split(": ", 1)[-1] in (mk.get("found") or []):
+            continue  # the markers line above
         if isnum(k.get("mb_per_1k_eps")) and k.get("mb_per_1k_eps", 0) >= 0.05:
             lines.append(f"    {name:<30} {fmt(k['mb_per_1k_eps'], 1):>6} MB per 1,000 events/s "
                          f"({fmt(k['per_s_per_1k_eps'], 1)}/s x {fmt(k['ttl_s'], 0)} s x {fmt(k['bytes_each'], 0)} B)")

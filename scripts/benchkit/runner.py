@@ -126,6 +126,21 @@ def add_meter(meter: cpu.Meter, stack: rig.Stack, servers: Optional[rig.Servers]
     meter.add("bench (sink, pollers)", os.getpid(), tree=False)
 
 
+def capacity(stack: rig.Stack) -> dict[str, int]:
+    """How many cores each process kind can use at most: its processes (``-c``, web's
+    WEB_CONCURRENCY; threads share a GIL), 1 for Redis and beat, all for ClickHouse/PostgreSQL."""
+    cores = os.cpu_count() or 1
+    cap = {"broker redis": 1, "sessions redis": 1, "clickhouse": cores, "postgres": cores}
+    for name, p in stack.procs().items():
+        if name == "web":
+            cap[name] = int((p.env or {}).get("WEB_CONCURRENCY") or 2)
+        elif "worker" in p.argv and "-c" in p.argv:
+            cap[name] = int(p.argv[p.argv.index("-c") + 1])
+        else:
+            cap[name] = 1
+    return cap
+
+
 def calibrate(dir: Path, redis, cfg: Config) -> rig.WebConfig:
     """The fastest baseline gunicorn setting among a few (short rounds, same load)."""
     cands = rig.BASELINE_CANDIDATES if not cfg.quick else (rig.WebConfig("sync", 2), rig.WebConfig("sync", 4), rig.OBSERVER_WEB)

@@ -79,3 +79,18 @@ def test_bodies_have_the_shape_asked_for_and_unique_event_ids():
     assert sid == "r1o-p7" and sid.startswith(probe_prefix("r1o-"))
     small = json.loads(BodyMaker(Shape(batch=1, event_bytes=8192), "x-", 0).body(0)[0])["events"][0]
     assert 8100 <= len(json.dumps(small, separators=(",", ":"))) <= 8300
+
+
+def test_saturation_names_the_parts_at_their_limit():
+    from benchkit.limits import saturation, top
+
+    cpu = {"web": 175.0, "events": 20.0, "broker redis": 90.0, "clickhouse": 10.0}
+    cap = {"web": 2, "events": 2, "broker redis": 1, "clickhouse": 2}
+    flags = saturation(cpu, cap, 2, backlog_s=1.0)
+    assert flags == ["machine CPU (295 of 200 %)", "web (175 of 200 %)", "broker redis (90 of 100 %)"]
+    assert saturation({"web": 50.0}, {"web": 2}, 2, 4.0) == ["storage behind ingest (4.0 s of ingest not stored at the end)"]
+    assert saturation({"web": 50.0}, {"web": 2}, 2, 2.5) == []
+    assert saturation({"web": 50.0}, {"web": 2}, 2, float("nan")) == []
+    # a kind that may use more processes than there are cores is capped at the machine
+    assert saturation({"events": 170.0}, {"events": 4}, 2, 0.0) == ["events (170 of 200 %)"]
+    assert top({**cpu, "load generator": 500.0}, 2) == "web 175, broker redis 90"
