@@ -1,8 +1,6 @@
 """POST /v1/events: key -> origin -> rate limits -> validate -> scrub -> publish one message -> 202."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 
@@ -13,8 +11,9 @@ from app.api.errors import ApiError
 from app.broker import BrokerUnavailable
 from app.ingest.body import drain, read_json_body
 from app.ingest.errors import NoAcceptableEvents, PayloadTooLarge
+from app.ingest.message import batch_id_for, metadata_json
 from app.ingest.privacy import scrub_event
-from app.ingest.schemas import parse_batch, validate_events
+from app.ingest.schemas import check_events, parse_batch
 from app.keys.cache import KeyStoreUnavailable
 from app.observability import metrics
 
@@ -67,12 +66,6 @@ def _rate_limit(info) -> None:
         pass
 
 
-def batch_id_for(project: str, events: list[dict]) -> str:
-    """Content hash of a batch: the same batch posted twice gets the same id downstream."""
-    canon = json.dumps([project, events], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
 @bp.route("/v1/events", methods=["POST"], provide_automatic_options=False)
 def ingest():
     """Accept a batch of events."""
@@ -96,18 +89,19 @@ def ingest():
         info = _authenticate(body_key)
     _check_origin(info)
     _rate_limit(info)
-    accepted, rejected = validate_events(raw_events, received_at_ms=received_at, max_event_bytes=s.max_event_bytes,
-                                         max_past_ms=s.timestamp_max_past * 1000, max_future_ms=s.timestamp_max_future * 1000)
+    accepted, rejected, plain = check_events(raw_events, received_at_ms=received_at, max_event_bytes=s.max_event_bytes,
+                                             max_past_ms=s.timestamp_max_past * 1000,
+                                             max_future_ms=s.timestamp_max_future * 1000)
     for r in rejected:
         metrics.EVENTS_REJECTED.labels(r["code"]).inc()
     if not accepted:
         raise NoAcceptableEvents(details=rejected)
     masked = 0
     events = []
-    for e in accepted:
+    for e, is_plain in zip(accepted, plain):
         masked += scrub_event(e, rt.sensitive_params)
         e.pop("index", None)
-        e["metadata"] = json.dumps(e["metadata"], separators=(",", ":"), ensure_ascii=False)
+        e["metadata"] = metadata_json(e["metadata"], is_plain)
         events.append(e)
     batch = {"batch_id": batch_id_for(info.project, events), "project": info.project,
              "request_id": g.request_id, "received_at": received_at, "events": events}

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from app.ingest import fastpath
 from app.ingest.errors import InvalidBatch, TooManyEvents
 from app.ingest.timestamps import MAX_TS_MS, MIN_TS_MS, Timestamp
-from app.ingest.validators import ID_PATTERN, MAX_METADATA_DEPTH, clean_text, http_url, metadata_depth, optional_id
-
-EVENT_TYPES = ("page_view", "click", "rage_click", "error", "network", "navigation",
-               "web_vital", "custom")
-MAX_NAME_CHARS = 200
-MAX_URL_CHARS = 2048
+from app.ingest.validators import (EVENT_TYPES, ID_PATTERN, MAX_API_KEY_CHARS, MAX_METADATA_DEPTH, MAX_NAME_CHARS,
+                                   MAX_URL_CHARS, UUID_PATTERN, clean_text, http_url, metadata_depth, optional_id)
 
 # Re-exported for callers that read the limits from the schema module.
 __all__ = ["EVENT_TYPES", "MAX_NAME_CHARS", "MAX_URL_CHARS", "MAX_METADATA_DEPTH", "MIN_TS_MS", "MAX_TS_MS",
-           "EventSchema", "BatchSchema", "parse_batch", "validate_events"]
-
-_UUID = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+           "EventSchema", "BatchSchema", "parse_batch", "validate_events", "check_events"]
 
 
 def _id_field(required: bool) -> fields.String:
@@ -35,7 +29,7 @@ class EventSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    event_id = fields.String(required=True, validate=validate.Regexp(_UUID, error="Must be a UUID."))
+    event_id = fields.String(required=True, validate=validate.Regexp(UUID_PATTERN, error="Must be a UUID."))
     type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
     timestamp = Timestamp(required=True)
     session_id = _id_field(required=True)
@@ -60,15 +54,18 @@ class BatchSchema(Schema):
     # allow_none on items: a null event is rejected alone (not_an_object), not the batch.
     events = fields.List(fields.Raw(allow_none=True), required=True)
     sent_at = Timestamp(allow_none=True)
-    api_key = fields.String(allow_none=True, validate=[validate.Length(max=256), clean_text])
+    api_key = fields.String(allow_none=True, validate=[validate.Length(max=MAX_API_KEY_CHARS), clean_text])
 
 
 _EVENT_SCHEMA = EventSchema()
 _BATCH_SCHEMA = BatchSchema()
 
 
-def parse_batch(obj: object, *, max_events: int) -> tuple[list, str | None]:
-    """Return (raw events, body api_key or None) from a parsed body, or raise."""
+def parse_batch(obj: object, *, max_events: int, fast: bool = True) -> tuple[list, str | None]:
+    """Return (raw events, body api_key or None) from a parsed body, or raise.
+
+    ``fast=False`` runs marshmallow alone: the reference the fast path is tested against.
+    """
     if not isinstance(obj, dict):
         raise InvalidBatch()
     events = obj.get("events")
@@ -76,6 +73,9 @@ def parse_batch(obj: object, *, max_events: int) -> tuple[list, str | None]:
     if isinstance(events, list) and len(events) > max_events:
         raise TooManyEvents(f"A batch may hold at most {max_events} events.",
                             details={"max_events": max_events, "received": len(events)})
+    plain = fastpath.accept_batch(obj) if fast else None
+    if plain is not None:
+        return plain
     try:
         data = _BATCH_SCHEMA.load(obj)
     except ValidationError as exc:
@@ -124,14 +124,29 @@ def _check_one(raw: Any, index: int, max_event_bytes: int) -> tuple[str, dict]:
 
 
 def validate_events(raw_events: list, *, received_at_ms: int, max_event_bytes: int,
-                    max_past_ms: int, max_future_ms: int) -> tuple[list[dict], list[dict]]:
+                    max_past_ms: int, max_future_ms: int, fast: bool = True) -> tuple[list[dict], list[dict]]:
     """Split raw events into (accepted normalized events, rejections), keeping request order."""
+    accepted, rejected, _plain = check_events(raw_events, received_at_ms=received_at_ms, max_event_bytes=max_event_bytes,
+                                              max_past_ms=max_past_ms, max_future_ms=max_future_ms, fast=fast)
+    return accepted, rejected
+
+
+def check_events(raw_events: list, *, received_at_ms: int, max_event_bytes: int, max_past_ms: int,
+                 max_future_ms: int, fast: bool = True) -> tuple[list[dict], list[dict], list[bool]]:
+    """validate_events, plus for each accepted event whether the fast path took it (its metadata is plain).
+
+    ``fast=False`` runs marshmallow alone: the reference the fast path is tested against.
+    """
     accepted: list[dict] = []
     rejected: list[dict] = []
+    plain: list[bool] = []
     seen: set[str] = set()
     earliest, latest = received_at_ms - max_past_ms, received_at_ms + max_future_ms
     for index, raw in enumerate(raw_events):
-        code, event = _check_one(raw, index, max_event_bytes)
+        event = fastpath.accept_event(raw, index, max_event_bytes) if fast else None
+        code, fast_hit = "ok", event is not None
+        if not fast_hit:
+            code, event = _check_one(raw, index, max_event_bytes)
         if code != "ok":
             rejected.append(_rejection(index, code, event))
         elif not earliest <= event["ts_ms"] <= latest:
@@ -144,4 +159,5 @@ def validate_events(raw_events: list, *, received_at_ms: int, max_event_bytes: i
         else:
             seen.add(event["event_id"])
             accepted.append(event)
-    return accepted, rejected
+            plain.append(fast_hit)
+    return accepted, rejected, plain

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from marshmallow import fields
@@ -14,10 +14,10 @@ MAX_TS_MS = 4_102_444_800_000
 # re.ASCII: \d would otherwise accept any Unicode digit (e.g. Arabic-Indic numerals).
 _ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
                   r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?", re.ASCII)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
 
-def _iso_to_ms(text: str) -> int | None:
+def iso_to_ms(text: str) -> int | None:
     """Return epoch ms for an ISO 8601 string with an offset, None if it has none."""
     match = _ISO.fullmatch(text)
     if not match:
@@ -25,16 +25,18 @@ def _iso_to_ms(text: str) -> int | None:
     year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = match.groups()
     if not zulu and not sign:
         return None
-    offset = timedelta(0)
+    offset_minutes = 0
     if sign:
         if int(off_h) > 23 or int(off_m) > 59:
             raise ValueError(text)
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
-    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                      tzinfo=timezone(offset))
+        offset_minutes = (int(off_h) * 60 + int(off_m)) * (-1 if sign == "-" else 1)
+    # datetime() refuses what is no calendar day or clock time (Feb 30, hour 24); the rest
+    # is integer arithmetic (the local time minus its offset is UTC).
+    hour, minute, second = int(hour), int(minute), int(second)
+    days = datetime(int(year), int(month), int(day), hour, minute, second).toordinal() - _EPOCH_ORDINAL
+    seconds = days * 86_400 + hour * 3_600 + (minute - offset_minutes) * 60 + second
     # Sub-millisecond digits are truncated, never rounded, so a time never moves forward.
-    millis = int((frac or "0")[:3].ljust(3, "0"))
-    return (moment - _EPOCH) // timedelta(milliseconds=1) + millis
+    return seconds * 1000 + int((frac or "0")[:3].ljust(3, "0"))
 
 
 class Timestamp(fields.Field):
@@ -52,7 +54,7 @@ class Timestamp(fields.Field):
             raise self.make_error("invalid")
         if isinstance(value, str):
             try:
-                millis = _iso_to_ms(value)
+                millis = iso_to_ms(value)
             except (ValueError, OverflowError) as exc:
                 raise self.make_error("invalid") from exc
             if millis is None:

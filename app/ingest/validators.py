@@ -1,4 +1,4 @@
-"""Field validators shared by the event schema: text, URLs, ids, metadata depth."""
+"""Field validators and limits shared by the event schema and its fast path: text, URLs, ids, metadata depth."""
 
 from __future__ import annotations
 
@@ -8,15 +8,21 @@ from urllib.parse import urlsplit
 
 from marshmallow import ValidationError
 
+EVENT_TYPES = ("page_view", "click", "rage_click", "error", "network", "navigation",
+               "web_vital", "custom")
+MAX_NAME_CHARS = 200
+MAX_URL_CHARS = 2048
+MAX_API_KEY_CHARS = 256
 MAX_METADATA_DEPTH = 10
 ID_PATTERN = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
+UUID_PATTERN = re.compile(r"\A[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 # NUL breaks C consumers; lone surrogates cannot be encoded as UTF-8 for storage.
-_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 def clean_text(value: str) -> None:
     """Refuse NUL characters and unpaired surrogates."""
-    if _BAD_CHARS.search(value):
+    if BAD_CHARS.search(value):
         raise ValidationError("Must not contain NUL characters or unpaired surrogates.")
 
 
