@@ -1,8 +1,48 @@
-FROM python:3.12-slim
+# syntax=docker/dockerfile:1
+# Observer's production image: web, workers, beat, Flower and migrate all run from it
+# (docker-compose.yml). Runtime dependencies only, from the hashed lock; runs as a non-root
+# user; docker/entrypoint.sh prepares the Prometheus multiprocess directory.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# The browser SDK, built with its locked npm dependencies. The app does not serve it, so the
+# runtime image does not contain it: `docker build --target sdk-dist --output sdk-dist .`
+# exports the bundles for a CDN or your own static host.
+FROM node:20-bookworm-slim AS sdk
+WORKDIR /build/sdk
+COPY sdk/package.json sdk/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+# The SDK's privacy rules are generated from the server's rules file at build time.
+COPY app/ingest/privacy_rules.json /build/app/ingest/
+COPY sdk/ ./
+RUN npm run build
+
+FROM scratch AS sdk-dist
+COPY --from=sdk /build/sdk/dist/ /
+
+# Runtime dependencies into a virtualenv, every file checked against the lock's hashes,
+# wheels only (no compiler in the image).
+FROM ${PYTHON_IMAGE} AS deps
+RUN python -m venv /opt/venv
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+      --require-hashes --only-binary=:all: -r /tmp/runtime.txt
+
+FROM ${PYTHON_IMAGE} AS runtime
+RUN groupadd --system --gid 10001 observer \
+ && useradd --system --uid 10001 --gid observer --home-dir /srv --no-create-home \
+      --shell /usr/sbin/nologin observer
+COPY --from=deps /opt/venv /opt/venv
 WORKDIR /srv
-COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+# Owned by root, read-only to the app user; .dockerignore keeps var/, .venv, .git, tests, the
+# SDK and everything else the runtime does not read out of the image.
 COPY . .
-ENV PYTHONUNBUFFERED=1 PORT=8000
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/srv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PORT=8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+USER 10001:10001
 EXPOSE 8000
+ENTRYPOINT ["/srv/docker/entrypoint.sh"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:create_app()"]

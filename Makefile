@@ -3,21 +3,33 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-CHDB   := chdb-core==26.9.0
 
 .PHONY: run test venv dev-venv sdk system-deps unit e2e bench clean
 
-$(VENV)/.runtime: requirements.txt
+# Hashed locks (requirements/, from pyproject.toml by `make lock`), installed with
+# --require-hashes: local.txt = runtime + embedded servers + honcho (`make run`), dev.txt =
+# all of it + the test tools; chdb-core alone, --no-deps (its pandas/pyarrow are not needed).
+# The repository itself is put on the venv's path by a .pth file (no build step).
+$(VENV)/.runtime: requirements/local.txt requirements/chdb.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps $(CHDB)
+	$(PIP) install -q --require-hashes -r requirements/local.txt
+	$(PIP) install -q --require-hashes --no-deps -r requirements/chdb.txt
+	$(PY) -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "observer.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)"
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP) install -q -r requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements/dev.txt
+	$(PIP) install -q --require-hashes -r requirements/dev.txt
 	touch $@
+
+# Re-resolve the locks after editing pyproject.toml (needs the package index; uv is in dev).
+UV_COMPILE = $(VENV)/bin/uv pip compile --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock'
+.PHONY: lock
+lock: $(VENV)/.dev
+	$(UV_COMPILE) pyproject.toml --group dev -o requirements/dev.txt
+	$(UV_COMPILE) pyproject.toml --group local -c requirements/dev.txt -o requirements/local.txt
+	$(UV_COMPILE) pyproject.toml -c requirements/dev.txt -o requirements/runtime.txt
+	$(UV_COMPILE) requirements/chdb.in --no-deps -o requirements/chdb.txt
 
 venv: $(VENV)/.runtime
 dev-venv: $(VENV)/.dev
@@ -37,7 +49,10 @@ system-deps:
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then echo "make test: installing Debian packages:$$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
-	else echo "make test: not root; clickhouse-server and chromium must already be installed"; fi
+	  if ! command -v docker-compose >/dev/null; then \
+	    echo "make test: installing Debian package: docker-compose (without its recommended Docker engine)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; fi; \
+	else echo "make test: not root; clickhouse-server, chromium and docker-compose must already be installed"; fi
 
 run: venv sdk
 	$(PY) scripts/devstack.py
