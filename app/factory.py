@@ -38,8 +38,16 @@ class Runtime:
     journal: Journal | None
 
 
+def _count_breach(limit) -> None:
+    """Count a request refused with 429 by the limit it hit: ``key`` or ``ip`` (the prefix of
+    the limit's key, see app/api/ingest.py); flask-limiter passes (prefix, key, scope)."""
+    key = limit.request_args[-2] if len(limit.request_args) >= 2 else ""
+    metrics.RATE_LIMITED.labels(key.split(":", 1)[0] if key.startswith(("key:", "ip:")) else "other").inc()
+
+
 def _limiter(settings: Settings) -> Limiter:
     return Limiter(
+        on_breach=_count_breach,
         key_func=lambda: request.remote_addr or "unknown",
         storage_uri=settings.ratelimit_redis_url,
         storage_options={"socket_connect_timeout": 1, "socket_timeout": 1},

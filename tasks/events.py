@@ -110,9 +110,18 @@ def _settle(batch_ids: list[str]) -> None:
 def send_session_update(batch: dict) -> None:
     """Publish the session step of one stored batch as a task (the fallback when the flush's
     own session step fails as data)."""
-    celery.send_task("sessions.update", args=[session_summary(batch)], queue=Queue.SESSIONS.value,
+    summary = session_summary(batch)
+    # Task events and Flower show ids and counts only (argsrepr), never the batch's contents.
+    celery.send_task("sessions.update", args=[summary], queue=Queue.SESSIONS.value,
+                     argsrepr=summary_repr(summary), kwargsrepr="{}",
                      headers={"request_id": batch.get("request_id", "")},
                      retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+
+
+def summary_repr(summary: dict) -> str:
+    """argsrepr of a ``sessions.update`` message: its batch id and counts."""
+    sessions = summary.get("sessions") or {}
+    return f"[<summary {summary.get('batch_id', '?')}: {len(sessions)} sessions, {sum(c[0] for c in sessions.values())} events>]"
 
 
 def _park(item: flush_mod.Item, due_at: float) -> None:

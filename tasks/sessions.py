@@ -11,7 +11,7 @@ from app.pipeline.journal import journal_for
 from app.pipeline.backoff import backoff_delay
 from app.observability import metrics
 from tasks import runtime
-from tasks.events import insert_settings
+from tasks.events import insert_settings, summary_repr
 from tasks.app import celery
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def update(self, summary: dict) -> dict:
         log.warning("sessions step: storage unavailable, retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:300],
                                                                              "retry_in_s": round(countdown, 2)})
         try:
-            raise self.retry(countdown=countdown, exc=exc)
+            raise self.retry(countdown=countdown, exc=exc, argsrepr=summary_repr(summary), kwargsrepr="{}")
         except Retry:
             raise
         except Reject as rej:  # the retry could not be published (broker down too): keep the message
