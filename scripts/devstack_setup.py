@@ -16,6 +16,7 @@ ENV_FILE = VAR / "observer.env"
 SECRET_FILE = VAR / "ufse_secret"
 KEY_FILE = VAR / "dev_api_key"
 KEY_META = VAR / "dev_api_key.json"
+FLOWER_AUTH_FILE = VAR / "flower_auth"
 ENV_KEYS = ("REDIS_URL", "DATABASE_URL", "CLICKHOUSE_URL", "UFSE_URL", "UFSE_SECRET",
             "SESSION_IDLE_TIMEOUT")
 
@@ -63,6 +64,21 @@ def ufse_secret() -> str:
     return value
 
 
+def flower_auth() -> str:
+    """Flower's ``user:password``: FLOWER_BASIC_AUTH from env, else the one kept in var/flower_auth
+    (made on first use). Flower refuses to start without credentials (flowerconfig.py)."""
+    if os.environ.get("FLOWER_BASIC_AUTH"):
+        return os.environ["FLOWER_BASIC_AUTH"]
+    if FLOWER_AUTH_FILE.exists():
+        value = FLOWER_AUTH_FILE.read_text().strip()
+        if value.startswith("observer:") and len(value) > len("observer:"):
+            return value
+    value = "observer:" + secrets.token_urlsafe(18)
+    FLOWER_AUTH_FILE.write_text(value + "\n")
+    FLOWER_AUTH_FILE.chmod(0o600)
+    return value
+
+
 def write_env_file(env: dict) -> None:
     """The effective settings, for `flask --app app ...` run by hand while the stack runs."""
     lines = ["# written by scripts/devstack.py (make run) while the stack runs; removed on exit"]
@@ -103,6 +119,7 @@ def banner(env: dict, key: str, origin: str, web_port: int, flower_port: int,
            sink_port, total: float) -> None:
     """Print where everything is, the OBSERVER_API_KEY line and a curl to paste."""
     sdk_dir = ROOT / "sdk"
+    flower_user, _, flower_password = env["FLOWER_BASIC_AUTH"].split(",")[0].partition(":")
     demo_url = f"{origin}/demo/index.html?key={key}&endpoint=http://127.0.0.1:{web_port}"
     demo_note = ("" if (sdk_dir / "dist" / "observer.min.js").exists()
                  else "  (sdk/dist/observer.min.js not built yet: cd sdk && npm run build)")
@@ -116,7 +133,8 @@ def banner(env: dict, key: str, origin: str, web_port: int, flower_port: int,
         "", "=" * 72,
         f" Observer is running (start-up {total:.1f}s)",
         f"   API      http://127.0.0.1:{web_port}   (/health, /ready, /metrics, POST /v1/events)",
-        f"   Flower   http://127.0.0.1:{flower_port}",
+        f"   Flower   http://127.0.0.1:{flower_port}   (user {flower_user}, password {flower_password}; "
+        f"kept in {FLOWER_AUTH_FILE.relative_to(ROOT)})",
         f"   Demo     {demo_url}{demo_note}",
         f"   UFSE     {env['UFSE_URL']}" + ("  (local sink: prints each delivery)" if sink_port else ""),
         f"   Data     {VAR}   (settings: {ENV_FILE.relative_to(ROOT)})",
