@@ -2,7 +2,7 @@
 
 # KEYS: live hash, version counter, applied marker, bucket deadline zset
 # ARGV: activity_ms (when the API received the batch), idle_ms, max_ms, n_events, first_ts, last_ts,
-#       member, marker_ttl_s, live_ttl_s, ver_ttl_s, version_floor (-1: not read yet),
+#       member, marker_ttl_s, live_ttl_s, (unused: was ver_ttl_s), version_floor (-1: not read yet),
 #       counted_version (optional; the version ClickHouse's session_batches already maps this batch
 #       and session to, -1/absent when none: a redelivery that outlived its marker counts nothing)
 # Returns {version, 1} newly counted, {version, 0} already counted (marker or ClickHouse), {0, -1} when
@@ -19,16 +19,13 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if not v then
   local floor = tonumber(ARGV[11])
   if floor < 0 then return {0, -1} end
-  -- never below what ClickHouse knows: a lost or expired counter must not reuse a webhook-id
-  v = redis.call('INCR', KEYS[2])
-  if v <= floor then
-    v = floor + 1
-    redis.call('SET', KEYS[2], v)
-  end
+  -- never below what ClickHouse knows (a lost or expired counter must not reuse a webhook-id),
+  -- nor below the last claimed version (its session_batches rows may not be written yet).
+  -- The counter is written by CLAIM only: a live session keeps its version in its hash.
+  v = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), floor) + 1
   redis.call('HSET', KEYS[1], 'version', v, 'started_ms', act, 'last_seen_ms', act, 'first_ts', ARGV[5],
              'last_ts', ARGV[6], 'batches', 0, 'events', 0, 'pending', 0)
 end
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
 redis.call('HINCRBY', KEYS[1], 'batches', 1)
 redis.call('HINCRBY', KEYS[1], 'pending', 1)
 redis.call('HINCRBY', KEYS[1], 'events', tonumber(ARGV[4]))
@@ -70,8 +67,10 @@ end
 return 0
 """
 
-# KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash
-# ARGV: member, expected version, now_ms, final_ttl_s, outbox member, watermark_ms
+# KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash, version counter
+# ARGV: member, expected version, now_ms, final_ttl_s, outbox member, watermark_ms, ver_ttl_s
+# The counter keeps the claimed version for the next one to start above it until ClickHouse
+# has its rows (ver_ttl_s, hours); while a session is live its hash holds the version.
 # A session is due when its deadline is behind the watermark (now minus the pipeline's lag).
 # Returns 1 claimed, 0 not due / gone, -1 version moved on (caller re-reads).
 CLAIM = """
@@ -89,6 +88,9 @@ redis.call('EXPIRE', KEYS[4], tonumber(ARGV[4]))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
+if KEYS[5] and tonumber(redis.call('GET', KEYS[5]) or '0') < tonumber(v) then
+  redis.call('SET', KEYS[5], v, 'EX', tonumber(ARGV[7]))
+end
 return 1
 """
 

@@ -63,7 +63,9 @@ class SessionStore:
         self.marker_ttl = marker_ttl_s
         # Live state outlives the longest session by a margin, so expiry is a safety net only.
         self.live_ttl = max_s + idle_s + 86400
-        self.ver_ttl = max(30 * 86400, 2 * self.live_ttl)  # versions must not restart while receivers remember ids
+        # The counter bridges a claim and its version's rows reaching ClickHouse (whose highest
+        # version is every new version's floor): hours are plenty; kept as long as a tombstone.
+        self.ver_ttl = idle_s + RECONCILE_HORIZON_S
         self.final_ttl = 14 * 86400
         self.tombstone_ttl = idle_s + RECONCILE_HORIZON_S
         self._apply = redis.register_script(scripts.APPLY_BATCH)
@@ -240,8 +242,8 @@ class SessionStore:
             if version is None:
                 version = "0"  # the script removes the stale index entry
             result = self._claim(
-                keys=[k["live"], k["deadline"], k["outbox"], f"{k['final']}{version}"],
-                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark],
+                keys=[k["live"], k["deadline"], k["outbox"], f"{k['final']}{version}", k["ver"]],
+                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark, self.ver_ttl],
             )
             if result == 1:
                 return Claimed(project, sid, int(version))

@@ -9,7 +9,8 @@ Keys on the sessions Redis, all under REDIS_KEY_PREFIX (``obs:``), every one wit
 ``{bN}`` is a Redis Cluster hash tag: all keys of one session and the index of its bucket
 share a slot, so each Lua script touches one slot only.
   {p}s:{bN}:live:<project>:<sid>        hash, live state of the current version
-  {p}s:{bN}:ver:<project>:<sid>         string, last version number used
+  {p}s:{bN}:ver:<project>:<sid>         string, last claimed version (written by the claim, TTL idle + 6 h;
+                                        a live session keeps its version in its hash)
   {p}s:{bN}:final:<project>:<sid>:<v>   hash, frozen snapshot awaiting forward
   {p}s:{bN}:applied:<batch>:<project>:<sid>  string, "<v>" once counted, "<v>:w" once written
   {p}s:{bN}:done:<project>:<sid>:<v>    string, tombstone of a completed version (TTL idle + 6 h):

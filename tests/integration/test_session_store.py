@@ -93,6 +93,18 @@ def test_pipeline_lag_holds_back_claims(store):
     assert store.snapshot("p", "s", 1)["batches"] == "2"  # one version, not split
 
 
+def test_a_live_session_has_no_counter_key_and_the_next_version_starts_above_the_claimed_one(store):
+    """Memory: the version counter exists only between a claim and the next version (its TTL is
+    hours); the next version starts above the claimed one even while ClickHouse knows none."""
+    store.apply_batch("p", "b1", {"s": (1, 10, 10)}, at_ms=1_000, version_floor=lambda p, s: 0)
+    ver = store.keys("p", "s")["ver"]
+    assert not store.r.exists(ver)
+    store.note_lag(0)
+    assert [c.version for c in store.claim_due(at_ms=1_000 + 30_000)] == [1]
+    assert store.r.get(ver) == "1" and 0 < store.r.ttl(ver) <= store.ver_ttl
+    assert store.apply_batch("p", "b2", {"s": (1, 50, 50)}, at_ms=40_000, version_floor=lambda p, s: 0) == {"s": (2, True)}
+
+
 def test_claims_wait_for_the_slowest_worker_set_that_reported_lately(store):
     """Two worker sets (two hosts): the one behind holds claims back even when the other, caught
     up, reported last; a set silent past LAG_FRESH_S no longer does."""
