@@ -8,6 +8,7 @@ run. No key check, validation, scrubbing, rate limit or Celery: that is Observer
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 
@@ -26,8 +27,9 @@ def create_app() -> Flask:
         """Parse the batch and push the body as it came."""
         body = request.get_data()
         try:
-            events = json.loads(body)["events"]
-        except (ValueError, KeyError, TypeError):
+            raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+            events = json.loads(raw)["events"]
+        except (ValueError, KeyError, TypeError, OSError):
             return jsonify(error="malformed"), 400
         r.lpush(key, body)
         return jsonify(accepted=len(events)), 202

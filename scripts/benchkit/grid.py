@@ -3,7 +3,8 @@
 Base point: closed loop on 8 connections, 50 events of ~400 B per request, each request one
 session of 50 per connection, 2 events-worker processes. Factors: batch size (1, 20, 200),
 event size (200 B, 2 KB, 8 KB), active sessions (1,000 and 100,000, made active first),
-events-worker concurrency (1, 4: the Procfile's ``EVENTS_CONCURRENCY``, a restarted stack).
+events-worker concurrency (1, 4: the Procfile's ``EVENTS_CONCURRENCY``, a restarted stack), and
+gzip bodies at the base point (what the retired ``bench_ingest.py`` also measured).
 Each point: one sustained phase (accepted, stored, catch-up, CPU per kind, INSERTs), one
 open-loop phase at 70 % of that point's end-to-end rate (p99), and the baseline under the same
 shape (shape points only; the others share the base point's). One run per point, bounded so
@@ -25,7 +26,7 @@ from benchkit.stats import fmt, isnum, ratio
 
 BASE = ("base", "50 x 400 B")
 POINTS = [BASE, ("batch size", 1), ("batch size", 20), ("batch size", 200),
-          ("event size", 200), ("event size", 2048), ("event size", 8192),
+          ("event size", 200), ("event size", 2048), ("event size", 8192), ("content encoding", "gzip"),
           ("active sessions", 1000), ("active sessions", 100_000),
           ("events concurrency", 1), ("events concurrency", 4)]
 
@@ -39,6 +40,8 @@ def shape_of(factor: str, value, cfg: runner.Config) -> load.Shape:
         return dataclasses.replace(s, event_bytes=int(value))
     if factor == "active sessions":
         return dataclasses.replace(s, session_pool=max(1, int(value) // cfg.connections))
+    if factor == "content encoding":
+        return dataclasses.replace(s, gzip=True)
     return s
 
 
@@ -55,7 +58,7 @@ def point(ctx: phases.Ctx, i: int, factor: str, value, cfg: runner.Config, secon
     e = s["e2e"]
     rate = 0.7 * (e["e2e_eps"] if isnum(e["e2e_eps"]) and e["e2e_eps"] > 0 else e["accepted_eps"])
     o = phases.open_loop(pctx, f"g{i}o-", rate, seconds["open"])
-    if factor in ("batch size", "event size") or "eps" not in base:
+    if factor in ("batch size", "event size", "content encoding") or "eps" not in base:
         b = phases.baseline(base["dir"], base["redis"], base["best"], shape, seconds["baseline"],
                             cfg.connections, cfg.processes, label=f"{pctx.label}: ")
         if factor == BASE[0]:

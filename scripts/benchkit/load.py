@@ -12,6 +12,7 @@ loop is bounded by a deadline and, optionally, a request count. Targets 127.0.0.
 """
 from __future__ import annotations
 
+import gzip
 import http.client
 import multiprocessing as mp
 import os
@@ -35,6 +36,7 @@ class Shape:
     event_bytes: int = 400  # serialized bytes per event (approximately; padding in metadata)
     sessions_per_batch: int = 1  # distinct sessions in one request (a browser sends 1)
     session_pool: int = 50  # distinct session ids each connection cycles through
+    gzip: bool = False  # Content-Encoding: gzip (level 1, as a browser's CompressionStream would)
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ class BodyMaker:
                 ev_sid = sid
             parts.append(_EVENT % (self._id(), now, ev_sid, seq % 1000, i, self.pad))
         first = sid or session_id(self.tag, self.conn, seq * s.sessions_per_batch, s.session_pool)
-        return ('{"events":[' + ",".join(parts) + "]}").encode(), first
+        body = ('{"events":[' + ",".join(parts) + "]}").encode()
+        return (gzip.compress(body, 1) if s.gzip else body), first
 
 
 def _post(conn: Optional[http.client.HTTPConnection], plan: Plan, body: bytes, headers: dict):
@@ -160,6 +163,8 @@ def _connection(plan: Plan, c: int, start: float, out: list, errors: dict, sampl
     """One connection's loop (closed or open), appending its records to ``out``."""
     maker = BodyMaker(plan.shape, plan.tag, c)
     headers = {"Authorization": f"Bearer {plan.key}", "Content-Type": "application/json"}
+    if plan.shape.gzip:
+        headers["Content-Encoding"] = "gzip"
     conn = None
     deadline = start + plan.seconds
     seq = 0

@@ -75,25 +75,32 @@ def progress(ctx: Ctx, phase: str, total: float, stored: Optional[Callable[[], i
     return tick
 
 
-def queues_empty(ctx: Ctx) -> bool:
-    """Every queue of the Procfile's workers empty and no message held unacked."""
+def pending(ctx: Ctx) -> int:
+    """Messages waiting in the Procfile workers' queues plus those held unacked."""
     if ctx.broker is None:
-        return True
+        return 0
     pipe = ctx.broker.pipeline(transaction=False)
     for q in ctx.stack.queues:
         pipe.llen(q)
     pipe.hlen("unacked")  # kombu's Redis transport: messages delivered, not yet acked
-    return sum(pipe.execute()) == 0
+    return sum(pipe.execute())
 
 
 def quiet(ctx: Ctx, timeout: float = 90.0) -> Optional[float]:
-    """Wait until the queues were empty at two polls in a row; seconds waited (None: timed out)."""
+    """Wait until the queues were empty at two polls in a row; seconds waited (None: timed out).
+
+    Says every 30 s how many messages are left (the pre-issue-9 session step can take minutes).
+    """
     t0 = time.monotonic()
-    streak = 0
+    streak, said = 0, t0
     while time.monotonic() - t0 < timeout:
-        streak = streak + 1 if queues_empty(ctx) else 0
+        left = pending(ctx)
+        streak = streak + 1 if left == 0 else 0
         if streak >= 2:
             return time.monotonic() - t0
+        if time.monotonic() - said >= 30:
+            said = time.monotonic()
+            log(f"{ctx.label}: waiting for the workers, {left:,} messages left ({said - t0:.0f} s)")
         time.sleep(0.2)
     log(f"{ctx.label}: the queues did not drain within {timeout:.0f} s")
     return None
@@ -264,8 +271,13 @@ def open_loop(ctx: Ctx, tag: str, rate_eps: float, seconds: float, probes_per_s:
 
 # ----------------------------------------------------------------------------- memory
 
-def memory(ctx: Ctx, tag: str, sessions: int, marker_names: list[str], timeout: float = 240.0) -> dict:
-    """Make ``sessions`` sessions active (50 sessions per batch), then Redis bytes per session."""
+def memory(ctx: Ctx, tag: str, sessions: int, marker_names: list[str], timeout: float = 240.0,
+           drain_max: float = 900.0) -> dict:
+    """Make ``sessions`` sessions active (50 sessions per batch), then Redis bytes per session.
+
+    The figure is taken once every batch is stored and counted (queues empty, keyspace still),
+    however long the session step takes (bounded by ``drain_max``; the time is reported).
+    """
     if ctx.sessions is None:
         return {"sessions": 0, "bytes_per_session": NAN, "kinds": {}, "note": "no sessions Redis URL"}
     quiet(ctx)
@@ -282,7 +294,8 @@ def memory(ctx: Ctx, tag: str, sessions: int, marker_names: list[str], timeout: 
     accepted = out.accepted_events
     n = min(accepted, pool * ctx.connections)  # sessions made active (the last request may wrap)
     wait_stored(ctx, tag, accepted, timeout)
-    quiet(ctx, timeout)
+    drained = quiet(ctx, drain_max)
+    counted_after = (time.time() - out.end) if drained is not None else NAN
     # the session step may finish a moment after the last message is acked: wait for a still keyspace
     size, still = -1, 0
     for _ in range(60):
@@ -303,7 +316,8 @@ def memory(ctx: Ctx, tag: str, sessions: int, marker_names: list[str], timeout: 
                                       "per_session": index_bytes / n if n else NAN, "type": "zset"}
     marker_bytes = sum(k["bytes"] for name, k in kinds.items() if redismem.is_marker_kind(name, marker_names))
     delta = used1 - used0
-    return {"sessions": n, "requests": len(out.ok), "used_memory_before": used0, "used_memory_after": used1,
+    return {"sessions": n, "requests": len(out.ok), "counted_after_s": counted_after,
+            "used_memory_before": used0, "used_memory_after": used1,
             "used_memory_delta": delta, "keys_added": size - keys0,
             "bytes_per_session": delta / n if n else NAN,
             "bytes_per_session_without_markers": (delta - marker_bytes) / n if n else NAN,

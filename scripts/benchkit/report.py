@@ -72,7 +72,8 @@ def summary(doc: dict) -> str:
              _runs(doc, "delivery.p95_s", 2)),
         _row("6", f"Redis per active session ({fmt(red.get('sessions'), 0)} sessions)",
              f"{fmt(red.get('bytes_per_session'), 0)} B of used_memory ({fmt(red.get('bytes_per_session_without_markers'), 0)} B "
-             f"without the batch markers)", _runs(doc, "redis.bytes_per_session")),
+             f"without the batch markers; all counted {fmt(red.get('counted_after_s'), 1)} s after the last request)",
+             _runs(doc, "redis.bytes_per_session")),
     ]
     kinds = red.get("kinds") or {}
     for name, k in sorted(kinds.items(), key=lambda kv: -(kv[1].get("per_session") or 0)):

@@ -94,3 +94,11 @@ def test_saturation_names_the_parts_at_their_limit():
     # a kind that may use more processes than there are cores is capped at the machine
     assert saturation({"events": 170.0}, {"events": 4}, 2, 0.0) == ["events (170 of 200 %)"]
     assert top({**cpu, "load generator": 500.0}, 2) == "web 175, broker redis 90"
+
+
+def test_gzip_bodies_decompress_to_the_same_shape():
+    import gzip
+
+    body, sid = BodyMaker(Shape(batch=20, gzip=True), "z-", 1).body(4)
+    events = json.loads(gzip.decompress(body))["events"]
+    assert len(events) == 20 and events[0]["session_id"] == sid == "z-c1-s4"
