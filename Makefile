@@ -64,9 +64,9 @@ test: dev-venv sdk system-deps
 unit: dev-venv
 	$(PY) -m pytest tests/unit -q
 
-bench: dev-venv
-	$(PY) scripts/bench_ingest.py
-	$(PY) scripts/bench_pipeline.py
+# The benchmark's eight figures, medians of 3 runs (~10 min); BENCH_ARGS="--check", "--quick", "--grid".
+bench: dev-venv system-deps
+	$(PY) scripts/bench $(BENCH_ARGS)
 
 # Every fault case at full scale on servers it starts itself (about 25 min); FAULTS_ARGS="--case 0".
 .PHONY: faults
