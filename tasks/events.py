@@ -13,7 +13,7 @@ from app.pipeline import sessions as sessions_step
 from app.pipeline.journal import journal_for
 from app.pipeline.persist import persist_batches, session_summary
 from app.pipeline.retries import DueIndex
-from app.storage import clickhouse_migrations
+from app.storage import clickhouse_migrations, cluster
 from app.storage.clickhouse import Deadline
 from tasks import runtime
 from tasks.app import celery
@@ -27,6 +27,8 @@ _s = runtime.settings()
 def insert_settings() -> dict | None:
     """INSERT settings for this engine, probed once per process."""
     ch = runtime.clickhouse()
+    if _s.clickhouse_cluster:  # acknowledged once durable on every shard (app/storage/cluster.py)
+        return cluster.insert_settings(ch, _s.clickhouse_cluster)
     # async_insert lets a server merge small INSERTs from many workers; wait_for_async_insert
     # keeps "the INSERT returned" meaning "the rows are written", which our ack relies on.
     if ch.kind == "server" and clickhouse_migrations.detect(ch).async_insert:

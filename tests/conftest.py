@@ -108,6 +108,27 @@ def clickhouse_server():
     svc.stop()
 
 
+@pytest.fixture(scope="session")
+def clickhouse_clusters():
+    """``get(shards, replicas)``: a ZooKeeper + ClickHouse 18.16 cluster named ``observer`` in that
+    layout, started on first use (about 2 s) and stopped at the end of the session."""
+    from toolkit.clickhouse_cluster import start_clickhouse_cluster
+
+    started = {}
+
+    def get(shards: int, replicas: int):
+        if (shards, replicas) not in started:
+            started[(shards, replicas)] = start_clickhouse_cluster(_tmp / f"cluster-{shards}x{replicas}",
+                                                                   shards=shards, replicas=replicas)
+        return started[(shards, replicas)]
+    yield get
+    from app.storage import clickhouse
+
+    clickhouse.close_all()  # a server waits for its clients' connections before it exits
+    for cluster in started.values():
+        cluster.stop()
+
+
 def _fresh_db() -> str:
     return f"obs_t_{uuid.uuid4().hex[:10]}"
 

@@ -41,11 +41,24 @@ TRANSIENT_CODES = frozenset({
     242,  # TABLE_IS_READ_ONLY
     252,  # TOO_MANY_PARTS
     279,  # ALL_CONNECTION_TRIES_FAILED
+    285,  # TOO_FEW_LIVE_REPLICAS (an insert_quorum replica away)
+    286,  # UNSATISFIED_QUORUM_FOR_PREVIOUS_WRITE (another quorum INSERT still in flight)
+    289,  # REPLICA_IS_NOT_IN_QUORUM
     319,  # UNKNOWN_STATUS_OF_INSERT
     425,  # SYSTEM_ERROR
     999,  # KEEPER_EXCEPTION
 })
 _CODE = re.compile(r"Code:\s*(\d+)")
+# Sent with every query; they matter only where a query touches a Distributed table (a
+# CLICKHOUSE_CLUSTER install) and change nothing on a single node. ``global``: an IN subquery
+# over a Distributed table runs once on the initiator and its result goes to every shard, so
+# the queries read the same as on one node (18.16 refuses them otherwise, code 288). Sync
+# Distributed INSERTs: the INSERT returns once every shard wrote its rows, not once they are
+# queued on the initiator's disk. ``in_order`` without the local shortcut: every server reads
+# and writes a shard on its first live replica, so a read sees what was acknowledged before it
+# (replication lags ~0.1 s, unbounded while ZooKeeper is away). See app/storage/cluster.py.
+CLUSTER_SESSION_SETTINGS = {"distributed_product_mode": "global", "insert_distributed_sync": 1,
+                            "load_balancing": "in_order", "prefer_localhost_replica": 0}
 
 
 class ClickHouseError(RuntimeError):
@@ -128,7 +141,7 @@ class ServerBackend:
             host=parsed.hostname or "127.0.0.1", port=parsed.port or 9000,
             user=unquote(parsed.username or "default"), password=unquote(parsed.password or ""),
             connect_timeout=3, send_receive_timeout=timeout, sync_request_timeout=5,
-            settings={"use_numpy": False},
+            settings={"use_numpy": False, **CLUSTER_SESSION_SETTINGS},
         )
         self._client_cls = Client
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)

@@ -26,7 +26,12 @@ from app.storage.clickhouse import ident
 EVENT_IDS_MARGIN_S = 3600
 # A rank that decreases with received_at_ms: ReplacingMergeTree keeps the row with the largest.
 _RANK_EXPR = "toUInt64(9223372036854775807 - received_at_ms)"
-_KEEP_RANK = f"UInt64 MATERIALIZED {_RANK_EXPR}"
+# On a cluster (CLICKHOUSE_CLUSTER): each table of the single-node schema is a Distributed table
+# under the same name, so every query and INSERT reads the same; its rows are in a replicated
+# ``<name>_local`` table on each server, sharded by session.
+DISTRIBUTED_TABLES = ("events", "event_ids", "session_batches", "sessions")
+LOCAL_SUFFIX = "_local"
+SHARDING_KEY = "cityHash64(project, session_id)"
 _EVENT_FIELDS = ("project", "session_id", "event_id", "type", "ts_ms", "received_at_ms", "timestamp",
                  "url", "name", "anonymous_id", "metadata", "request_id", "batch_id")
 
@@ -68,17 +73,14 @@ def _engine(db: str, table: str, cluster: str, version_col: str = "") -> str:
     return f"ReplacingMergeTree({version_col})"
 
 
-def events_ddl(db: str, f: Features, table: str = "events", ttl_days: int = 90, cluster: str = "") -> str:
-    """CREATE statement of the events table (also used to rebuild a pre-issue-11 table)."""
-    on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+def _event_columns(f: Features, computed: str = "MATERIALIZED") -> str:
+    """The events columns; ``computed`` is how ``timestamp`` and ``keep_rank`` are derived."""
     lc = "LowCardinality(String)" if f.low_cardinality else "String"
     if f.datetime64:
-        ts_col = "DateTime64(3, 'UTC') MATERIALIZED fromUnixTimestamp64Milli(ts_ms, 'UTC')"
+        ts_col = f"DateTime64(3, 'UTC') {computed} fromUnixTimestamp64Milli(ts_ms, 'UTC')"
     else:
-        ts_col = "DateTime MATERIALIZED toDateTime(intDiv(ts_ms, 1000), 'UTC')"
-    ttl = f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(ttl_days)} DAY" if (f.ttl and ttl_days) else ""
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{ident(table)}{on} (
-    project {lc},
+        ts_col = f"DateTime {computed} toDateTime(intDiv(ts_ms, 1000), 'UTC')"
+    return f"""    project {lc},
     session_id String,
     event_id String,
     type {lc},
@@ -91,19 +93,28 @@ def events_ddl(db: str, f: Features, table: str = "events", ttl_days: int = 90, 
     metadata String,
     request_id String,
     batch_id String,
-    keep_rank {_KEEP_RANK}
+    keep_rank UInt64 {computed} {_RANK_EXPR}"""
+
+
+def events_ddl(db: str, f: Features, table: str = "events", ttl_days: int = 90, cluster: str = "") -> str:
+    """CREATE statement of the events table (also used to rebuild a pre-issue-11 table)."""
+    on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+    ttl = f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(ttl_days)} DAY" if (f.ttl and ttl_days) else ""
+    return f"""CREATE TABLE IF NOT EXISTS {db}.{ident(table)}{on} (
+{_event_columns(f)}
 ) ENGINE = {_engine(db, table, cluster, 'keep_rank')}
 PARTITION BY toYYYYMM(toDateTime(intDiv(ts_ms, 1000), 'UTC'))
 ORDER BY (project, session_id, event_id, batch_id){ttl}"""
 
 
-def _argmin_view(db: str) -> str:
+def _argmin_view(db: str, cluster: str = "") -> str:
     # Inner aliases differ from column names: old servers resolve an alias that shadows a
     # column inside its own aggregate as a cycle.
     k = "(received_at_ms, batch_id)"
     inner = ", ".join(f"argMin({c}, {k}) AS _{c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
     outer = ", ".join(f"_{c} AS {c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
-    return (f"CREATE VIEW IF NOT EXISTS {db}.events_dedup AS SELECT _p AS project, _e AS event_id, {outer} FROM ("
+    on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
+    return (f"CREATE VIEW IF NOT EXISTS {db}.events_dedup{on} AS SELECT _p AS project, _e AS event_id, {outer} FROM ("
             f"SELECT project AS _p, event_id AS _e, {inner} FROM {db}.events GROUP BY project, event_id)")
 
 
@@ -114,32 +125,35 @@ def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "", dedup_windo
     lc = "LowCardinality(String)" if f.low_cardinality else "String"
     ids_ttl = (f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(dedup_window) + EVENT_IDS_MARGIN_S} SECOND"
                if f.ttl else "")
-    return [
+    t = local_table if cluster else (lambda name: name)
+    statements = [
         f"CREATE DATABASE IF NOT EXISTS {db}{on}",
-        events_ddl(db, f, "events", ttl_days, cluster),
-        f"""CREATE TABLE IF NOT EXISTS {db}.event_ids{on} (
+        events_ddl(db, f, t("events"), ttl_days, cluster),
+        f"""CREATE TABLE IF NOT EXISTS {db}.{t('event_ids')}{on} (
     project {lc},
     event_id String,
     batch_id String,
     received_at_ms Int64,
     session_id String,
     keep_rank UInt64 DEFAULT {_RANK_EXPR}
-) ENGINE = {_engine(db, 'event_ids', cluster, 'keep_rank')}
+) ENGINE = {_engine(db, t('event_ids'), cluster, 'keep_rank')}
 PARTITION BY toYYYYMMDD(toDateTime(intDiv(received_at_ms, 1000), 'UTC'))
 ORDER BY (project, event_id, batch_id){ids_ttl}""",
         # 18.16 does not compute a target's MATERIALIZED columns for a view: the rank is selected.
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.event_ids AS
-SELECT project, event_id, batch_id, received_at_ms, session_id, {_RANK_EXPR} AS keep_rank FROM {db}.events""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.session_batches{on} (
+        # On a cluster the view reads each server's local inserts and writes beside them: a
+        # session's event_ids rows live on its shard, replicated like the events.
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.{t('event_ids')} AS
+SELECT project, event_id, batch_id, received_at_ms, session_id, {_RANK_EXPR} AS keep_rank FROM {db}.{t('events')}""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.{t('session_batches')}{on} (
     project String,
     session_id String,
     version UInt32,
     batch_id String,
     events UInt32,
     created_ms Int64
-) ENGINE = {_engine(db, 'session_batches', cluster)}
+) ENGINE = {_engine(db, t('session_batches'), cluster)}
 ORDER BY (project, session_id, version, batch_id)""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.sessions{on} (
+        f"""CREATE TABLE IF NOT EXISTS {db}.{t('sessions')}{on} (
     project String,
     session_id String,
     version UInt32,
@@ -153,10 +167,33 @@ ORDER BY (project, session_id, version, batch_id)""",
     forwarded_at_ms Int64,
     webhook_id String,
     status String
-) ENGINE = {_engine(db, 'sessions', cluster, 'forwarded_at_ms')}
+) ENGINE = {_engine(db, t('sessions'), cluster, 'forwarded_at_ms')}
 ORDER BY (project, session_id, version)""",
-        _argmin_view(db),
     ]
+    if cluster:
+        statements += [distributed_ddl(db, table, cluster, f) for table in DISTRIBUTED_TABLES]
+    return statements + [_argmin_view(db, cluster)]
+
+
+def local_table(table: str) -> str:
+    """Name of the replicated table on each server behind the Distributed ``table``."""
+    return f"{table}{LOCAL_SUFFIX}"
+
+
+def distributed_ddl(db: str, table: str, cluster: str, f: Features) -> str:
+    """The Distributed table under the single-node name, in front of its local tables.
+
+    Rows go to a shard by project and session, so everything of one session -- its events,
+    their event_ids rows (written by the view beside them), its batches and versions -- lives
+    on one shard, where deduplication by key and FINAL see all of it.
+    """
+    head = f"CREATE TABLE IF NOT EXISTS {db}.{ident(table)} ON CLUSTER {ident(cluster)}"
+    engine = f"ENGINE = Distributed({ident(cluster)}, {db}, {local_table(table)}, {SHARDING_KEY})"
+    if table == "events":
+        # 18.16's Distributed INSERT passes MATERIALIZED columns on to the shard, which refuses
+        # them (code 44): here they are ALIAS (computed when read), on the shards MATERIALIZED.
+        return f"{head} (\n{_event_columns(f, 'ALIAS')}\n) {engine}"
+    return f"{head} AS {db}.{local_table(table)} {engine}"
 
 
 def _table_exists(ch, db: str, table: str) -> bool:
@@ -166,7 +203,9 @@ def _table_exists(ch, db: str, table: str) -> bool:
 
 def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
     """Move a pre-issue-11 events table (no batch_id in its key) into the new layout."""
-    rows = ch.execute("SELECT sorting_key FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
+    # On a cluster ``events`` is the Distributed table (no sorting key): the key is the local table's.
+    rows = ch.execute("SELECT sorting_key FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+                      {"db": db, "t": local_table("events") if cluster else "events"})
     if not rows or "batch_id" in rows[0][0]:
         return False
     if cluster:
@@ -187,7 +226,7 @@ def migrate(ch, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400
     statements = ddl(db, features, ttl_days, cluster, dedup_window)
     ch.execute(statements[0])
     _rebuild_old_events(ch, db, features, ttl_days, cluster)
-    had_ids = _table_exists(ch, db, "event_ids")
+    had_ids = _table_exists(ch, db, local_table("event_ids") if cluster else "event_ids")
     for statement in statements[1:]:
         ch.execute(statement)
     if not had_ids:

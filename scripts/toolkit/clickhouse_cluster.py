@@ -39,6 +39,14 @@ def _zk_ready(tcp_port: int):
     return ready
 
 
+def _write_profile(node_dir: Path) -> None:
+    # The servers keep pooled connections to each other, and an idle connection notices a
+    # shutdown only every poll_interval (10 s): stopped together, each would wait that long.
+    (node_dir / "users.d").mkdir(exist_ok=True)
+    (node_dir / "users.d" / "observer-cluster.xml").write_text(
+        "<yandex><profiles><default><poll_interval>1</poll_interval></default></profiles></yandex>\n")
+
+
 @dataclass
 class ClickHouseCluster:
     """The running topology: ``zookeeper`` and ``nodes`` (shard-major: shard 1's replicas first)."""
@@ -99,6 +107,7 @@ def start_clickhouse_cluster(dir: Path, *, shards: int = 2, replicas: int = 1, n
             pid_file = node_dir / "clickhouse-server.pid"
             stop_leftover(pid_file, str(node_dir / "config.xml"))
             copy_aux(node_dir, Path(config_source))
+            _write_profile(node_dir)
             spec = ClusterNode(cluster=name, shards=layout, zookeeper=((LOCALHOST, zk.port),),
                                macros=(("shard", f"{shard:02d}"), ("replica", f"r{replica}")),
                                interserver_port=interserver)

@@ -96,7 +96,7 @@ class ClusterNode:
     zookeeper: tuple[tuple[str, int], ...]         # the ensemble's (host, client port)
     macros: tuple[tuple[str, str], ...]            # e.g. (("shard", "01"), ("replica", "r1"))
     interserver_port: int                          # replicas fetch parts from each other here
-    session_timeout_ms: int = 10000
+    session_timeout_ms: int = 30000                # ClickHouse's default
 
 
 def add_cluster_elements(root: ET.Element, node: ClusterNode) -> None:

@@ -61,7 +61,7 @@ def _ready(port: int):
     return ready
 
 
-def write_zoo_cfg(dir: Path, port: int, tick_ms: int = 500) -> Path:
+def write_zoo_cfg(dir: Path, port: int, tick_ms: int = 2000) -> Path:
     """zoo.cfg for one standalone server on 127.0.0.1:port with its data under ``dir``."""
     cfg = dir / "zoo.cfg"
     cfg.write_text("\n".join([
@@ -72,8 +72,6 @@ def write_zoo_cfg(dir: Path, port: int, tick_ms: int = 500) -> Path:
         "admin.enableServer=false",
         "4lw.commands.whitelist=ruok,srvr,mntr",
         "maxClientCnxns=0",
-        # sessions may last up to 20 ticks: ClickHouse's 30 s session timeout is capped at 10 s
-        "maxSessionTimeout=30000",
         "",
     ]))
     return cfg

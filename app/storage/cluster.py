@@ -1,0 +1,58 @@
+"""ClickHouse as a cluster (``CLICKHOUSE_CLUSTER``): durable INSERT settings and the layout.
+
+The schema (app/storage/clickhouse_migrations.py) puts a ``Distributed`` table under each
+single-node name in front of replicated ``<name>_local`` tables, sharded by
+``cityHash64(project, session_id)``, so every query and INSERT of the code reads the same.
+
+An INSERT is acknowledged only once durable:
+- ``insert_distributed_sync=1`` (sent with every query, app/storage/clickhouse.py): the
+  Distributed INSERT returns once each shard wrote its rows into its replicated table, not once
+  they were queued on the initiator's disk (the default, which acknowledges rows a crash of that
+  one server would lose and which reads cannot see yet);
+- ``insert_quorum`` (a majority of each shard's replicas) where the server can run quorum
+  INSERTs in parallel (``insert_quorum_parallel``, ClickHouse 20.10+). 18.16 allows one quorum
+  INSERT per table at a time: concurrent writers fail with code 286 ("Another quorum insert has
+  been already started"), 74 of 80 INSERTs from four writers in the probe, so there the rows are
+  acknowledged once on one replica's disk and replicated from ZooKeeper's log within ~0.1 s.
+"""
+from __future__ import annotations
+
+from app.storage import clickhouse_migrations
+
+# Longest wait for the quorum's replicas, ms: under the client's timeout, so a slow replica is a
+# transient error (the flush requeues; a redelivery finds the rows already written).
+QUORUM_TIMEOUT_MS = 10_000
+
+
+def replicas_per_shard(ch, cluster: str) -> int:
+    """The fewest replicas any shard of ``cluster`` has (from ``system.clusters``)."""
+    rows = ch.execute("SELECT shard_num, count() FROM system.clusters WHERE cluster = %(c)s GROUP BY shard_num",
+                      {"c": cluster})
+    if not rows:
+        raise RuntimeError(f"CLICKHOUSE_CLUSTER={cluster!r} is not in this server's <remote_servers>")
+    return min(int(n) for _shard, n in rows)
+
+
+def _has_setting(ch, name: str) -> bool:
+    return bool(ch.execute("SELECT count() FROM system.settings WHERE name = %(n)s", {"n": name})[0][0])
+
+
+def insert_settings(ch, cluster: str) -> dict | None:
+    """The INSERT settings of the pipeline on this engine: acknowledged once durable on a cluster.
+
+    Without a cluster, what the engine offers (``async_insert`` with ``wait_for_async_insert``
+    where it exists, else None). With one, also ``insert_distributed_sync=1`` and, where quorum
+    INSERTs run in parallel and shards have replicas, a majority quorum.
+    """
+    out: dict = {}
+    if ch.kind == "server" and clickhouse_migrations.detect(ch).async_insert:
+        # async_insert merges small INSERTs from many workers; wait_for_async_insert keeps "the
+        # INSERT returned" meaning "the rows are written", which the ack relies on.
+        out.update(async_insert=1, wait_for_async_insert=1)
+    if cluster and ch.kind == "server":
+        out["insert_distributed_sync"] = 1
+        replicas = replicas_per_shard(ch, cluster)
+        if replicas > 1 and _has_setting(ch, "insert_quorum_parallel"):
+            out.update(insert_quorum=replicas // 2 + 1, insert_quorum_parallel=1,
+                       insert_quorum_timeout=QUORUM_TIMEOUT_MS)
+    return out or None
