@@ -7,6 +7,7 @@ import threading
 import time
 
 from celery import Celery
+from kombu import Exchange, Queue as KombuQueue
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,25 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not take the message."""
 
 
+class BrokerBlocked(BrokerUnavailable):
+    """RabbitMQ blocks publishers (memory or disk alarm): it reads nothing until the alarm clears."""
+
+
+def amqp_queues() -> tuple:
+    """The queues on RabbitMQ: quorum queues (replicated, durable), each on a topic exchange.
+
+    Celery 5.5+ sees ``x-queue-type: quorum``: it uses per-consumer prefetch (quorum queues have
+    no global QoS) and sends countdowns through its native delayed delivery (``celery_delayed_*``
+    quorum queues with TTL and at-least-once dead-lettering) instead of holding them unacked on
+    a worker whose prefetch can no longer grow. That needs a non-direct exchange, hence topic
+    (routing key = queue name, so it routes like direct). RabbitMQ cannot change a declared
+    queue's type or an exchange's: a broker that has classic ``events``... queues needs a new
+    vhost (or drained and deleted queues) before this runs (README, RabbitMQ).
+    """
+    return tuple(KombuQueue(q.value, Exchange(q.value, type="topic", durable=True), routing_key=q.value,
+                            durable=True, queue_arguments={"x-queue-type": "quorum"}) for q in Queue)
+
+
 def make_celery(settings, name: str = "observer") -> Celery:
     """A Celery app configured from celeryconfig plus the runtime settings."""
     app = Celery(name)
@@ -76,9 +96,52 @@ def make_celery(settings, name: str = "observer") -> Celery:
             "health_check_interval": 10,
         }
     elif settings.celery_broker_url.startswith(("amqp", "pyamqp")):
-        opts.update({"read_timeout": timeout, "write_timeout": timeout})
+        # confirm_publish (celeryconfig) stays: a publish returns once RabbitMQ has the message.
+        opts.update({"read_timeout": timeout, "write_timeout": timeout,
+                     "on_blocked": _log_blocked, "on_unblocked": _log_unblocked})
+        app.conf.task_queues = amqp_queues()
     app.conf.broker_transport_options = opts
     return app
+
+
+def _log_blocked(reason: str) -> None:
+    log.error("broker blocks publishing (RabbitMQ memory or disk alarm)", extra={"reason": reason})
+
+
+def _log_unblocked() -> None:
+    log.warning("broker publishing unblocked")
+
+
+class BlockedNotice:
+    """RabbitMQ's ``connection.blocked``, as one web process sees it.
+
+    At its memory or disk alarm RabbitMQ stops reading from publishing connections (it never
+    refuses a publish): the message sits in the socket and its confirm comes once the alarm
+    clears, minutes later. The notice arrives while the publisher waits for that confirm; the
+    handler ends the wait at once, and for ``hold`` seconds later batches are refused without
+    touching the broker. After that one publish probes again. The refused message, already
+    written, is enqueued when RabbitMQ reads again: a 503 for a batch the client sends again,
+    which its batch id and event ids make harmless.
+    """
+
+    def __init__(self, hold: float = 1.0) -> None:
+        self.hold = hold
+        self._until = 0.0
+
+    def on_blocked(self, reason: str) -> None:
+        """py-amqp's handler, called inside the confirm wait: raising ends that wait."""
+        self._until = time.monotonic() + self.hold
+        _log_blocked(reason)
+        raise BrokerBlocked(reason)
+
+    def on_unblocked(self) -> None:
+        self._until = 0.0
+        _log_unblocked()
+
+    def check(self) -> None:
+        """Raise BrokerBlocked while a recent notice holds."""
+        if time.monotonic() < self._until:
+            raise BrokerBlocked("the broker blocks publishing (resource alarm)")
 
 
 class MemoryGuard:
@@ -120,9 +183,20 @@ class Publisher:
         self.celery = make_celery(settings, "observer-web")
         redis_broker = settings.celery_broker_url.startswith(("redis", "rediss", "unix"))
         self.guard = MemoryGuard(settings.celery_broker_url, settings.broker_memory_limit) if redis_broker else None
+        self.blocked = None
+        self.confirm_timeout = None
+        if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
+            self.blocked = BlockedNotice()
+            self.confirm_timeout = settings.broker_socket_timeout
+            self.celery.conf.broker_transport_options = dict(
+                self.celery.conf.broker_transport_options,
+                on_blocked=self.blocked.on_blocked, on_unblocked=self.blocked.on_unblocked)
 
     def ensure_capacity(self) -> None:
-        """Raise BrokerUnavailable while the broker is near maxmemory (checked before the journal)."""
+        """Raise BrokerUnavailable while the broker is near maxmemory or blocks publishers
+        (checked before the journal)."""
+        if self.blocked is not None:
+            self.blocked.check()
         try:
             full = self.guard is not None and self.guard.full()
         except Exception as exc:  # the broker does not answer INFO: it will not take the batch either
@@ -133,17 +207,28 @@ class Publisher:
 
     def publish_batch(self, batch: dict, request_id: str) -> None:
         """Publish ``events.persist(batch)``; raises BrokerUnavailable when it cannot."""
-        try:
-            send_batch(
-                self.celery, batch,
-                # One quick retry rides out a reconnect; a broker that stays silent costs at most
-                # about two socket timeouts, then the client gets 503 + Retry-After.
-                retry=True,
-                retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
-            )
-        except Exception as exc:  # kombu/redis/amqp raise many types; all mean "not published"
-            log.error("publish failed", extra={"error": f"{type(exc).__name__}: {exc}", "batch_id": batch["batch_id"]})
-            raise BrokerUnavailable(str(exc)) from exc
+        if self.blocked is not None:
+            self.blocked.check()
+        with self.celery.producer_pool.acquire(block=True) as producer:
+            try:
+                send_batch(
+                    self.celery, batch, producer=producer,
+                    # One quick retry rides out a reconnect; a broker that stays silent costs at
+                    # most about two socket timeouts, then the client gets 503 + Retry-After.
+                    retry=True,
+                    retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+                    # RabbitMQ: the confirm wait is bounded too (a blocked or frozen node sends none).
+                    **({"confirm_timeout": self.confirm_timeout} if self.confirm_timeout else {}),
+                )
+            except Exception as exc:  # kombu/redis/amqp raise many types; all mean "not published"
+                if self.blocked is not None:
+                    # Drop the socket without AMQP's close handshake: a blocked or frozen node
+                    # would not answer it either (two more socket timeouts).
+                    producer.connection.collect()
+                log.error("publish failed", extra={"error": f"{type(exc).__name__}: {exc}", "batch_id": batch["batch_id"]})
+                if isinstance(exc, BrokerUnavailable):
+                    raise
+                raise BrokerUnavailable(str(exc)) from exc
 
     def ping(self) -> None:
         """Raise unless the broker answers."""

@@ -13,6 +13,7 @@ class Result:
     case: str
     title: str
     engine: str = "server"
+    broker: str = "redis"
     overrides: str = "none"
     sent: int = 0
     acked: int = 0
@@ -43,13 +44,13 @@ class Result:
                 and all(ok for _, ok, _ in self.checks))
 
 
-HEAD = ("case", "engine", "sent", "acked", "stored", "forwarded", "miss CH", "miss UFSE",
+HEAD = ("case", "engine", "broker", "sent", "acked", "stored", "forwarded", "miss CH", "miss UFSE",
         "repeated", "restores", "recovered s", "result")
 
 
 def row(r: Result) -> tuple:
     rec = "never" if r.recovery_s is None else f"{r.recovery_s:.1f}"
-    return (r.case, r.engine, r.sent, r.acked, r.stored, r.forwarded, r.missing_ch, r.missing_ufse,
+    return (r.case, r.engine, r.broker, r.sent, r.acked, r.stored, r.forwarded, r.missing_ch, r.missing_ufse,
             r.repeated, r.restores, rec, "n/a" if r.na else "PASS" if r.ok else "FAIL")
 
 
@@ -61,7 +62,7 @@ def table(results: list[Result]) -> str:
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
-        lines.append(f"\ncase {r.case} ({r.engine}): {r.title} [{r.seconds:.0f}s; overrides: {r.overrides}]")
+        lines.append(f"\ncase {r.case} ({r.engine}, {r.broker}): {r.title} [{r.seconds:.0f}s; overrides: {r.overrides}]")
         if r.na:
             lines.append(f"  not applicable: {r.na}")
         if r.error:

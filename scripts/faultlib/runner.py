@@ -9,7 +9,9 @@ from faultlib import reconcile
 from faultlib.ctx import Ctx
 from faultlib.load import Load, Scale
 from faultlib.report import RECOVERY_BOUND, Result
+from faultlib.brokers import QUEUES
 from faultlib.rig import Rig, Servers
+from toolkit.rabbitmq_server import rabbitmq_installed
 
 FULL = Scale()
 CI = Scale(clients=3, batch=5, batches_per_session=3, interval=0.15, warmup=3.0, tail=2.0, give_up=60.0,
@@ -22,25 +24,29 @@ def say(msg: str) -> None:
     print(f"[faults {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result:
+def run_case(servers: Servers, case, scale: Scale, chdb: bool = False, broker: str = "redis") -> Result:
     """Run ``case`` at the default settings (but its named overrides) and return its figures."""
-    res = Result(case=str(case.n), title=case.title, engine="chdb" if chdb else "server")
+    res = Result(case=str(case.n), title=case.title_for(broker), engine="chdb" if chdb else "server",
+                 broker=broker)
     if chdb and case.chdb_na:
         res.na = f"on chDB {case.chdb_na}"
         return res
+    if broker == "amqp" and not rabbitmq_installed():
+        res.error = "rabbitmq-server is not installed (apt-get install -y rabbitmq-server)"
+        return res
     t0 = time.monotonic()
     rig = Rig(servers, case.n, case.overrides(scale), chdb=chdb, sessions_redis=case.sessions_redis,
-              maxmemory=case.maxmemory)
+              maxmemory=case.maxmemory, broker=broker)
     res.overrides = rig.override_text()
     res.notes += [f"override {k}: {WHY[k]}" for k in rig.overrides]
     try:
-        say(f"case {case.n} ({res.engine}): starting the stack ({rig.dir})")
+        say(f"case {case.n} ({res.engine}, {broker}): starting the stack ({rig.dir})")
         rig.start()
         ctx = Ctx(rig, None, scale, res)
         if case.setup:
             case.setup(ctx)
         ctx.load = Load(rig.stack.url, rig.key, scale, prefix=rig.tag).start()
-        say(f"case {case.n}: load running, fault: {case.title}")
+        say(f"case {case.n}: load running, fault: {res.title}")
         fault_end = case.fault(ctx)
         time.sleep(scale.tail)
         ctx.load.stop()
@@ -63,8 +69,10 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result
         res.forwarded = len(expected & forwarded)
         res.missing_ufse = len(expected - forwarded)
         res.repeated, differing = reconcile.repeats(rig.deliveries())
-        res.restores = reconcile.restores(rig)
-        if case.dead_holder:
+        res.restores = rig.broker.live_restores(rig)
+        if broker == "amqp":
+            _amqp_checks(rig, res)
+        elif case.dead_holder:
             res.notes.append("restores here are the killed workers' messages (expected, after the visibility timeout)")
         elif case.dead_connection:
             held = int(ctx.extra.get("held_at_kill", 0))
@@ -99,14 +107,32 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False) -> Result
     return res
 
 
+def _amqp_checks(rig, res: Result) -> None:
+    """RabbitMQ: no consumer_timeout took a live worker's message; durable quorum queues;
+    every publish in confirm mode; no ingest journal (RabbitMQ acks for real)."""
+    res.check("no message a live worker held was taken back (consumer_timeout)", res.restores == 0,
+              f"{res.restores} consumer ack timeouts in the node's log")
+    facts = rig.broker.queue_facts()
+    ours = {q: facts.get(q) for q in QUEUES}
+    res.check("durable quorum queues", all(f and f[0] == "quorum" and f[1] for f in ours.values()),
+              ", ".join(f"{q}: {f[0]}, durable={f[1]}" if f else f"{q}: missing" for q, f in ours.items()))
+    delayed = [q for q, f in facts.items() if q.startswith("celery_delayed_") and f[0] == "quorum"]
+    res.notes.append(f"Celery's native delayed delivery (countdowns): {len(delayed)} celery_delayed_* quorum queues")
+    c = rig.broker.proc.counters()
+    res.check("every publish on a channel in confirm mode (publisher confirms)",
+              c["published"] > 0 and c["published_in_confirm_mode"] == c["published"],
+              f"{c['published_in_confirm_mode']} of {c['published']} publishes since the node's last start; "
+              f"{c['confirmed']} confirmed")
+    res.notes.append(f"RabbitMQ redelivered {c['redelivered']} messages since its last start (a closed "
+                     "connection's unacked messages, requeues by the events worker's outage verdicts)")
+    journal = list(rig.redis_client().scan_iter(match="*journal*", count=1000))
+    res.check("no ingest journal (RabbitMQ acks for real)", not journal, f"{len(journal)} journal keys in Redis")
+
+
 def _diagnose(rig) -> str:
     """Where the missing events may sit: broker queue lengths and the last worker errors."""
-    import redis
-
     try:
-        r = redis.Redis.from_url(rig.broker.url, socket_timeout=2)
-        queues = {q: r.llen(q) for q in ("events", "sessions", "forward", "maintenance")}
-        queues["unacked"] = r.hlen("unacked")
+        queues = rig.broker.depths()
     except Exception as exc:
         queues = {"error": str(exc)}
     errors = []
@@ -116,18 +142,20 @@ def _diagnose(rig) -> str:
     return f"broker at the end: {queues}; last worker errors: {errors[-4:] or 'none'}"
 
 
-def run_plan(servers: Servers, plan: list, scale: Scale, background: tuple = ()) -> list[Result]:
-    """Run ``[(case, chdb), ...]`` in order; cases numbered in ``background`` run alongside the
-    others in one extra thread (case 2 mostly waits out the 60 s visibility timeout)."""
+def run_plan(servers: Servers, plan: list, scale: Scale, background=None) -> list[Result]:
+    """Run ``[(case, chdb, broker), ...]`` in order; entries for which ``background(case, broker)``
+    holds run one after another in one extra thread, alongside the others (case 2 mostly waits
+    out the 60 s visibility timeout)."""
     import concurrent.futures as cf
 
     results: dict[int, Result] = {}
     with cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="bg-case") as pool:
-        futures = {i: pool.submit(run_case, servers, c, scale, chdb)
-                   for i, (c, chdb) in enumerate(plan) if c.n in background and not chdb}
-        for i, (c, chdb) in enumerate(plan):
+        futures = {i: pool.submit(run_case, servers, c, scale, chdb, broker)
+                   for i, (c, chdb, broker) in enumerate(plan)
+                   if background is not None and background(c, broker) and not chdb}
+        for i, (c, chdb, broker) in enumerate(plan):
             if i not in futures:
-                results[i] = run_case(servers, c, scale, chdb)
+                results[i] = run_case(servers, c, scale, chdb, broker)
         for i, f in futures.items():
             results[i] = f.result()
     return [results[i] for i in sorted(results)]
