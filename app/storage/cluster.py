@@ -17,7 +17,10 @@ An INSERT is acknowledged only once durable:
 """
 from __future__ import annotations
 
+import time
+
 from app.storage import clickhouse_migrations
+from app.storage.clickhouse import ident
 
 # Longest wait for the quorum's replicas, ms: under the client's timeout, so a slow replica is a
 # transient error (the flush requeues; a redelivery finds the rows already written).
@@ -56,3 +59,21 @@ def insert_settings(ch, cluster: str) -> dict | None:
             out.update(insert_quorum=replicas // 2 + 1, insert_quorum_parallel=1,
                        insert_quorum_timeout=QUORUM_TIMEOUT_MS)
     return out or None
+
+
+def drop_expired_event_ids(ch, cluster: str, before_ms: int) -> list[str]:
+    """events_repo.drop_expired_event_ids on a cluster: the daily ``event_ids_local`` partitions
+    of every shard that end at or before ``before_ms`` are dropped ``ON CLUSTER``.
+
+    The single-node function finds no parts on a cluster (``event_ids`` is the Distributed
+    table there) and 18.16 has no TTL, so without this the dedup state outlives the window.
+    """
+    db = ident(ch.database)
+    local = clickhouse_migrations.local_table("event_ids")
+    cutoff_day = time.strftime("%Y%m%d", time.gmtime(int(before_ms) // 1000 - 86400))
+    rows = ch.execute(f"SELECT DISTINCT partition FROM cluster({ident(cluster)}, system, parts) "
+                      "WHERE database = %(db)s AND table = %(t)s AND active", {"db": db, "t": local})
+    old = sorted(str(p).strip("'") for (p,) in rows if str(p).strip("'").isdigit() and str(p).strip("'") <= cutoff_day)
+    for day in old:
+        ch.execute(f"ALTER TABLE {db}.{local} ON CLUSTER {ident(cluster)} DROP PARTITION {int(day)}")
+    return old

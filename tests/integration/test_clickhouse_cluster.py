@@ -102,6 +102,11 @@ class Side:
             "batches": q(f"SELECT project, session_id, version, batch_id, events FROM {db}.session_batches FINAL "
                          "ORDER BY project, session_id, version, batch_id"),
             "versions": events_repo.max_versions(ch, [("p1", s) for s in sids] + [("p2", s) for s in sids]),
+            "counted": events_repo.counted_versions(ch, [(r[0], r[1], r[3]) for r in q(
+                f"SELECT project, session_id, version, batch_id FROM {db}.session_batches")]),
+            "visible": [events_repo.count_session_batches(ch, c.project, c.session_id, c.version) for c in self.claimed],
+            "elsewhere": [sorted(events_repo.owned_elsewhere(ch, c.project, c.session_id, c.version)) for c in self.claimed],
+            "unrecorded": events_repo.unrecorded_versions(ch, since_ms=0, quiet_before_ms=BASE + 10 * IDLE_MS, limit=100),
             "sessions": q(f"SELECT project, session_id, version, event_count, counts FROM {db}.sessions FINAL "
                           "ORDER BY project, session_id, version"),
         }
@@ -115,25 +120,26 @@ def _scenario(sides, n_sessions: int):
         b1, b2 = _batch(e[0:7], sid, BASE, project), _batch(e[4:11], sid, BASE + 5_000, project)  # an SDK resend
         whole = _batch(e[11:21], sid, BASE + 7_000, project)
         part = _batch(e[11:15] + e[21:22], sid, BASE + 6_000, project)  # a re-cut after a 413, received first
+        late = _batch(e[9:11] + e[22:26], sid, BASE + 10_000 + IDLE_MS + 60_000, project)  # next version
+        race_a, race_b = _batch(e[26:28], sid, BASE + 8_000, project), _batch(e[27:30], sid, late["received_at"] + 1, project)
         for side in sides:
             side.ingest(b1)
             side.ingest(b2, whole, part)
             side.ingest(b1)  # a redelivery: finds its rows, writes and counts nothing
-        late = _batch(e[9:11] + e[22:26], sid, BASE + 10_000 + IDLE_MS + 60_000, project)  # next version
-        race_a, race_b = _batch(e[26:28], sid, late["received_at"] + 1, project), _batch(e[27:30], sid, late["received_at"] + 2, project)
-        for side in sides:
-            side.claim(BASE + 10_000 + IDLE_MS)
-            side.ingest(late)
             # two flushes that both looked before either wrote: both copies of e[27] are stored
+            # (the later receipt first); e[27] belongs to version 1, and version 2 leaves it out
             events_repo.insert_events(side.ch, [race_b], settings=side.settings)
             events_repo.insert_events(side.ch, [race_a], settings=side.settings)
             apply_summary(side.store, side.ch, session_summary(race_a), side.settings)
+            side.claim(BASE + 10_000 + IDLE_MS)
+            side.ingest(late)
             apply_summary(side.store, side.ch, session_summary(race_b), side.settings)
     for side in sides:
         side.claim(BASE + 20_000 + 2 * IDLE_MS + 120_000)
         rows = [service.session_row(service.prepare(side.ch, side.store.snapshot(c.project, c.session_id, c.version),
                                                     project=c.project, session_id=c.session_id, version=c.version,
-                                                    settings=S), "delivered") for c in side.claimed]
+                                                    settings=S), "delivered")
+                for c in side.claimed if c.session_id != "s00"]  # s00's versions stay unrecorded
         for row in rows:
             row[10] = 1  # forwarded_at_ms: the clock of the write, the same on both sides
         events_repo.insert_session_rows(side.ch, rows, settings=side.settings)
@@ -241,10 +247,26 @@ def test_pipeline_reads_the_same_on_the_cluster_as_on_one_node(topology, clickho
           f"{len(b['final'])} FINAL rows, {len(b['batches'])} session_batches; events_local per server {shards}; "
           f"equal to one node: {a == b}")
     assert len(a["payloads"]) == 8 and len(a["dedup"]) == 4 * 30
+    assert len(a["unrecorded"]) == 2 and sum(map(len, a["elsewhere"])) == 4  # the race: e[27] of each session
     for key in a:
         assert a[key] == b[key], key
     if topology.shards > 1:
         assert all(shards.values()), shards  # sessions spread over both shards
+
+
+def test_expired_event_ids_days_are_dropped_on_every_shard(clickhouse_clusters):
+    """18.16 has no TTL: whole days of event_ids past the window go, on each shard's local table."""
+    topology = clickhouse_clusters(2, 1)
+    ch = _migrated(topology, _db())
+    now = int(time.time() * 1000)
+    old = [_batch([str(uuid.uuid4())], f"s{k:02d}", now - 3 * 86_400_000) for k in range(4)]
+    events_repo.insert_events(ch, old + [_batch([str(uuid.uuid4())], "s00", now)])
+    assert events_repo.drop_expired_event_ids(ch, now - 90_000_000) == []  # the single-node way finds nothing
+    dropped = cluster.drop_expired_event_ids(ch, CLUSTER, now - 90_000_000)
+    assert dropped == [time.strftime("%Y%m%d", time.gmtime((now - 3 * 86_400_000) // 1000))]
+    assert ch.execute(f"SELECT count() FROM {ch.database}.event_ids")[0][0] == 1
+    assert ch.execute(f"SELECT count() FROM {ch.database}.events")[0][0] == 5
+    assert cluster.drop_expired_event_ids(ch, CLUSTER, now - 90_000_000) == []
 
 
 def test_a_row_inserted_on_one_replica_is_on_the_other(clickhouse_clusters):
