@@ -33,9 +33,14 @@ RUN groupadd --system --gid 10001 observer \
       --shell /usr/sbin/nologin observer
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /srv
-# Owned by root, read-only to the app user; .dockerignore keeps var/, .venv, .git, tests, the
-# SDK and everything else the runtime does not read out of the image.
-COPY . .
+# What the processes read, owned by root (read-only to the app user). No SDK (the app does
+# not serve it), no tests, no dev tooling; .dockerignore keeps var/ (the dev UFSE secret and
+# key), .venv, node_modules and .git out of the build context altogether.
+COPY celeryconfig.py gunicorn.conf.py flowerconfig.py ./
+COPY docker/ docker/
+COPY app/ app/
+COPY tasks/ tasks/
+COPY scripts/ufse_sink.py scripts/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/srv \
     PYTHONUNBUFFERED=1 \
