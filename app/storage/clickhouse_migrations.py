@@ -201,6 +201,16 @@ def _table_exists(ch, db: str, table: str) -> bool:
     return bool(ch.execute(sql, {"db": db, "t": table})[0][0])
 
 
+def _check_layout(ch, db: str, cluster: str) -> None:
+    """Refuse to mix layouts: single-node tables on a cluster (move them with
+    scripts/clickhouse_to_cluster.py), or a cluster's Distributed tables without CLICKHOUSE_CLUSTER."""
+    rows = ch.execute("SELECT engine FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
+    if rows and (rows[0][0] == "Distributed") != bool(cluster):
+        raise RuntimeError(f"{db}.events is a {rows[0][0]} table but CLICKHOUSE_CLUSTER is "
+                           f"{cluster or 'empty'}: " + ("move the single-node data with scripts/clickhouse_to_cluster.py"
+                                                         if cluster else "set CLICKHOUSE_CLUSTER to the cluster's name"))
+
+
 def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
     """Move a pre-issue-11 events table (no batch_id in its key) into the new layout."""
     # On a cluster ``events`` is the Distributed table (no sorting key): the key is the local table's.
@@ -225,6 +235,7 @@ def migrate(ch, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400
     db = ident(ch.database)
     statements = ddl(db, features, ttl_days, cluster, dedup_window)
     ch.execute(statements[0])
+    _check_layout(ch, db, cluster)
     _rebuild_old_events(ch, db, features, ttl_days, cluster)
     had_ids = _table_exists(ch, db, local_table("event_ids") if cluster else "event_ids")
     for statement in statements[1:]:

@@ -193,6 +193,18 @@ def test_migrations_twice_change_nothing(topology, redis_url):
     assert {engines[t] for t in clickhouse_migrations.DISTRIBUTED_TABLES} == {"Distributed"}
     assert "cityHash64(project, session_id)" in dict((t[0], t[2]) for t in after[topology.nodes[0].name]["tables"])["events"]
     assert after[topology.nodes[0].name]["counts"]["events"] > 0
+    with pytest.raises(RuntimeError, match="set CLICKHOUSE_CLUSTER"):
+        clickhouse_migrations.migrate(ch)  # the setting forgotten: nothing is touched
+    assert _snapshot(topology, db) == after
+
+
+def test_single_node_tables_are_not_migrated_in_place(clickhouse_clusters):
+    """CLICKHOUSE_CLUSTER set on a database that holds the single-node tables: refused (moved instead)."""
+    topology = clickhouse_clusters(2, 1)
+    ch = _node_ch(topology, _db())
+    clickhouse_migrations.migrate(ch)
+    with pytest.raises(RuntimeError, match="clickhouse_to_cluster"):
+        clickhouse_migrations.migrate(ch, cluster=CLUSTER)
 
 
 @pytest.mark.parametrize("source_kind", ["server", "chdb"])
