@@ -24,6 +24,7 @@ EVENTS_PREFETCH, SESSIONS_CONCURRENCY, FORWARD_CONCURRENCY (server ClickHouse on
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,6 +140,13 @@ def start(dev: DevStack) -> tuple[dict, str, str, int, int, int | None]:
     web_port = port_pref("PORT", 8000, "web")
     flower_port = port_pref("DEVSTACK_FLOWER_PORT", 5555, "flower")
     env.update(PORT=str(web_port), HOST="127.0.0.1", FLOWER_BASIC_AUTH=flower_auth())
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every process of the stack writes its samples here and /metrics sums them; a previous
+        # run's files would be summed too, so it starts empty.
+        prom = VAR / "prometheus"
+        shutil.rmtree(prom, ignore_errors=True)
+        prom.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
     dev.demo = Proc("demo", [sys.executable, "-m", "http.server", demo_port, "--bind", "127.0.0.1",
                              "--directory", ROOT / "sdk"], env=env, cwd=ROOT, echo=True,
                     log_path=VAR / "demo.log", ready=checks.http_answers(origin + "/"))

@@ -1,15 +1,89 @@
-"""Print the README's configuration table from app.settings.SPEC (the one source of truth)."""
+"""The README's configuration and metrics tables, generated from the code (the one source of truth).
+
+``python scripts/settings_table.py`` prints the settings table (from ``app.settings.SPEC``:
+name, default, type, meaning); ``--metrics`` prints the metrics table (from the metric objects
+of ``app.observability.metrics``: name, type, labels, help). ``scripts/update_readme_settings.py``
+writes both into README.md and ``tests/deploy/test_readme_tables.py`` keeps them equal.
+"""
+from __future__ import annotations
+
+import re
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app.settings import SPEC, ConfigError
 
-from app.settings import settings_table  # noqa: E402
+DERIVED = ("CELERY_BROKER_URL", "SESSIONS_REDIS_URL", "RATELIMIT_REDIS_URL")
 
-print("| variable | default | meaning |")
-print("|---|---|---|")
-for name, default, doc in settings_table():
-    shown = f"`{default}`" if default not in ("",) else "(empty)"
-    if name in ("CELERY_BROKER_URL", "SESSIONS_REDIS_URL", "RATELIMIT_REDIS_URL"):
-        shown = "`REDIS_URL`"
-    print(f"| `{name}` | {shown} | {doc} |")
+
+def _refusal(name: str, parse, probe: str) -> str:
+    """What the parser says about a value it refuses ('' when it takes it)."""
+    try:
+        parse(name, probe)
+    except ConfigError as exc:
+        return str(exc).split(": ", 1)[1]
+    return ""
+
+
+def value_type(name: str, default: str | None, parse) -> str:
+    """The setting's type as its parser defines it (the parsed default, and the parser's own
+    words for a value it refuses: minimums, URL schemes, choices)."""
+    value = parse(name, default if default is not None else "redis://127.0.0.1:6379/0")
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        minimum = re.search(r"must be >= (\S+),", _refusal(name, parse, "-1"))
+        kind = "integer" if isinstance(value, int) else "number"
+        return f"{kind} >= {minimum.group(1)}" if minimum else kind
+    if isinstance(value, tuple):
+        item = parse(name, "1") if _refusal(name, parse, "1") == "" else ()
+        return "comma-separated numbers" if item and isinstance(item[0], float) else "comma-separated list"
+    said = _refusal(name, parse, "no-such-value")
+    if said.startswith("expected a URL with scheme"):
+        return "URL: " + said.split("scheme ", 1)[1].split(",")[0]
+    if said.startswith("expected one of"):
+        return "one of " + said[len("expected one of "):].split(", got")[0]
+    if said.startswith("expected a rate"):
+        return "rate (N/second, N/minute...)"
+    return "string"
+
+
+def settings_rows() -> list[tuple[str, str, str, str]]:
+    """(name, default as shown, type, meaning) for every setting, in SPEC order."""
+    rows = []
+    for name, (default, parse, doc) in SPEC.items():
+        shown = "`REDIS_URL`" if name in DERIVED else (f"`{default}`" if default else "(empty)")
+        rows.append((name, shown, value_type(name, default, parse), doc))
+    return rows
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown."""
+    lines = ["| variable | default | type | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {d} | {t} | {m} |" for n, d, t, m in settings_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def metrics_rows() -> list[tuple[str, str, str, str]]:
+    """(exposed name, type, labels, help) of every metric defined in app.observability.metrics."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from app.observability import metrics
+
+    rows = []
+    for obj in vars(metrics).values():
+        if isinstance(obj, MetricWrapperBase):
+            name = obj._name + ("_total" if obj._type == "counter" else "")
+            rows.append((name, obj._type, ", ".join(obj._labelnames), obj._documentation))
+    return rows
+
+
+def metrics_markdown() -> str:
+    """The metrics table as Markdown."""
+    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | {t} | {('`' + labels + '`') if labels else ''} | {doc} |"
+              for n, t, labels, doc in metrics_rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(metrics_markdown() if sys.argv[1:] == ["--metrics"] else settings_markdown(), end="")

@@ -1,12 +1,16 @@
-"""Rewrite the configuration table in README.md from app.settings.SPEC."""
+"""Rewrite the README's configuration and metrics tables from the code (scripts/settings_table.py)."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from settings_table import metrics_markdown, settings_markdown
+
 root = Path(__file__).resolve().parents[1]
-table = subprocess.run([sys.executable, str(root / "scripts/settings_table.py")], capture_output=True, text=True, check=True).stdout
 readme = (root / "README.md").read_text()
-new = re.sub(r"(\(`python scripts/settings_table.py`\):\n\n)(\|.*?\n)+", lambda m: m.group(1) + table, readme, count=1, flags=re.S)
+new = readme
+for marker, table in (("`python scripts/settings_table.py` prints it:\n\n", settings_markdown()),
+                      ("`python scripts/settings_table.py --metrics` prints it:\n\n", metrics_markdown())):
+    if marker not in new:
+        raise SystemExit(f"README.md: no table introduced by {marker.strip()!r}")
+    new = re.sub(re.escape(marker) + r"(\|.*?\n)+", lambda m: marker + table, new, count=1, flags=re.S)
 (root / "README.md").write_text(new)
-print("README configuration table updated" if new != readme else "README already current")
+print("README tables updated" if new != readme else "README already current")

@@ -1,8 +1,11 @@
 """Prometheus metrics shared by the web process and the workers.
 
-Under gunicorn and prefork Celery set ``PROMETHEUS_MULTIPROC_DIR`` (``make run`` and the
-test stacks do; a deployment sets it per host), so every process writes its samples there
-and ``/metrics`` aggregates them.
+Under gunicorn and prefork Celery, ``PROMETHEUS_MULTIPROC_DIR`` must name an existing, empty
+directory per host (or container) so every process writes its samples there and ``/metrics``
+sums them. The Procfile does not set it: the environment does. The image sets it and its entry
+point (docker/entrypoint.sh) creates and empties it; ``make run`` uses ``var/prometheus``; the
+test stacks use their own. The README's metrics table is generated from the help texts here
+(scripts/settings_table.py --metrics), so they say what an operator needs to know.
 """
 from __future__ import annotations
 
@@ -11,41 +14,41 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
-HTTP_REQUESTS = Counter("observer_http_requests_total", "HTTP answers", ["endpoint", "status"])
-HTTP_LATENCY = Histogram("observer_http_request_seconds", "HTTP latency", ["endpoint"],
+HTTP_REQUESTS = Counter("observer_http_requests_total", "HTTP answers by route and status code", ["endpoint", "status"])
+HTTP_LATENCY = Histogram("observer_http_request_seconds", "HTTP latency by route, seconds", ["endpoint"],
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 EVENTS_ACCEPTED = Counter("observer_events_accepted_total", "Events accepted at ingest")
-EVENTS_REJECTED = Counter("observer_events_rejected_total", "Events rejected at ingest", ["code"])
+EVENTS_REJECTED = Counter("observer_events_rejected_total", "Events rejected at ingest, by rejection code", ["code"])
 PII_MASKED = Counter("observer_pii_masked_total", "Values masked by the privacy scrub")
-ENQUEUE_FAILURES = Counter("observer_enqueue_failures_total", "Batches not published (broker down)")
-KEY_CACHE = Counter("observer_key_cache_total", "Key cache lookups", ["result"])
-RATE_LIMITED = Counter("observer_rate_limited_total", "Requests refused by rate limits", ["scope"])
-CH_INSERT_ROWS = Counter("observer_clickhouse_rows_total", "Rows inserted into ClickHouse", ["table"])
-CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency", ["table"])
-CH_ERRORS = Counter("observer_clickhouse_errors_total", "ClickHouse call failures", ["op"])
+ENQUEUE_FAILURES = Counter("observer_enqueue_failures_total", "Batches not published (broker down): answered 503")
+KEY_CACHE = Counter("observer_key_cache_total", "API key lookups by the per-process cache, by result (hit, load, unavailable, malformed)", ["result"])
+RATE_LIMITED = Counter("observer_rate_limited_total", "Requests answered 429, by the limit that refused them (scope: key or ip)", ["scope"])
+CH_INSERT_ROWS = Counter("observer_clickhouse_rows_total", "Rows inserted into ClickHouse, by table", ["table"])
+CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency by table, seconds", ["table"])
+CH_ERRORS = Counter("observer_clickhouse_errors_total", "ClickHouse call failures, by operation", ["op"])
 EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
                            "Events dropped before storage because another batch owns them within the dedup window")
-BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total", "Redelivered batches recognised by marker", ["step"])
+BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total", "Redelivered batches recognised by their marker, by pipeline step", ["step"])
 SESSIONS_FINALIZED = Counter("observer_sessions_finalized_total", "Session versions claimed by the sweep")
-FORWARD_RESULTS = Counter("observer_forward_attempts_total", "UFSE delivery attempts", ["outcome"])
-FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency",
+FORWARD_RESULTS = Counter("observer_forward_attempts_total", "UFSE delivery attempts, by outcome", ["outcome"])
+FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency, seconds",
                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-DEAD_LETTERS = Counter("observer_dead_letters_total", "Dead letters written", ["kind"])
-TASK_FAILURES = Counter("observer_task_failures_total", "Task failures", ["task"])
+DEAD_LETTERS = Counter("observer_dead_letters_total", "Dead letters written, by kind (undeliverable_forward, poison_batch)", ["kind"])
+TASK_FAILURES = Counter("observer_task_failures_total", "Task failures, by task name", ["task"])
 FLUSH_SPLITS = Counter("observer_flush_splits_total", "Events flushes split to isolate a batch ClickHouse refused")
 EVENTS_PARKED = Counter("observer_events_parked_total", "Refused batches parked for a later retry")
 EVENTS_PAUSES = Counter("observer_events_pauses_total", "Pauses of an events worker while storage was unavailable")
 FLUSH_LOST = Counter("observer_flush_lost_total", "Flushes whose pool child died; their messages were requeued at once")
-BROKER_RESTORES = Counter("observer_broker_restores_total", "Unacked messages the Redis broker restored after the visibility timeout")
+BROKER_RESTORES = Counter("observer_broker_restores_total", "Unacked messages the Redis broker restored after the visibility timeout (after a crash: the recovery; otherwise a message waited too long)")
 JOURNAL_REPUBLISHED = Counter("observer_journal_republished_total", "Accepted batches re-published from the ingest journal (lost by the broker)")
-FORWARD_PARKED = Counter("observer_forward_parked_total", "Deliveries parked in the due-time index", ["reason"])
-DUE_REPUBLISHED = Counter("observer_due_republished_total", "Parked retries re-published by the sweep", ["index"])
+FORWARD_PARKED = Counter("observer_forward_parked_total", "UFSE deliveries parked in the due-time index, by reason (retry, circuit, storage)", ["reason"])
+DUE_REPUBLISHED = Counter("observer_due_republished_total", "Parked retries re-published by the sweep, by index (events, forward)", ["index"])
 KEY_CACHE_STALE = Counter("observer_key_cache_stale_total", "Keys served from an expired cache entry while PostgreSQL was unreachable")
-SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp", "Epoch seconds of the last finished maintenance sweep", multiprocess_mode="max")
-STALLED = Gauge("observer_worker_stalled", "1 when a worker holds messages and made no progress", ["worker"], multiprocess_mode="max")
-DUE_PARKED = Gauge("observer_due_parked", "Retries parked in the due-time index", ["index"], multiprocess_mode="livemax")
-QUEUE_DEPTH = Gauge("observer_queue_depth", "Messages waiting per queue", ["queue"], multiprocess_mode="livemax")
-LIVE_SESSIONS = Gauge("observer_live_sessions", "Sessions awaiting finalization", multiprocess_mode="livemax")
+SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp", "Epoch seconds of the last finished maintenance sweep (alert when it stops moving)", multiprocess_mode="max")
+STALLED = Gauge("observer_worker_stalled", "1 when a worker holds messages and made no progress for the visibility timeout (/ready lists it under workers)", ["worker"], multiprocess_mode="max")
+DUE_PARKED = Gauge("observer_due_parked", "Retries parked in the due-time index, by index (events, forward); sampled at each /metrics scrape", ["index"], multiprocess_mode="livemax")
+QUEUE_DEPTH = Gauge("observer_queue_depth", "Messages waiting in each queue (events, sessions, forward, maintenance); sampled at each /metrics scrape", ["queue"], multiprocess_mode="livemax")
+LIVE_SESSIONS = Gauge("observer_live_sessions", "Live sessions awaiting finalization (entries of every idle-index bucket); sampled at each /metrics scrape", multiprocess_mode="livemax")
 
 
 def render() -> bytes:

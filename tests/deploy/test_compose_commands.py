@@ -65,6 +65,8 @@ def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_u
                 env[key] = url
         if "PROMETHEUS_MULTIPROC_DIR" in env:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / f"prom-{name}")
+        if "WORKER_METRICS_PORT" in env:
+            env["WORKER_METRICS_PORT"] = str(free_port())
         if name == "web":
             env.update(PORT=str(ports["web"]), HOST="127.0.0.1")
         return env
