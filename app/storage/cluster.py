@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 
 from app.storage import clickhouse_migrations
-from app.storage.clickhouse import ident
+from app.storage.clickhouse import ClickHouseError, ident
 
 # Longest wait for the quorum's replicas, ms: under the client's timeout, so a slow replica is a
 # transient error (the flush requeues; a redelivery finds the rows already written).
@@ -32,7 +32,10 @@ def replicas_per_shard(ch, cluster: str) -> int:
     rows = ch.execute("SELECT shard_num, count() FROM system.clusters WHERE cluster = %(c)s GROUP BY shard_num",
                       {"c": cluster})
     if not rows:
-        raise RuntimeError(f"CLICKHOUSE_CLUSTER={cluster!r} is not in this server's <remote_servers>")
+        # Raised from inside a flush: "transient" requeues and pauses (loudly) instead of
+        # dead-lettering every batch while the server's config is being fixed.
+        raise ClickHouseError(f"CLICKHOUSE_CLUSTER={cluster!r} is not in this server's <remote_servers>",
+                              transient=True)
     return min(int(n) for _shard, n in rows)
 
 
