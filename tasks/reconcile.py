@@ -24,8 +24,13 @@ def reconcile() -> int:
     for c in found:
         celery.send_task("forward.deliver", args=[c.project, c.session_id, c.version], queue=Queue.FORWARD.value)
     # Dedup state lives as long as the window: whole days past it go (18.16 has no TTL).
-    dropped = events_repo.drop_expired_event_ids(
-        ch, int(time.time() * 1000) - (_s.dedup_window + EVENT_IDS_MARGIN_S) * 1000)
+    before = int(time.time() * 1000) - (_s.dedup_window + EVENT_IDS_MARGIN_S) * 1000
+    if _s.clickhouse_cluster:  # event_ids is the Distributed table there: drop each shard's days
+        from app.storage import cluster
+
+        dropped = cluster.drop_expired_event_ids(ch, _s.clickhouse_cluster, before)
+    else:
+        dropped = events_repo.drop_expired_event_ids(ch, before)
     if dropped:
         log.info("expired event_ids partitions dropped", extra={"partitions": dropped})
     return len(found)
