@@ -26,6 +26,8 @@ worker_send_task_events = True
 task_send_sent_event = False
 
 task_default_queue = "events"
+# The Redis broker's queues. On RabbitMQ app.broker.amqp_queues() replaces them with durable
+# quorum queues on topic exchanges (same names and routing).
 task_queues = (Queue("events"), Queue("sessions"), Queue("forward"), Queue("maintenance"))
 task_routes = {
     "sessions.reconcile": {"queue": "maintenance"},  # first match wins: before "sessions.*"
@@ -40,8 +42,14 @@ task_create_missing_queues = False
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 2
 broker_pool_limit = 10
-# Publisher confirms on RabbitMQ: "published" means the broker has the message.
+# Publisher confirms on RabbitMQ: "published" means the broker has the message. Messages are
+# persistent (Celery's default delivery mode; a quorum queue keeps every message on disk anyway).
 broker_transport_options = {"confirm_publish": True}
+task_default_delivery_mode = "persistent"
+# Quorum queues (RabbitMQ): per-consumer prefetch instead of global QoS, and countdowns through
+# Celery's native delayed delivery (celery_delayed_* quorum queues), so no worker holds one.
+worker_detect_quorum_queues = True
+broker_native_delayed_delivery_queue_type = "quorum"
 
 timezone = "UTC"
 enable_utc = True

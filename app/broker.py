@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue as KombuQueue
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,33 @@ def make_celery(settings, name: str = "observer") -> Celery:
         opts.update({"read_timeout": timeout, "write_timeout": timeout,
                      "on_blocked": _log_blocked, "on_unblocked": _log_unblocked})
         app.conf.task_queues = amqp_queues()
+        signals.worker_init.connect(_declare_queues, weak=False, dispatch_uid="observer-declare-queues")
     app.conf.broker_transport_options = opts
     return app
+
+
+def _declare_queues(sender=None, **_kw) -> None:
+    """A RabbitMQ worker declares every queue and exchange at start, not just the ones it consumes.
+
+    Celery's delayed-delivery step binds every queue's exchange to ``celery_delayed_delivery``;
+    on a new vhost an exchange no worker declared yet makes that step fail for the whole worker
+    ("native delayed delivery will not be available"). Best effort: a broker that is down now
+    is retried by the consumer, which declares its own queues when it connects.
+    """
+    app = getattr(sender, "app", None)
+    if app is None or not str(app.conf.broker_url or "").startswith(("amqp", "pyamqp")):
+        return
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            channel = conn.channel()
+            try:
+                for queue in app.amqp.queues.values():
+                    queue(channel).declare()
+            finally:
+                channel.close()
+    except Exception as exc:
+        log.warning("queues not declared at worker start", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
 
 def _log_blocked(reason: str) -> None:

@@ -76,7 +76,7 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False, broker: s
             res.notes.append("restores here are the killed workers' messages (expected, after the visibility timeout)")
         elif case.dead_connection:
             held = int(ctx.extra.get("held_at_kill", 0))
-            res.check("restores only of messages in flight on the connections the broker kill cut",
+            res.check("restores only of messages in flight on the connections the broker kill or stop cut",
                       res.restores <= held, f"{res.restores} restored, {held} were in flight at the kill")
         else:
             res.check("no message a live worker held was restored by the broker", res.restores == 0,

@@ -1,0 +1,149 @@
+"""A private RabbitMQ node from the toolkit, and what Observer's publisher does on it.
+
+One node for the module (scripts/toolkit/rabbitmq_server.py: its own name, ports, data and
+cookie; the machine's RabbitMQ on 5672 is never touched), a vhost per test. Shows: queues are
+durable quorum queues, batches persistent and published in confirm mode; at the memory alarm
+(RabbitMQ blocks publishers, it refuses nothing) the API's publisher gives up in milliseconds,
+not after the 20 s it took before; kill -9 and restart keep a confirmed message, and neither
+the kill nor the final stop leaves a process of the node behind.
+"""
+import time
+import uuid
+
+import pytest
+
+from toolkit.pids import pid_alive
+from toolkit.rabbitmq_server import rabbitmq_installed, start_rabbitmq
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def mq(tmp_path_factory):
+    if not rabbitmq_installed():
+        pytest.fail("Debian's rabbitmq-server is needed (apt-get install -y rabbitmq-server)")
+    node = start_rabbitmq(tmp_path_factory.mktemp("rabbitmq"), name="test")
+    yield node
+    tree = list(node.extra["tree"])
+    node.stop()
+    assert not any(pid_alive(pid) for pid, _ in tree), "nothing of the stopped node is left"
+
+
+@pytest.fixture(scope="module")
+def publisher(mq, tmp_path_factory):
+    """Observer's web publisher on a vhost of its own, with the queues declared as a worker does."""
+    from app.broker import Publisher, _declare_queues
+    from app.settings import load_settings
+
+    url = mq.add_vhost(f"t-{uuid.uuid4().hex[:8]}")
+    env_file = tmp_path_factory.mktemp("env") / "empty.env"
+    env_file.write_text("")
+    settings = load_settings({"REDIS_URL": "redis://127.0.0.1:1/0", "CELERY_BROKER_URL": url,
+                              "OBSERVER_ENV_FILE": str(env_file)})
+    pub = Publisher(settings)
+    _declare_queues(sender=type("Worker", (), {"app": pub.celery})())
+    pub.vhost = url.rsplit("/", 1)[1]
+    yield pub
+    pub.celery.pool.force_close_all()
+
+
+def _batch(tag: str) -> dict:
+    return {"batch_id": tag, "project": "p", "request_id": "r", "received_at": 1,
+            "events": [{"event_id": tag, "type": "click"}]}
+
+
+def _ready(mq, vhost: str, queue: str = "events") -> int:
+    import amqp
+
+    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest", virtual_host=vhost,
+                           connect_timeout=2)
+    conn.connect()
+    try:
+        return conn.channel().queue_declare(queue, passive=True).message_count
+    finally:
+        conn.collect()
+
+
+def test_node_is_private(mq):
+    assert mq.node != "rabbit@localhost" and mq.port != 5672
+    assert "0 plugins started" in mq.log_text(), "no management (or any) plugin"
+    assert str(mq.dir) in mq.ctl("eval", "rabbit_mnesia:dir().")
+    assert mq.startup_seconds > 0
+
+
+def test_durable_quorum_queues_persistent_messages_publisher_confirms(mq, publisher):
+    before = mq.counters()
+    publisher.publish_batch(_batch("b1"), "r")
+    after = mq.counters()
+    queues = mq.queues(publisher.vhost)
+    for name in ("events", "sessions", "forward", "maintenance"):
+        assert queues[name]["type"] == "quorum" and queues[name]["durable"] is True, queues[name]
+    assert after["published"] - before["published"] == 1
+    assert after["published_in_confirm_mode"] - before["published_in_confirm_mode"] == 1, "publisher confirms"
+    assert after["confirmed"] - before["confirmed"] == 1
+    import amqp
+
+    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",
+                           virtual_host=publisher.vhost, connect_timeout=2)
+    conn.connect()
+    try:
+        msg = conn.channel().basic_get("events", no_ack=True)
+    finally:
+        conn.collect()
+    assert msg is not None and msg.properties["delivery_mode"] == 2, "persistent"
+    assert msg.headers["task"] == "events.persist"
+
+
+def _publish(publisher, tag: str) -> tuple[float, Exception | None]:
+    t0 = time.monotonic()
+    try:
+        publisher.ensure_capacity()
+        publisher.publish_batch(_batch(tag), "r")
+        return time.monotonic() - t0, None
+    except Exception as exc:
+        return time.monotonic() - t0, exc
+
+
+def test_memory_alarm_refuses_at_once_and_lifts(mq, publisher):
+    """RabbitMQ blocks publishing connections at its memory high watermark: the publish would wait
+    for a confirm that comes after the alarm. The connection.blocked notice ends the wait."""
+    from app.broker import BrokerBlocked
+
+    publisher.publish_batch(_batch("warm"), "r")  # a pooled connection, as in a running web process
+    mq.set_memory_limit(1024)
+    try:
+        for i in range(150):  # until the node's memory monitor raised the alarm (bounded)
+            took, exc = _publish(publisher, f"a{i}")
+            if exc is not None:
+                break
+            time.sleep(0.2)
+        assert isinstance(exc, BrokerBlocked), exc
+        again, exc2 = _publish(publisher, "again")
+        assert isinstance(exc2, BrokerBlocked), exc2
+        print(f"refused at the memory alarm after {took:.3f}s, then {again:.3f}s")
+        assert max(took, again) < 2.0
+    finally:
+        mq.set_memory_limit(10 ** 12)
+    for i in range(150):  # publishing works again once the alarm cleared
+        _took, exc = _publish(publisher, f"after{i}")
+        if exc is None:
+            break
+        time.sleep(0.2)
+    assert exc is None, exc
+
+
+def test_kill9_restart_keeps_messages_and_leaves_nothing(mq, publisher):
+    before = _ready(mq, publisher.vhost)
+    publisher.publish_batch(_batch("k1"), "r")
+    port, tree = mq.port, list(mq.extra["tree"])
+    assert any("beam.smp" in open(f"/proc/{pid}/cmdline").read() for pid, _ in tree)
+    mq.kill9()
+    mq.restart()
+    assert mq.port == port
+    # The node answers AMQP before its quorum queues finished recovering: they count 0 until then.
+    deadline, count = time.monotonic() + 30, None
+    while count != before + 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        count = _ready(mq, publisher.vhost)
+    assert count == before + 1, "a confirmed message survives kill -9"
+    assert not any(pid_alive(pid) for pid, _ in tree), "nothing of the killed node is left"
