@@ -32,7 +32,8 @@ def migrate() -> None:
 
     f = clickhouse_migrations.migrate(get_clickhouse(s.clickhouse_url), s.clickhouse_ttl_days, s.clickhouse_cluster,
                                       dedup_window=s.dedup_window)
-    click.echo(f"clickhouse: schema ready on {f.version} (DateTime64={f.datetime64}, TTL={f.ttl}, LowCardinality={f.low_cardinality})")
+    click.echo(f"clickhouse: schema ready on {f.version} (DateTime64={f.datetime64}, TTL={f.ttl}, "
+               f"LowCardinality={f.low_cardinality})")
 
 
 @keys.command("create")
@@ -56,7 +57,8 @@ def keys_list() -> None:
     """List keys (prefixes only)."""
     for row in _rt().key_store.list():
         state = "active" if row["revoked_at"] is None else f"revoked {row['revoked_at']:%Y-%m-%dT%H:%M:%SZ}"
-        click.echo(f"{row['id']}\t{row['project']}\t{row['prefix']}…\t{','.join(row['origins']) or '*'}\t{row['rate_limit'] or 'default'}\t{state}")
+        click.echo(f"{row['id']}\t{row['project']}\t{row['prefix']}…\t{','.join(row['origins']) or '*'}\t"
+                   f"{row['rate_limit'] or 'default'}\t{state}")
 
 
 @keys.command("revoke")
@@ -66,7 +68,7 @@ def keys_revoke(key_or_id: str) -> None:
     try:
         key_id = _rt().key_store.revoke(key_or_id)
     except LookupError:
-        raise click.ClickException("no such key")
+        raise click.ClickException("no such key") from None
     click.echo(f"revoked key {key_id}")
 
 
@@ -79,7 +81,7 @@ def keys_rotate(key_or_id: str, grace: int | None) -> None:
     try:
         key_id, key = _rt().key_store.rotate(key_or_id, s.key_rotate_grace if grace is None else grace)
     except LookupError:
-        raise click.ClickException("no such key")
+        raise click.ClickException("no such key") from None
     click.echo(f"created key {key_id}; the old key stays valid for {s.key_rotate_grace if grace is None else grace}s:")
     click.echo(key)
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import psycopg2
 import psycopg2.pool
@@ -15,11 +16,11 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from app.broker import Publisher
 from app.ingest.privacy import DEFAULT_SENSITIVE_PARAMS
 from app.keys.cache import KeyCache
-from app.pipeline.journal import Journal, journal_for
 from app.keys.store import KeyStore
 from app.observability import logging as obs_logging
 from app.observability import metrics
 from app.observability.context import new_request_id, request_id_var, valid_request_id
+from app.pipeline.journal import Journal, journal_for
 from app.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -89,15 +90,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     app.extensions["observer"] = Runtime(
         settings=settings, keys=KeyCache(store.lookup, settings.key_cache_ttl, stale_max=settings.key_cache_stale_max,
-                                         unavailable=(psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.pool.PoolError)),
+                                         unavailable=(psycopg2.OperationalError, psycopg2.InterfaceError,
+                                                      psycopg2.pool.PoolError)),
         key_store=store,
         publisher=Publisher(settings), limiter=limiter,
         sensitive_params=frozenset(DEFAULT_SENSITIVE_PARAMS | {p.lower() for p in settings.sensitive_query_params}),
         journal=journal_for(settings),
     )
 
-    from app.api import errors, health, ingest
     from app import cli
+    from app.api import errors, health, ingest
 
     errors.register(app)
     app.register_blueprint(ingest.bp)

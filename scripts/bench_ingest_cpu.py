@@ -118,7 +118,8 @@ def load_old(rev: str, tmp: Path):
     for path in names:
         text = _git_show(rev, path)
         if path.endswith(".py"):
-            text = text.replace("from app.ingest.", "from old_ingest.").replace("from app.ingest import", "from old_ingest import")
+            text = text.replace("from app.ingest.", "from old_ingest.").replace("from app.ingest import",
+                                                                                "from old_ingest import")
         (pkg / Path(path).name).write_text(text, encoding="utf-8")
     sys.path.insert(0, str(tmp))
     mods = {m: importlib.import_module(f"old_ingest.{m}") for m in ("body", "schemas", "privacy")}
@@ -181,7 +182,7 @@ def new_path(fast: bool, now_ms: int) -> list:
     def message(batches):
         out = []
         for accepted, _rejected, plain in batches:
-            for e, is_plain in zip(accepted, plain):
+            for e, is_plain in zip(accepted, plain, strict=True):
                 e.pop("index", None)
                 e["metadata"] = new_message.metadata_json(e["metadata"], is_plain)
             out.append({"batch_id": new_message.batch_id_for("bench", accepted), "project": "bench",

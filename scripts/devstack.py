@@ -31,15 +31,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
-from devstack_setup import (ENV_FILE, Shutdown, dev_key, flower_auth, port_pref, say,
-                            ufse_secret, write_env_file)
+from devstack_setup import ENV_FILE, Shutdown, dev_key, flower_auth, port_pref, say, ufse_secret, write_env_file
 from toolkit import checks, console, net, observer
 from toolkit.postgres_server import start_postgres
 from toolkit.proc import Proc, make_child_preexec
 from toolkit.redis_server import start_redis
 from toolkit.sink import sink_proc
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
 
 
 def run_step(name: str, argv: list, env: dict) -> tuple[int, list[str]]:
@@ -75,7 +75,7 @@ class DevStack:
     def stop(self, grace: float) -> None:
         """Stop everything by PID, in order; keep going when one fails."""
         if self.stack:
-            say("stopping web, beat, Flower, then the workers (warm shutdown, %.0fs grace)" % grace)
+            say(f"stopping web, beat, Flower, then the workers (warm shutdown, {grace:.0f}s grace)")
             self.stack.stop(grace)
         for group in ([self.demo, self.sink], list(reversed(self.servers))):
             for p in group:

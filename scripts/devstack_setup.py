@@ -143,7 +143,7 @@ def banner(env: dict, key: str, origin: str, web_port: int, flower_port: int,
         "", f"OBSERVER_API_KEY={key}", "",
         " Send an event (paste as is):", f"   {curl}", "",
         " Keys: .venv/bin/flask --app app keys list|create NAME|revoke KEY",
-        " Stop: Ctrl-C (or SIGTERM to pid %d)" % os.getpid(),
+        f" Stop: Ctrl-C (or SIGTERM to pid {os.getpid()})",
         "=" * 72, "",
     ]
     with console._lock:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import sys
 import time
@@ -106,10 +107,10 @@ def _recent_timestamps():
 
 def run(url: str, key: str, max_examples: int, min_requests: int, seed: int | None, timeout: float) -> int:
     import hypothesis
+    import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
     from hypothesis.errors import Unsatisfiable
-    import schemathesis
     from schemathesis import GenerationMode
     from schemathesis import checks as st_checks
 
@@ -170,10 +171,8 @@ def run(url: str, key: str, max_examples: int, min_requests: int, seed: int | No
             per_op[label] += 1
             statuses[response.status_code] += 1
             if response.status_code >= 400:
-                try:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
                     error_codes[json.loads(response.content)["error"]["code"]] += 1
-                except (ValueError, KeyError, TypeError):
-                    pass
             problem = _error_shape_problem(response)
             if problem:
                 record_failure(label, f"error shape: {problem}", case, response)

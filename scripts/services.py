@@ -12,6 +12,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -20,13 +21,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from toolkit.clickhouse_server import start_clickhouse_server  # noqa: E402
-from toolkit.net import (LOCALHOST, Probe, clickhouse_http_available, free_port,  # noqa: E402,F401
-                         port_in_use, postgres_available, rabbitmq_available, redis_available)
+from toolkit.net import (  # noqa: E402,F401
+    LOCALHOST,
+    Probe,
+    clickhouse_http_available,
+    free_port,
+    port_in_use,
+    postgres_available,
+    rabbitmq_available,
+    redis_available,
+)
 from toolkit.postgres_server import start_postgres  # noqa: E402
-from toolkit.proc import RUNNING as _RUNNING, Proc, make_child_preexec  # noqa: E402,F401
+from toolkit.proc import RUNNING as _RUNNING  # noqa: E402,F401
+from toolkit.proc import Proc, make_child_preexec
 from toolkit.redis_server import start_redis  # noqa: E402
-from toolkit.system import (chromium_available, clickhouse_server_available,  # noqa: E402
-                            ensure_chromium, ensure_clickhouse_server, find_clickhouse_server)
+from toolkit.system import (  # noqa: E402
+    chromium_available,
+    clickhouse_server_available,
+    ensure_chromium,
+    ensure_clickhouse_server,
+    find_clickhouse_server,
+)
 
 Service = Proc  # the name older callers use
 
@@ -53,10 +68,8 @@ def main(argv=None) -> int:
     stop = threading.Event()
 
     def say(text: str, err: bool = False) -> None:
-        try:
+        with contextlib.suppress(BrokenPipeError):  # stdout piped into e.g. `head`: keep serving
             print(text, file=sys.stderr if err else sys.stdout, flush=True)
-        except BrokenPipeError:  # stdout piped into e.g. `head`: keep serving
-            pass
 
     def _on_signal(signum, frame):
         stop.set()

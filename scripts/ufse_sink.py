@@ -59,7 +59,7 @@ class Sink:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/"
 
-    def start(self) -> "Sink":
+    def start(self) -> Sink:
         """Serve from a background thread and return self."""
         # A short poll interval keeps stop() fast; tests start and stop many sinks.
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
@@ -74,7 +74,7 @@ class Sink:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,6 +11,7 @@ for marker, table in (("`python scripts/settings_table.py` prints it:\n\n", sett
                       ("`python scripts/settings_table.py --metrics` prints it:\n\n", metrics_markdown())):
     if marker not in new:
         raise SystemExit(f"README.md: no table introduced by {marker.strip()!r}")
-    new = re.sub(re.escape(marker) + r"(\|.*?\n)+", lambda m: marker + table, new, count=1, flags=re.S)
+    replacement = marker + table  # a function, so backslashes in the table are not read as escapes
+    new = re.sub(re.escape(marker) + r"(\|.*?\n)+", lambda _m, r=replacement: r, new, count=1, flags=re.S)
 (root / "README.md").write_text(new)
 print("README tables updated" if new != readme else "README already current")

@@ -1,8 +1,8 @@
 """The Celery app: configured from celeryconfig + settings, with signals for logging and chDB."""
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import os
 import threading
 import time
@@ -88,7 +88,9 @@ def _metrics_server(**_kw) -> None:
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0", **({"registry": registry} if registry else {}))
+    # Every interface: /metrics is scraped from outside the host (a container's published port).
+    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0",  # noqa: S104
+                      **({"registry": registry} if registry else {}))
     log.info("worker metrics", extra={"port": _settings.worker_metrics_port})
 
 
@@ -148,7 +150,8 @@ def _owner_start(sender=None, **_kw) -> None:
         return
     from app.storage import clickhouse_migrations
 
-    features = clickhouse_migrations.migrate(runtime.clickhouse(), _settings.clickhouse_ttl_days, _settings.clickhouse_cluster,
+    features = clickhouse_migrations.migrate(runtime.clickhouse(), _settings.clickhouse_ttl_days,
+                                             _settings.clickhouse_cluster,
                                            dedup_window=_settings.dedup_window)
     log.info("chdb migrated", extra={"version": features.version})
     threading.Thread(target=_heartbeat, name="clickhouse-heartbeat", daemon=True).start()

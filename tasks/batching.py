@@ -16,11 +16,13 @@ so the broker stops delivering) for at most ``hold_limit`` seconds before requeu
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
 import time
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
@@ -54,10 +56,8 @@ class AckOnSuccessBatches(Batches):
         """Build the message handler for a (re)started consumer, re-arming the flush timer."""
         if self._tref is not None:
             # The timer lives on the previous consumer's hub, which is gone after a reconnect.
-            try:
+            with contextlib.suppress(Exception):  # a timer of a dead hub may refuse even that
                 self._tref.cancel()
-            except Exception:  # a timer of a dead hub may refuse even that
-                pass
             self._tref = None
             self.restarts += 1
             log.warning("events consumer restarted; flush timer re-armed", extra={"restarts": self.restarts})
@@ -95,7 +95,8 @@ class AckOnSuccessBatches(Batches):
         def on_error(exc_info: Any) -> None:
             # The pool child died (WorkerLostError) or the pool refused the job.
             metrics.FLUSH_LOST.inc()
-            log.error("events flush lost its pool child; requeueing", extra={"requests": len(requests), "error": str(exc_info)[:300]})
+            log.error("events flush lost its pool child; requeueing",
+                      extra={"requests": len(requests), "error": str(exc_info)[:300]})
             for req in requests:
                 req.reject(requeue=True)
             self._settled(len(requests), pause=False)
@@ -111,7 +112,7 @@ class AckOnSuccessBatches(Batches):
                 # Exponential pause with jitter between probes: while ClickHouse is away the
                 # worker neither hammers it nor churns messages through the broker.
                 step = min(self.pause_max, 2.0 ** self._pauses) * self.time_scale
-                self._paused_until = time.monotonic() + step * (0.5 + 0.5 * random.random())
+                self._paused_until = time.monotonic() + step * (0.5 + 0.5 * random.random())  # noqa: S311 -- jitter, not a secret
                 self._pauses += 1
                 metrics.EVENTS_PAUSES.inc()
             else:

@@ -65,7 +65,8 @@ def persist(requests) -> dict:
     # No ClickHouse call starts once the budget is spent: the flush ends within budget + one
     # call's timeout, under the visibility timeout (settings cross-check this).
     ch = Deadline(runtime.clickhouse(), time.monotonic() + flush_budget())
-    deps = flush_mod.FlushDeps(insert=functools.partial(_insert, ch), count_sessions=functools.partial(_count_sessions, ch),
+    deps = flush_mod.FlushDeps(insert=functools.partial(_insert, ch),
+                               count_sessions=functools.partial(_count_sessions, ch),
                                publish_session_step=send_session_update, park=_park,
                                dead_letter=_dead_letter, schedule=_s.events_retry_schedule, scale=_s.retry_time_scale)
     try:
@@ -123,7 +124,8 @@ def send_session_update(batch: dict) -> None:
 def summary_repr(summary: dict) -> str:
     """argsrepr of a ``sessions.update`` message: its batch id and counts."""
     sessions = summary.get("sessions") or {}
-    return f"[<summary {summary.get('batch_id', '?')}: {len(sessions)} sessions, {sum(c[0] for c in sessions.values())} events>]"
+    events = sum(c[0] for c in sessions.values())
+    return f"[<summary {summary.get('batch_id', '?')}: {len(sessions)} sessions, {events} events>]"
 
 
 def _park(item: flush_mod.Item, due_at: float) -> None:

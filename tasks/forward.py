@@ -14,16 +14,16 @@ from urllib.parse import urlparse
 
 import psycopg2
 import redis
+from celery.exceptions import Reject, Retry
 
 from app.broker import Queue
-from app.pipeline import forward as forward_step
 from app.forwarding.circuit import Circuit
 from app.observability import metrics
+from app.pipeline import forward as forward_step
 from app.pipeline.flush import is_transient
 from app.pipeline.retries import DueIndex, schedule_delay
 from app.storage import events_repo
 from app.storage.clickhouse import ClickHouseError, Deadline
-from celery.exceptions import Reject, Retry
 from tasks import runtime
 from tasks.app import celery
 from tasks.events import EventsBatches, flush_budget, insert_settings
@@ -60,7 +60,8 @@ def _park(project: str, session_id: str, version: int, attempt: int, due_at: flo
     metrics.FORWARD_PARKED.labels(reason).inc()
 
 
-def _dead_letter(prepared: forward_step.Prepared | None, ref: str, error: str, attempts: int, extra: dict | None = None) -> int:
+def _dead_letter(prepared: forward_step.Prepared | None, ref: str, error: str, attempts: int,
+                 extra: dict | None = None) -> int:
     data = prepared.as_dead_letter() if prepared else dict(extra or {})
     dl_id = runtime.dead_letters().add("undeliverable_forward", ref, data, error, attempts)
     metrics.DEAD_LETTERS.labels("undeliverable_forward").inc()
@@ -88,7 +89,8 @@ def deliver(self, project: str, session_id: str, version: int, attempt: int = 0,
         return _deliver(self, project, session_id, version, attempt, waits, due)
     except INFRA_ERRORS as exc:
         metrics.TASK_FAILURES.labels("forward.deliver").inc()
-        log.warning("forward: storage unavailable", extra={"webhook_id": f"{project}:{session_id}:{version}", "error": str(exc)[:300]})
+        log.warning("forward: storage unavailable",
+                    extra={"webhook_id": f"{project}:{session_id}:{version}", "error": str(exc)[:300]})
         if infra < _INFRA_COUNTDOWNS:
             raise _countdown_retry(self, min(_s.sessions_retry_max, 2.0 ** infra * _s.retry_time_scale * 2),
                                    **args, infra=infra + 1) from None
@@ -162,7 +164,8 @@ def _deliver(task, project: str, session_id: str, version: int, attempt: int, wa
             # Honour the receiver's Retry-After: it may only lengthen the wait.
             delay = max(delay, result.retry_after or 0.0)
             _park(project, session_id, version, attempt + 1, time.time() + delay, "retry")
-            log.info("forward retry parked", extra={"webhook_id": ref, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
+            log.info("forward retry parked",
+                     extra={"webhook_id": ref, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
             return "retrying"
     _dead_letter(prepared, ref, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
     _finish(store, ch, index, prepared, "dead_lettered")

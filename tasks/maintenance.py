@@ -70,8 +70,8 @@ def replay_journal(limit: int, now_ms: int | None = None) -> int:
         send_batch(celery, batch)
     if lost:
         metrics.JOURNAL_REPUBLISHED.inc(len(lost))
-        log.warning("re-published accepted batches the broker lost", extra={"count": len(lost),
-                                                                           "batch_ids": [b["batch_id"] for b in lost[:10]]})
+        log.warning("re-published accepted batches the broker lost",
+                    extra={"count": len(lost), "batch_ids": [b["batch_id"] for b in lost[:10]]})
     return len(lost)
 
 

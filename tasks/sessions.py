@@ -5,14 +5,14 @@ import logging
 
 from celery.exceptions import Reject, Retry
 
+from app.observability import metrics
 from app.pipeline import sessions as pipeline
+from app.pipeline.backoff import backoff_delay
 from app.pipeline.flush import is_transient
 from app.pipeline.journal import journal_for
-from app.pipeline.backoff import backoff_delay
-from app.observability import metrics
 from tasks import runtime
-from tasks.events import insert_settings, summary_repr
 from tasks.app import celery
+from tasks.events import insert_settings, summary_repr
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
@@ -36,7 +36,8 @@ def update(self, summary: dict) -> dict:
         # The countdown is held by this worker as an unacked ETA message: capped well under the
         # visibility timeout, and never given up on (an outage is a delay, not a loss).
         countdown = max(0.5, backoff_delay(retries + 1, base=1.0, cap=_s.sessions_retry_max) * _s.retry_time_scale)
-        log.warning("sessions step: storage unavailable, retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:300],
+        log.warning("sessions step: storage unavailable, retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300],
                                                                              "retry_in_s": round(countdown, 2)})
         try:
             raise self.retry(countdown=countdown, exc=exc, argsrepr=summary_repr(summary), kwargsrepr="{}")

@@ -70,7 +70,8 @@ class Heartbeat:
     def beat(self) -> dict:
         """Write one heartbeat; returns it."""
         held, last = self.probe()
-        state = {"worker": self.name, "host": socket.gethostname(), "held": held, "last_progress": last, "at": time.time()}
+        state = {"worker": self.name, "host": socket.gethostname(), "held": held, "last_progress": last,
+                 "at": time.time()}
         self.redis_factory().set(self.key, json.dumps(state), ex=int(max(30, self.interval * 6)))
         return state
 

@@ -26,7 +26,8 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, details=None, headers: dict | None = None):
     """Build the JSON error answer."""
-    body = {"error": {"code": code, "message": message, "request_id": getattr(g, "request_id", None) or request_id_var.get(), "details": details}}
+    body = {"error": {"code": code, "message": message,
+                      "request_id": getattr(g, "request_id", None) or request_id_var.get(), "details": details}}
     resp = jsonify(body)
     resp.status_code = status
     for k, v in (headers or {}).items():

@@ -63,7 +63,8 @@ def _workers(s) -> str:
                             stall_after=s.broker_visibility_timeout)
     stalled = [b["worker"] for b in beats if b["stalled"]]
     if stalled:
-        raise RuntimeError(f"stalled (holding messages, no progress for {s.broker_visibility_timeout}s): {', '.join(stalled)}")
+        raise RuntimeError(f"stalled (holding messages, no progress for {s.broker_visibility_timeout}s): "
+                           f"{', '.join(stalled)}")
     return f"{len(beats)} worker(s) live"
 
 

@@ -33,7 +33,8 @@ def _header_key() -> str | None:
 
 def _authenticate(key: str | None):
     if not key:
-        raise ApiError(401, "missing_api_key", "An API key is required (Authorization: Bearer, X-API-Key or body api_key).")
+        raise ApiError(401, "missing_api_key",
+                       "An API key is required (Authorization: Bearer, X-API-Key or body api_key).")
     try:
         info = current_app.extensions["observer"].keys.get(key)
     except KeyStoreUnavailable:
@@ -98,7 +99,7 @@ def ingest():
         raise NoAcceptableEvents(details=rejected)
     masked = 0
     events = []
-    for e, is_plain in zip(accepted, plain):
+    for e, is_plain in zip(accepted, plain, strict=True):
         masked += scrub_event(e, rt.sensitive_params)
         e.pop("index", None)
         e["metadata"] = metadata_json(e["metadata"], is_plain)
@@ -116,7 +117,8 @@ def ingest():
         if isinstance(exc, redis.RedisError):
             log.error("journal write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
         metrics.ENQUEUE_FAILURES.inc()
-        raise ApiError(503, "broker_unavailable", "Events could not be queued; retry later.", headers={"Retry-After": "5"})
+        raise ApiError(503, "broker_unavailable", "Events could not be queued; retry later.",
+                       headers={"Retry-After": "5"}) from exc
     metrics.EVENTS_ACCEPTED.inc(len(events))
     if masked:
         metrics.PII_MASKED.inc(masked)

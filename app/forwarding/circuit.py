@@ -68,7 +68,8 @@ class Circuit:
     def failure(self, now: float | None = None) -> float:
         """Count a retryable failure; returns open_until (0 while still closed)."""
         now = time.time() if now is None else now
-        until = self._failure(keys=[self.key], args=[f"{now:.3f}", self.threshold, self.base_pause, self.max_pause, self.ttl])
+        until = self._failure(keys=[self.key],
+                              args=[f"{now:.3f}", self.threshold, self.base_pause, self.max_pause, self.ttl])
         self.r.delete(self.probe_key)
         return float(until)
 

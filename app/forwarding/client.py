@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from app.pipeline.backoff import retry_after_seconds
 from app.forwarding.signing import decode_secret, webhook_headers
+from app.pipeline.backoff import retry_after_seconds
 
 USER_AGENT = "observer-forwarder/1"
 ERROR_BODY_CAP = 2048  # bytes of a failed answer kept for logs

@@ -22,7 +22,8 @@ class DeadLetters:
             raise ValueError(f"unknown dead-letter kind {kind!r}")
         with postgres.cursor(self.url) as cur:
             cur.execute(
-                "INSERT INTO dead_letters (kind, ref, payload, error, attempts, request_id) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO dead_letters (kind, ref, payload, error, attempts, request_id) VALUES (%s, %s, %s, %s, "
+                "%s, %s) RETURNING id",
                 (kind, ref, psycopg2.extras.Json(payload), error[:2000], attempts, request_id),
             )
             return cur.fetchone()["id"]
@@ -43,13 +44,16 @@ class DeadLetters:
             clauses.append("replayed_at IS NULL")
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         with postgres.cursor(self.url) as cur:
-            cur.execute(f"SELECT id, kind, ref, error, attempts, request_id, created_at, replayed_at FROM dead_letters {where} ORDER BY id LIMIT %s", (*args, limit))
+            # Only fixed clauses are joined into the text; every value is a bound parameter.
+            cur.execute(f"SELECT id, kind, ref, error, attempts, request_id, created_at, replayed_at "  # noqa: S608
+                        f"FROM dead_letters {where} ORDER BY id LIMIT %s", (*args, limit))
             return list(cur.fetchall())
 
     def record_failure(self, dl_id: int, error: str) -> None:
         """A replay failed again: keep the row pending with the new error."""
         with postgres.cursor(self.url) as cur:
-            cur.execute("UPDATE dead_letters SET error = %s, attempts = attempts + 1, replayed_at = NULL WHERE id = %s", (error[:2000], dl_id))
+            cur.execute("UPDATE dead_letters SET error = %s, attempts = attempts + 1, replayed_at = NULL WHERE id = %s",
+                        (error[:2000], dl_id))
 
     def mark_replayed(self, dl_id: int) -> None:
         """The dead letter was delivered (or re-published)."""

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import time
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format's prefix, not a secret
 
 
 def decode_secret(secret: str) -> bytes:

@@ -6,7 +6,8 @@ import json
 import math
 import sys
 import zlib
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import orjson
 

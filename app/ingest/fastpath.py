@@ -17,8 +17,17 @@ import orjson
 from marshmallow import ValidationError
 
 from app.ingest.timestamps import MAX_TS_MS, MIN_TS_MS, iso_to_ms
-from app.ingest.validators import (BAD_CHARS, EVENT_TYPES, ID_PATTERN, MAX_API_KEY_CHARS, MAX_METADATA_DEPTH,
-                                   MAX_NAME_CHARS, MAX_URL_CHARS, UUID_PATTERN, http_url)
+from app.ingest.validators import (
+    BAD_CHARS,
+    EVENT_TYPES,
+    ID_PATTERN,
+    MAX_API_KEY_CHARS,
+    MAX_METADATA_DEPTH,
+    MAX_NAME_CHARS,
+    MAX_URL_CHARS,
+    UUID_PATTERN,
+    http_url,
+)
 
 _TYPES = frozenset(EVENT_TYPES)
 _EVENT_KEYS = frozenset(("event_id", "type", "timestamp", "session_id", "url", "name",

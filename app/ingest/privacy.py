@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Collection
+from collections.abc import Collection
 from urllib.parse import unquote
 
 from app.ingest.cards import MIN_DIGITS, mask_cards
@@ -35,7 +35,7 @@ _DIGIT = re.compile(r"[0-9]")
 # Prefilters: a cheap scan that finds nothing proves the exact rules would change nothing.
 # A card is a digit run (as cards.DIGIT_RUN finds it) of at least MIN_DIGITS characters of
 # digits and separators: its first MIN_DIGITS characters are such, after no letter or digit.
-_CARD_CANDIDATE = r"(?<![0-9A-Za-z])[0-9][0-9 -]{%d}" % (MIN_DIGITS - 1)
+_CARD_CANDIDATE = rf"(?<![0-9A-Za-z])[0-9][0-9 -]{{{MIN_DIGITS - 1}}}"
 # The union of the digit patterns as they are (a match of any one is a match of the union).
 # The lookahead only makes the scan cheap: every match of these patterns starts with a digit,
 # "+" or "(" (checked against generated strings by tests/unit/ingest/test_privacy_prefilter.py).
@@ -60,7 +60,7 @@ def _sensitive_param_at(sensitive_params: frozenset) -> re.Pattern:
     """Where a parameter with one of these names starts, in an ASCII string without "%"."""
     names = "|".join(re.escape(n) for n in sorted(sensitive_params, key=len, reverse=True))
     # ASCII case folding is str.lower() on ASCII text; percent-escapes would need unquote.
-    return re.compile(r"[?&#;](?:%s)=" % names, re.IGNORECASE | re.ASCII)
+    return re.compile(rf"[?&#;](?:{names})=", re.IGNORECASE | re.ASCII)
 
 
 def _no_sensitive_param(s: str, sensitive_params: Collection[str]) -> bool:

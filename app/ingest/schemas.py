@@ -10,8 +10,19 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from app.ingest import fastpath
 from app.ingest.errors import InvalidBatch, TooManyEvents
 from app.ingest.timestamps import MAX_TS_MS, MIN_TS_MS, Timestamp
-from app.ingest.validators import (EVENT_TYPES, ID_PATTERN, MAX_API_KEY_CHARS, MAX_METADATA_DEPTH, MAX_NAME_CHARS,
-                                   MAX_URL_CHARS, UUID_PATTERN, clean_text, http_url, metadata_depth, optional_id)
+from app.ingest.validators import (
+    EVENT_TYPES,
+    ID_PATTERN,
+    MAX_API_KEY_CHARS,
+    MAX_METADATA_DEPTH,
+    MAX_NAME_CHARS,
+    MAX_URL_CHARS,
+    UUID_PATTERN,
+    clean_text,
+    http_url,
+    metadata_depth,
+    optional_id,
+)
 
 # Re-exported for callers that read the limits from the schema module.
 __all__ = ["EVENT_TYPES", "MAX_NAME_CHARS", "MAX_URL_CHARS", "MAX_METADATA_DEPTH", "MIN_TS_MS", "MAX_TS_MS",
@@ -126,7 +137,8 @@ def _check_one(raw: Any, index: int, max_event_bytes: int) -> tuple[str, dict]:
 def validate_events(raw_events: list, *, received_at_ms: int, max_event_bytes: int,
                     max_past_ms: int, max_future_ms: int, fast: bool = True) -> tuple[list[dict], list[dict]]:
     """Split raw events into (accepted normalized events, rejections), keeping request order."""
-    accepted, rejected, _plain = check_events(raw_events, received_at_ms=received_at_ms, max_event_bytes=max_event_bytes,
+    accepted, rejected, _plain = check_events(raw_events, received_at_ms=received_at_ms,
+                                              max_event_bytes=max_event_bytes,
                                               max_past_ms=max_past_ms, max_future_ms=max_future_ms, fast=fast)
     return accepted, rejected
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 from app.keys import model
 from app.observability import metrics
@@ -30,7 +30,8 @@ class KeyCache:
     """Bounded LRU of digest -> (fresh until, KeyInfo|None, loaded at)."""
 
     def __init__(self, loader: Callable[[str], model.KeyInfo | None], ttl: float, max_entries: int = 50_000,
-                 clock=time.monotonic, stale_max: float = 3600.0, unavailable: tuple[type[BaseException], ...] = (Exception,)) -> None:
+                 clock=time.monotonic, stale_max: float = 3600.0,
+                 unavailable: tuple[type[BaseException], ...] = (Exception,)) -> None:
         self.loader = loader
         self.ttl = ttl
         self.max_entries = max_entries

@@ -20,7 +20,8 @@ class KeyStore:
         with postgres.cursor(self.url, self.maxconn) as cur:
             cur.execute("INSERT INTO projects (name) VALUES (%s) ON CONFLICT DO NOTHING", (project,))
             cur.execute(
-                "INSERT INTO api_keys (project, prefix, key_hash, origins, rate_limit) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO api_keys (project, prefix, key_hash, origins, rate_limit) VALUES (%s, %s, %s, %s, %s) "
+                "RETURNING id",
                 (project, model.display_prefix(key), model.digest(key), list(origins or []), rate_limit),
             )
             return cur.fetchone()["id"], key
@@ -44,7 +45,8 @@ class KeyStore:
     def list(self) -> list[dict]:
         """Every key (without secrets)."""
         with postgres.cursor(self.url, self.maxconn) as cur:
-            cur.execute("SELECT id, project, prefix, origins, rate_limit, created_at, revoked_at FROM api_keys ORDER BY id")
+            cur.execute("SELECT id, project, prefix, origins, rate_limit, created_at, revoked_at "
+                        "FROM api_keys ORDER BY id")
             return list(cur.fetchall())
 
     def _resolve(self, cur, key_or_id: str) -> dict:
@@ -62,7 +64,8 @@ class KeyStore:
         with postgres.cursor(self.url, self.maxconn) as cur:
             row = self._resolve(cur, key_or_id)
             cur.execute(
-                "UPDATE api_keys SET revoked_at = LEAST(COALESCE(revoked_at, 'infinity'), now() + make_interval(secs => %s)) WHERE id = %s",
+                "UPDATE api_keys SET revoked_at = LEAST(COALESCE(revoked_at, 'infinity'), "
+                "now() + make_interval(secs => %s)) WHERE id = %s",
                 (grace_s, row["id"]),
             )
             return row["id"]

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 HTTP_REQUESTS = Counter("observer_http_requests_total", "HTTP answers by route and status code", ["endpoint", "status"])
 HTTP_LATENCY = Histogram("observer_http_request_seconds", "HTTP latency by route, seconds", ["endpoint"],
@@ -21,34 +20,57 @@ EVENTS_ACCEPTED = Counter("observer_events_accepted_total", "Events accepted at 
 EVENTS_REJECTED = Counter("observer_events_rejected_total", "Events rejected at ingest, by rejection code", ["code"])
 PII_MASKED = Counter("observer_pii_masked_total", "Values masked by the privacy scrub")
 ENQUEUE_FAILURES = Counter("observer_enqueue_failures_total", "Batches not published (broker down): answered 503")
-KEY_CACHE = Counter("observer_key_cache_total", "API key lookups by the per-process cache, by result (hit, load, unavailable, malformed)", ["result"])
-RATE_LIMITED = Counter("observer_rate_limited_total", "Requests answered 429, by the limit that refused them (scope: key or ip)", ["scope"])
+KEY_CACHE = Counter("observer_key_cache_total",
+                    "API key lookups by the per-process cache, by result (hit, load, unavailable, malformed)",
+                    ["result"])
+RATE_LIMITED = Counter("observer_rate_limited_total",
+                       "Requests answered 429, by the limit that refused them (scope: key or ip)", ["scope"])
 CH_INSERT_ROWS = Counter("observer_clickhouse_rows_total", "Rows inserted into ClickHouse, by table", ["table"])
-CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency by table, seconds", ["table"])
+CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency by table, seconds",
+                              ["table"])
 CH_ERRORS = Counter("observer_clickhouse_errors_total", "ClickHouse call failures, by operation", ["op"])
 EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
                            "Events dropped before storage because another batch owns them within the dedup window")
-BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total", "Redelivered batches recognised by their marker, by pipeline step", ["step"])
+BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total",
+                            "Redelivered batches recognised by their marker, by pipeline step", ["step"])
 SESSIONS_FINALIZED = Counter("observer_sessions_finalized_total", "Session versions claimed by the sweep")
 FORWARD_RESULTS = Counter("observer_forward_attempts_total", "UFSE delivery attempts, by outcome", ["outcome"])
 FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency, seconds",
                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-DEAD_LETTERS = Counter("observer_dead_letters_total", "Dead letters written, by kind (undeliverable_forward, poison_batch)", ["kind"])
+DEAD_LETTERS = Counter("observer_dead_letters_total",
+                       "Dead letters written, by kind (undeliverable_forward, poison_batch)", ["kind"])
 TASK_FAILURES = Counter("observer_task_failures_total", "Task failures, by task name", ["task"])
 FLUSH_SPLITS = Counter("observer_flush_splits_total", "Events flushes split to isolate a batch ClickHouse refused")
 EVENTS_PARKED = Counter("observer_events_parked_total", "Refused batches parked for a later retry")
 EVENTS_PAUSES = Counter("observer_events_pauses_total", "Pauses of an events worker while storage was unavailable")
 FLUSH_LOST = Counter("observer_flush_lost_total", "Flushes whose pool child died; their messages were requeued at once")
-BROKER_RESTORES = Counter("observer_broker_restores_total", "Unacked messages the Redis broker restored after the visibility timeout (after a crash: the recovery; otherwise a message waited too long)")
-JOURNAL_REPUBLISHED = Counter("observer_journal_republished_total", "Accepted batches re-published from the ingest journal (lost by the broker)")
-FORWARD_PARKED = Counter("observer_forward_parked_total", "UFSE deliveries parked in the due-time index, by reason (retry, circuit, storage)", ["reason"])
-DUE_REPUBLISHED = Counter("observer_due_republished_total", "Parked retries re-published by the sweep, by index (events, forward)", ["index"])
-KEY_CACHE_STALE = Counter("observer_key_cache_stale_total", "Keys served from an expired cache entry while PostgreSQL was unreachable")
-SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp", "Epoch seconds of the last finished maintenance sweep (alert when it stops moving)", multiprocess_mode="max")
-STALLED = Gauge("observer_worker_stalled", "1 when a worker holds messages and made no progress for the visibility timeout (/ready lists it under workers)", ["worker"], multiprocess_mode="max")
-DUE_PARKED = Gauge("observer_due_parked", "Retries parked in the due-time index, by index (events, forward); sampled at each /metrics scrape", ["index"], multiprocess_mode="livemax")
-QUEUE_DEPTH = Gauge("observer_queue_depth", "Messages waiting in each queue (events, sessions, forward, maintenance); sampled at each /metrics scrape", ["queue"], multiprocess_mode="livemax")
-LIVE_SESSIONS = Gauge("observer_live_sessions", "Live sessions awaiting finalization (entries of every idle-index bucket); sampled at each /metrics scrape", multiprocess_mode="livemax")
+BROKER_RESTORES = Counter("observer_broker_restores_total",
+                          "Unacked messages the Redis broker restored after the visibility timeout (after a crash: the "
+                          "recovery; otherwise a message waited too long)")
+JOURNAL_REPUBLISHED = Counter("observer_journal_republished_total",
+                              "Accepted batches re-published from the ingest journal (lost by the broker)")
+FORWARD_PARKED = Counter("observer_forward_parked_total",
+                         "UFSE deliveries parked in the due-time index, by reason (retry, circuit, storage)",
+                         ["reason"])
+DUE_REPUBLISHED = Counter("observer_due_republished_total",
+                          "Parked retries re-published by the sweep, by index (events, forward)", ["index"])
+KEY_CACHE_STALE = Counter("observer_key_cache_stale_total",
+                          "Keys served from an expired cache entry while PostgreSQL was unreachable")
+SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp",
+                   "Epoch seconds of the last finished maintenance sweep (alert when it stops moving)",
+                   multiprocess_mode="max")
+STALLED = Gauge("observer_worker_stalled",
+                "1 when a worker holds messages and made no progress for the visibility timeout (/ready lists it under "
+                "workers)", ["worker"], multiprocess_mode="max")
+DUE_PARKED = Gauge("observer_due_parked",
+                   "Retries parked in the due-time index, by index (events, forward); sampled at each /metrics scrape",
+                   ["index"], multiprocess_mode="livemax")
+QUEUE_DEPTH = Gauge("observer_queue_depth",
+                    "Messages waiting in each queue (events, sessions, forward, maintenance); sampled at each /metrics "
+                    "scrape", ["queue"], multiprocess_mode="livemax")
+LIVE_SESSIONS = Gauge("observer_live_sessions",
+                      "Live sessions awaiting finalization (entries of every idle-index bucket); sampled at each "
+                      "/metrics scrape", multiprocess_mode="livemax")
 
 
 def render() -> bytes:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 # 2**62 already dwarfs any sane cap; bounding the exponent avoids float overflow.
 _MAX_EXPONENT = 62

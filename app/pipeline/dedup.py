@@ -8,12 +8,13 @@ that both looked before either wrote -- are ordered by the read rule, the smalle
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 Key = tuple[int, str]  # (received_at_ms, batch_id): smaller wins
 
 
-def owned_events(batches: Iterable[dict], stored: dict[tuple[str, str], list[Key]], window_ms: int) -> dict[str, list[dict]]:
+def owned_events(batches: Iterable[dict], stored: dict[tuple[str, str], list[Key]],
+                 window_ms: int) -> dict[str, list[dict]]:
     """{batch_id: the events that batch owns}, given the stored carriers of each (project, event_id).
 
     ``stored`` holds the (received_at_ms, batch_id) of rows already in ClickHouse, for rows
@@ -23,7 +24,8 @@ def owned_events(batches: Iterable[dict], stored: dict[tuple[str, str], list[Key
     return {bid: owned for bid, (owned, _new) in split(batches, stored, window_ms).items()}
 
 
-def split(batches: Iterable[dict], stored: dict[tuple[str, str], list[Key]], window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
+def split(batches: Iterable[dict], stored: dict[tuple[str, str], list[Key]],
+          window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
     """{batch_id: (events it owns, of those the ones not stored yet)}: see owned_events."""
     batches = list(batches)
     flush_best: dict[tuple[str, str], Key] = {}

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import redis as redis_lib
 from redis import exceptions as redis_errors
@@ -73,7 +73,8 @@ class FlushDeps:
 
     insert: Callable[[list[dict]], object]  # raises on failure
     count_sessions: Callable[[list[dict]], object]  # the session step of every stored batch; raises on failure
-    publish_session_step: Callable[[dict], None]  # one batch's step as a task (fallback); raises when the broker is unavailable
+    # one batch's step as a task (fallback); raises when the broker is unavailable
+    publish_session_step: Callable[[dict], None]
     park: Callable[[Item, float], None]  # keep the batch durably until a retry is due
     dead_letter: Callable[[Item, str], None]
     schedule: tuple[float, ...]
@@ -152,12 +153,14 @@ def _refused(item: Item, exc: BaseException, deps: FlushDeps, out: Outcome) -> N
         if delay is None:
             deps.dead_letter(item, error)
             metrics.DEAD_LETTERS.labels("poison_batch").inc()
-            log.error("batch dead-lettered", extra={"batch_id": item.batch.get("batch_id"), "attempts": item.attempt + 1, "error": error})
+            log.error("batch dead-lettered",
+                      extra={"batch_id": item.batch.get("batch_id"), "attempts": item.attempt + 1, "error": error})
         else:
             deps.park(item, time.time() + delay)
             metrics.EVENTS_PARKED.inc()
             log.warning("batch refused by ClickHouse; retry parked", extra={
-                "batch_id": item.batch.get("batch_id"), "attempt": item.attempt + 1, "retry_in_s": round(delay, 1), "error": error})
+                "batch_id": item.batch.get("batch_id"), "attempt": item.attempt + 1, "retry_in_s": round(delay, 1),
+                "error": error})
         out.verdicts[item.request_id] = ACK
     except Exception as park_exc:  # PostgreSQL/Redis unavailable: keep the message instead
         log.warning("could not park or dead-letter a refused batch", extra={"error": _short(park_exc)})

@@ -43,7 +43,7 @@ class Prepared:
                 "finalized_reason": self.finalized_reason, "finalized_at_ms": self.finalized_at_ms}
 
     @classmethod
-    def from_dead_letter(cls, data: dict) -> "Prepared":
+    def from_dead_letter(cls, data: dict) -> Prepared:
         """Rebuild from a dead-letter row's payload."""
         return cls(**{k: data[k] for k in ("project", "session_id", "version", "webhook_id", "payload",
                                            "totals", "finalized_reason", "finalized_at_ms")})

@@ -113,7 +113,7 @@ class Journal:
         return sum(int(self.r.zcard(self._keys(s)[0])) for s in range(SHARDS))
 
 
-def journal_for(settings) -> "Journal | None":
+def journal_for(settings) -> Journal | None:
     """The journal for these settings: on the Redis broker, None with RabbitMQ."""
     if not settings.celery_broker_url.startswith(("redis", "rediss", "unix")):
         return None

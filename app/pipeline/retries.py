@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # KEYS: zset, item key. ARGV: member, due, payload, ttl. Keeps the earlier due time of a member
 # parked twice, so a duplicate never postpones a retry.
@@ -74,7 +74,7 @@ class DueIndex:
         if not members:
             return []
         bodies = self.r.mget([self.item_prefix + m for m in members])
-        return [(m, json.loads(b) if b else None) for m, b in zip(members, bodies)]
+        return [(m, json.loads(b) if b else None) for m, b in zip(members, bodies, strict=True)]
 
     def done(self, members: list[str]) -> None:
         """Forget members that were re-published (or need nothing more)."""

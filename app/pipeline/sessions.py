@@ -61,12 +61,14 @@ def count_summaries(store, ch, summaries: list[dict], insert_settings: dict | No
         metrics.BATCHES_DUPLICATE.labels("sessions").inc(dupes)
     # Inserted again on redelivery too: the crash may have hit between the scripts and this
     # INSERT; the ReplacingMergeTree key collapses the repeat.
-    rows = [(e.project, e.session_id, version, e.batch_id, e.counts[0]) for e, (version, _f) in zip(entries, results)]
+    rows = [(e.project, e.session_id, version, e.batch_id, e.counts[0])
+            for e, (version, _f) in zip(entries, results, strict=True)]
     events_repo.insert_session_batches(ch, rows, settings=insert_settings)
     metrics.CH_INSERT_ROWS.labels("session_batches").inc(len(rows))
     # Only now may the versions stop waiting for these batches (their forward reads these rows).
-    store.mark_written_many([(e.project, e.batch_id, e.session_id, version) for e, (version, _f) in zip(entries, results)])
+    store.mark_written_many([(e.project, e.batch_id, e.session_id, version)
+                             for e, (version, _f) in zip(entries, results, strict=True)])
     out: dict[str, dict[str, int]] = {}
-    for e, (version, _f) in zip(entries, results):
+    for e, (version, _f) in zip(entries, results, strict=True):
         out.setdefault(e.batch_id, {})[e.session_id] = version
     return out

@@ -5,8 +5,8 @@ import os
 import socket
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from redis.exceptions import NoScriptError
 
@@ -97,7 +97,8 @@ class SessionStore:
         return f"{k['applied']}{batch_id}:{project}:{session_id}"
 
     # -- update -----------------------------------------------------------------------------
-    def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]], at_ms: int | None = None,
+    def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]],
+                    at_ms: int | None = None,
                     version_floor: Callable[[str, str], int] | None = None) -> dict[str, tuple[int, bool]]:
         """Count a batch into each of its sessions; returns {session_id: (version, newly_applied)}.
 
@@ -113,10 +114,11 @@ class SessionStore:
             return {pair: int(version_floor(*pair)) if version_floor else 0 for pair in pairs}
 
         results = self.apply_many(entries, floors)
-        return {e.session_id: res for e, res in zip(entries, results)}
+        return {e.session_id: res for e, res in zip(entries, results, strict=True)}
 
-    def apply_many(self, entries: "list[Entry]",
-                   floors: Callable[[list[tuple[str, str]]], dict[tuple[str, str], int]] | None = None) -> list[tuple[int, bool]]:
+    def apply_many(self, entries: list[Entry],
+                   floors: Callable[[list[tuple[str, str]]],
+                                    dict[tuple[str, str], int]] | None = None) -> list[tuple[int, bool]]:
         """Count many (batch, session) entries in one pipelined round; returns (version, newly
         counted) per entry, in order.
 
@@ -126,17 +128,18 @@ class SessionStore:
         """
         calls = [self._apply_call(e, -1) for e in entries]
         results = self._run_many(self._apply, calls)
-        need = sorted({(e.project, e.session_id) for e, (_v, fresh) in zip(entries, results) if fresh == -1})
+        need = sorted({(e.project, e.session_id)
+                       for e, (_v, fresh) in zip(entries, results, strict=True) if fresh == -1})
         if need:
             known = floors(need) if floors else {}
             again = [i for i, (_v, fresh) in enumerate(results) if fresh == -1]
             retried = self._run_many(self._apply, [self._apply_call(entries[i], int(known.get(
                 (entries[i].project, entries[i].session_id), 0))) for i in again])
-            for i, res in zip(again, retried):
+            for i, res in zip(again, retried, strict=True):
                 results[i] = res
         return [(int(v), bool(fresh)) for v, fresh in results]
 
-    def _apply_call(self, e: "Entry", floor: int) -> tuple[list[str], list]:
+    def _apply_call(self, e: Entry, floor: int) -> tuple[list[str], list]:
         k = self.keys(e.project, e.session_id)
         n, first_ts, last_ts = e.counts
         keys = [k["live"], k["ver"], self._marker(k, e.project, e.batch_id, e.session_id), k["deadline"]]
@@ -153,7 +156,8 @@ class SessionStore:
         calls = []
         for project, batch_id, sid, version in written:
             k = self.keys(project, sid)
-            calls.append(([self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"], [str(int(version))]))
+            calls.append(([self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"],
+                          [str(int(version))]))
         self._run_many(self._written, calls)
 
     def _run_many(self, script, calls: list[tuple[list[str], list]]) -> list:
@@ -173,7 +177,7 @@ class SessionStore:
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = pipe.execute(raise_on_error=False)
             missing = []
-            for i, reply in zip(todo, replies):
+            for i, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, NoScriptError):
                     missing.append(i)
                 elif isinstance(reply, Exception):
@@ -256,7 +260,8 @@ class SessionStore:
         now = now_ms() if at_ms is None else at_ms
         out: list[Claimed] = []
         for bucket in range(self.buckets):
-            members = self._restamp(keys=[f"{self._base(bucket)}outbox"], args=[now - int(older_than_s * 1000), now, limit])
+            members = self._restamp(keys=[f"{self._base(bucket)}outbox"],
+                                    args=[now - int(older_than_s * 1000), now, limit])
             for m in members:
                 project, sid, version = m.split(SEP)
                 out.append(Claimed(project, sid, int(version)))

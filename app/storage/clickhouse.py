@@ -10,13 +10,15 @@ Queries use ``%(name)s`` placeholders; values are escaped by the driver (server)
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -185,12 +187,14 @@ class ServerBackend:
         """Run a statement or query; returns rows as tuples."""
         return self._run(sql, params=params)
 
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+               settings: dict | None = None) -> int:
         """INSERT rows (tuples in ``columns`` order) in one block; returns the row count."""
         rows = list(rows)
         if rows:
             cols = ", ".join(ident(c) for c in columns)
-            self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) VALUES", data=rows, settings=settings)
+            self._run(f"INSERT INTO {ident(self.database)}.{ident(table)} ({cols}) VALUES", data=rows,
+                      settings=settings)
         return len(rows)
 
     def close(self) -> None:
@@ -230,10 +234,12 @@ class ChdbBackend:
             return []
         return [tuple(row) for row in json.loads(raw)["data"]]
 
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+               settings: dict | None = None) -> int:
         """INSERT rows as JSONEachRow in one statement; returns the row count."""
         cols = [ident(c) for c in columns]
-        lines = [json.dumps(dict(zip(cols, row)), ensure_ascii=False, separators=(",", ":")) for row in rows]
+        lines = [json.dumps(dict(zip(cols, row, strict=True)), ensure_ascii=False,
+                            separators=(",", ":")) for row in rows]
         if lines:
             head = f"INSERT INTO {self.database}.{ident(table)} ({', '.join(cols)}) FORMAT JSONEachRow\n"
             self._query(head + "\n".join(lines))
@@ -241,11 +247,8 @@ class ChdbBackend:
 
     def close(self) -> None:
         """Close the chDB session (releases the directory lock)."""
-        with self._lock:
-            try:
-                self._session.close()
-            except Exception:  # closing twice is harmless
-                pass
+        with self._lock, contextlib.suppress(Exception):  # closing twice is harmless
+            self._session.close()
 
 
 _backends: dict[str, Any] = {}
@@ -276,7 +279,8 @@ class Deadline:
         self._check()
         return self._ch.execute(sql, params)
 
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], settings: dict | None = None) -> int:
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+               settings: dict | None = None) -> int:
         self._check()
         return self._ch.insert(table, columns, rows, settings=settings)
 

@@ -13,7 +13,8 @@ one batch keep the earlier receipt. So the earliest row survives every merge and
 ``OPTIMIZE ... FINAL``, and the rule gives the same answer before and after. ``event_ids`` (filled
 by a materialized view) indexes events by (project, event_id) for the dedup lookups and lives for
 the dedup window (+1 h): by TTL where the engine has it, and by dropping whole days
-(``events_repo.drop_expired_event_ids``, run by the reconciliation task) everywhere. ``events_dedup`` is the documented one-row-per-event view.
+(``events_repo.drop_expired_event_ids``, run by the reconciliation task) everywhere.
+``events_dedup`` is the documented one-row-per-event view.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def _event_columns(f: Features, computed: str = "MATERIALIZED") -> str:
 def events_ddl(db: str, f: Features, table: str = "events", ttl_days: int = 90, cluster: str = "") -> str:
     """CREATE statement of the events table (also used to rebuild a pre-issue-11 table)."""
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
-    ttl = f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(ttl_days)} DAY" if (f.ttl and ttl_days) else ""
+    ttl = (f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(ttl_days)} DAY"
+           if (f.ttl and ttl_days) else "")
     return f"""CREATE TABLE IF NOT EXISTS {db}.{ident(table)}{on} (
 {_event_columns(f)}
 ) ENGINE = {_engine(db, table, cluster, 'keep_rank')}
@@ -114,7 +116,7 @@ def _argmin_view(db: str, cluster: str = "") -> str:
     inner = ", ".join(f"argMin({c}, {k}) AS _{c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
     outer = ", ".join(f"_{c} AS {c}" for c in _EVENT_FIELDS if c not in ("project", "event_id"))
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
-    return (f"CREATE VIEW IF NOT EXISTS {db}.events_dedup{on} AS SELECT _p AS project, _e AS event_id, {outer} FROM ("
+    return (f"CREATE VIEW IF NOT EXISTS {db}.events_dedup{on} AS SELECT _p AS project, _e AS event_id, {outer} FROM ("  # noqa: S608 -- identifiers via ident(), columns are constants
             f"SELECT project AS _p, event_id AS _e, {inner} FROM {db}.events GROUP BY project, event_id)")
 
 
@@ -123,7 +125,8 @@ def ddl(db: str, f: Features, ttl_days: int = 90, cluster: str = "", dedup_windo
     db = ident(db)
     on = f" ON CLUSTER {ident(cluster)}" if cluster else ""
     lc = "LowCardinality(String)" if f.low_cardinality else "String"
-    ids_ttl = (f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(dedup_window) + EVENT_IDS_MARGIN_S} SECOND"
+    ids_ttl = (f"\nTTL toDateTime(intDiv(received_at_ms, 1000)) + INTERVAL {int(dedup_window) + EVENT_IDS_MARGIN_S} "
+               "SECOND"
                if f.ttl else "")
     t = local_table if cluster else (lambda name: name)
     statements = [
@@ -143,7 +146,7 @@ ORDER BY (project, event_id, batch_id){ids_ttl}""",
         # On a cluster the view reads each server's local inserts and writes beside them: a
         # session's event_ids rows live on its shard, replicated like the events.
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.{t('event_ids')} AS
-SELECT project, event_id, batch_id, received_at_ms, session_id, {_RANK_EXPR} AS keep_rank FROM {db}.{t('events')}""",
+SELECT project, event_id, batch_id, received_at_ms, session_id, {_RANK_EXPR} AS keep_rank FROM {db}.{t('events')}""",  # noqa: S608 -- identifiers via ident(), columns are constants
         f"""CREATE TABLE IF NOT EXISTS {db}.{t('session_batches')}{on} (
     project String,
     session_id String,
@@ -207,8 +210,9 @@ def _check_layout(ch, db: str, cluster: str) -> None:
     rows = ch.execute("SELECT engine FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
     if rows and (rows[0][0] == "Distributed") != bool(cluster):
         raise RuntimeError(f"{db}.events is a {rows[0][0]} table but CLICKHOUSE_CLUSTER is "
-                           f"{cluster or 'empty'}: " + ("move the single-node data with scripts/clickhouse_to_cluster.py"
-                                                         if cluster else "set CLICKHOUSE_CLUSTER to the cluster's name"))
+                           f"{cluster or 'empty'}: "
+                           + ("move the single-node data with scripts/clickhouse_to_cluster.py"
+                              if cluster else "set CLICKHOUSE_CLUSTER to the cluster's name"))
 
 
 def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
@@ -223,7 +227,7 @@ def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -
         raise RuntimeError(f"{db}.events predates issue 11; rebuild it on the cluster (docs/DESIGN.md)")
     cols = ", ".join(c for c in _EVENT_FIELDS if c != "timestamp")
     ch.execute(events_ddl(db, f, "events_v11", ttl_days))
-    ch.execute(f"INSERT INTO {db}.events_v11 ({cols}) SELECT {cols} FROM {db}.events")
+    ch.execute(f"INSERT INTO {db}.events_v11 ({cols}) SELECT {cols} FROM {db}.events")  # noqa: S608 -- identifiers via ident(), columns are constants
     # The old table is kept (renamed) for the operator to drop once satisfied.
     ch.execute(f"RENAME TABLE {db}.events TO {db}.events_pre11, {db}.events_v11 TO {db}.events")
     return True
@@ -243,7 +247,7 @@ def migrate(ch, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400
     if not had_ids:
         # Index the events already stored within the window (the view only sees new INSERTs);
         # rows inserted meanwhile arrive twice and collapse on the key.
-        ch.execute(f"INSERT INTO {db}.event_ids (project, event_id, batch_id, received_at_ms, session_id) "
+        ch.execute(f"INSERT INTO {db}.event_ids (project, event_id, batch_id, received_at_ms, session_id) "  # noqa: S608 -- identifiers via ident(), columns are constants
                    f"SELECT project, event_id, batch_id, received_at_ms, session_id FROM {db}.events "
                    f"WHERE received_at_ms >= toInt64(toUnixTimestamp(now())) * 1000 - %(w)s",
                    {"w": (int(dedup_window) + EVENT_IDS_MARGIN_S) * 1000})

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from app.storage.clickhouse import quote
 
@@ -41,7 +42,7 @@ _CANDIDATES = (
 # session). An event whose event_ids rows are gone (past the TTL, long after its version went
 # out) is not excluded: it stays where its rows are, so a late forward retry still carries it.
 _OWNED_ELSEWHERE = (
-    "SELECT event_id FROM {db}.event_ids "
+    "SELECT event_id FROM {db}.event_ids "  # noqa: S608 -- validated database name, ids via id_array(); values bound
     "WHERE project = %(project)s AND event_id IN (SELECT event_id " + _CANDIDATES + ") "
     "AND received_at_ms >= (SELECT min(received_at_ms) " + _CANDIDATES + ") - %(window_ms)s "
     "GROUP BY event_id HAVING argMin(batch_id, (received_at_ms, batch_id)) NOT IN (" + _VERSION_BATCHES + ")"
@@ -49,7 +50,7 @@ _OWNED_ELSEWHERE = (
 # One row per owned event: its earliest row in the version (the row of record, which merges keep).
 _K = "(received_at_ms, batch_id)"
 _ROWS = (
-    f"SELECT event_id AS e_id, argMin(type, {_K}) AS e_type, argMin(ts_ms, {_K}) AS e_ts, "
+    f"SELECT event_id AS e_id, argMin(type, {_K}) AS e_type, argMin(ts_ms, {_K}) AS e_ts, "  # noqa: S608 -- validated database name, ids via id_array(); values bound
     f"min(received_at_ms) AS e_received, argMin(url, {_K}) AS e_url, argMin(name, {_K}) AS e_name, "
     f"argMin(anonymous_id, {_K}) AS e_anon, argMin(metadata, {_K}) AS e_meta, argMin(request_id, {_K}) AS e_rid "
     "FROM {db}.events WHERE project = %(project)s AND session_id = %(session_id)s "
@@ -113,7 +114,7 @@ def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> di
     for i in range(0, len(ids), LOOKUP_CHUNK):
         # arrayJoin of a list literal reads the same through the driver and through chDB's quoting.
         rows = ch.execute(
-            f"SELECT event_id, received_at_ms, batch_id FROM {ch.database}.event_ids "
+            f"SELECT event_id, received_at_ms, batch_id FROM {ch.database}.event_ids "  # noqa: S608 -- validated database name, ids via id_array(); values bound
             f"WHERE project = %(project)s AND event_id IN (SELECT arrayJoin({id_array(ids[i:i + LOOKUP_CHUNK])})) "
             "AND received_at_ms >= %(since)s",
             {"project": project, "since": int(since_ms)})
@@ -151,7 +152,8 @@ def _params(project: str, session_id: str, version: int, window_ms: int = DEFAUL
 
 def count_session_batches(ch, project: str, session_id: str, version: int) -> int:
     """Distinct batches ClickHouse shows for a session version."""
-    sql = "SELECT uniqExact(batch_id) FROM {db}.session_batches WHERE project = %(project)s AND session_id = %(session_id)s AND version = %(version)s"
+    sql = ("SELECT uniqExact(batch_id) FROM {db}.session_batches "
+           "WHERE project = %(project)s AND session_id = %(session_id)s AND version = %(version)s")
     return int(ch.execute(sql.format(db=ch.database), _params(project, session_id, version))[0][0])
 
 
@@ -171,7 +173,7 @@ def max_versions(ch, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]
     for project, sids in by_project.items():
         for i in range(0, len(sids), LOOKUP_CHUNK):
             rows = ch.execute(
-                f"SELECT session_id, max(version) FROM {ch.database}.session_batches WHERE project = %(project)s "
+                f"SELECT session_id, max(version) FROM {ch.database}.session_batches WHERE project = %(project)s "  # noqa: S608 -- validated database name, ids via id_array(); values bound
                 f"AND session_id IN (SELECT arrayJoin({id_array(sids[i:i + LOOKUP_CHUNK])})) GROUP BY session_id",
                 {"project": project})
             for sid, version in rows:
@@ -189,9 +191,11 @@ def counted_versions(ch, triples: list[tuple[str, str, str]]) -> dict[tuple[str,
         for i in range(0, len(pairs), LOOKUP_CHUNK):
             chunk = pairs[i:i + LOOKUP_CHUNK]
             rows = ch.execute(
-                f"SELECT session_id, batch_id, max(version) FROM {ch.database}.session_batches "
-                f"WHERE project = %(project)s AND session_id IN (SELECT arrayJoin({id_array(sorted({s for s, _b in chunk}))})) "
-                f"AND batch_id IN (SELECT arrayJoin({id_array(sorted({b for _s, b in chunk}))})) GROUP BY session_id, batch_id",
+                f"SELECT session_id, batch_id, max(version) FROM {ch.database}.session_batches "  # noqa: S608 -- validated database name, ids via id_array(); values bound
+                "WHERE project = %(project)s AND session_id IN (SELECT "
+                f"arrayJoin({id_array(sorted({s for s, _b in chunk}))})) "
+                f"AND batch_id IN (SELECT arrayJoin({id_array(sorted({b for _s, b in chunk}))})) GROUP BY session_id, "
+                "batch_id",
                 {"project": project})
             wanted = set(chunk)
             for sid, batch_id, version in rows:
@@ -205,7 +209,7 @@ def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) 
     ``quiet_before_ms``, and no ``sessions`` row: versions nobody delivered or dead-lettered."""
     db = ch.database
     sql = (
-        f"SELECT project, session_id, version, uniqExact(batch_id) FROM {db}.session_batches "
+        f"SELECT project, session_id, version, uniqExact(batch_id) FROM {db}.session_batches "  # noqa: S608 -- validated database name, ids via id_array(); values bound
         f"WHERE created_ms >= %(since)s AND (project, session_id, version) NOT IN "
         f"(SELECT project, session_id, version FROM {db}.sessions WHERE forwarded_at_ms >= %(since)s) "
         f"GROUP BY project, session_id, version HAVING max(created_ms) < %(quiet)s "
@@ -222,12 +226,12 @@ def session_totals(ch, project: str, session_id: str, version: int, max_pages: i
     """
     p = dict(_params(project, session_id, version, window_ms), elsewhere=list(elsewhere or []))
     rows = _rows_sql(ch.database, elsewhere)
-    by_type = ch.execute(f"SELECT e_type, count(), min(e_ts), max(e_ts) FROM ({rows}) GROUP BY e_type", p)
+    by_type = ch.execute(f"SELECT e_type, count(), min(e_ts), max(e_ts) FROM ({rows}) GROUP BY e_type", p)  # noqa: S608 -- validated database name, ids via id_array(); values bound
     pages = ch.execute(
-        f"SELECT e_url, min(e_ts) AS t FROM ({rows}) WHERE e_url != '' "
+        f"SELECT e_url, min(e_ts) AS t FROM ({rows}) WHERE e_url != '' "  # noqa: S608 -- validated database name, ids via id_array(); values bound
         f"GROUP BY e_url ORDER BY t, e_url LIMIT {int(max_pages)}", p)
     request_ids = ch.execute(
-        f"SELECT e_rid, min(e_received) AS t FROM ({rows}) WHERE e_rid != '' "
+        f"SELECT e_rid, min(e_received) AS t FROM ({rows}) WHERE e_rid != '' "  # noqa: S608 -- validated database name, ids via id_array(); values bound
         f"GROUP BY e_rid ORDER BY t, e_rid LIMIT {int(max_request_ids)}", p)
     counts = {str(t): int(n) for t, n, _lo, _hi in by_type}
     return {
@@ -244,11 +248,11 @@ def session_events(ch, project: str, session_id: str, version: int, limit: int,
                    window_ms: int = DEFAULT_WINDOW_MS, elsewhere: list[str] | None = None) -> list[dict]:
     """Events a session version owns, one per event_id, ordered by (ts_ms, event_id)."""
     rows = ch.execute(
-        f"SELECT e_id, e_type, e_ts, e_received, %(session_id)s, e_url, e_name, e_anon, e_meta "
+        f"SELECT e_id, e_type, e_ts, e_received, %(session_id)s, e_url, e_name, e_anon, e_meta "  # noqa: S608 -- validated database name, ids via id_array(); values bound
         f"FROM ({_rows_sql(ch.database, elsewhere)}) ORDER BY e_ts, e_id LIMIT {int(limit)}",
         dict(_params(project, session_id, version, window_ms), elsewhere=list(elsewhere or [])))
     keys = ("event_id", "type", "ts_ms", "received_at_ms", "session_id", "url", "name", "anonymous_id", "metadata")
-    return [dict(zip(keys, r)) for r in rows]
+    return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
 SESSION_COLUMNS = ("project", "session_id", "version", "first_ts_ms", "last_ts_ms", "duration_ms", "event_count",

@@ -13,7 +13,6 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from toolkit.clickhouse_config import ClusterNode, copy_aux, write_config
 from toolkit.leftovers import stop_leftover
@@ -65,14 +64,14 @@ class ClickHouseCluster:
         """clickhouse:// URL of one server, with ``database``."""
         return f"{self.node(shard, replica).url.rsplit('/', 1)[0]}/{database}"
 
-    def stop(self, grace: Optional[float] = None) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Stop every server at once (by PID), then ZooKeeper."""
         try:
             stop_all(self.nodes, grace)
         finally:
             self.zookeeper.stop()
 
-    def __enter__(self) -> "ClickHouseCluster":
+    def __enter__(self) -> ClickHouseCluster:
         return self
 
     def __exit__(self, *exc) -> None:

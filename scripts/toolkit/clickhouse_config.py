@@ -40,7 +40,7 @@ def _ch_rewrite_paths(root: ET.Element, dir: Path) -> None:
 
 
 def write_config(dir: Path, tcp_port: int, http_port: int, source: Path,
-                 cluster: "ClusterNode | None" = None) -> Path:
+                 cluster: ClusterNode | None = None) -> Path:
     tree = ET.parse(source / "config.xml")
     root = tree.getroot()
     for tag in _CH_REMOVE_TAGS:

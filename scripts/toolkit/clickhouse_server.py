@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Optional
 
 from toolkit.clickhouse_config import copy_aux, write_config
 from toolkit.leftovers import stop_leftover
@@ -29,8 +28,8 @@ def _select_one(tcp_port: int):
     return ready
 
 
-def start_clickhouse_server(dir: Path, tcp_port: Optional[int] = None,
-                            http_port: Optional[int] = None, *, strict_port: bool = False,
+def start_clickhouse_server(dir: Path, tcp_port: int | None = None,
+                            http_port: int | None = None, *, strict_port: bool = False,
                             config_source: Path = Path("/etc/clickhouse-server"),
                             timeout: float = 60.0, echo: bool = False) -> Proc:
     """Run clickhouse-server on ``dir``; ready once clickhouse-driver's ``SELECT 1`` answers.

@@ -5,7 +5,6 @@ import os
 import socket
 import urllib.error
 import urllib.request
-from typing import Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from toolkit import console
@@ -35,7 +34,7 @@ def port_in_use(port: int, host: str = LOCALHOST) -> bool:
     return False
 
 
-def choose_port(port: Optional[int], strict: bool, what: str) -> int:
+def choose_port(port: int | None, strict: bool, what: str) -> int:
     if port is None:
         return free_port()
     if port_in_use(port):

@@ -12,7 +12,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 from toolkit import checks, procfile
 from toolkit.proc import Proc, ProcError, stop_all
@@ -71,7 +70,7 @@ class ObserverStack:
     # ------------------------------------------------------------------ commands
 
     def flask(self, *args: str, check: bool = True, timeout: float = 120,
-              env: Optional[dict] = None) -> subprocess.CompletedProcess:
+              env: dict | None = None) -> subprocess.CompletedProcess:
         """Run ``flask --app app ...`` on this stack's settings."""
         return subprocess.run([str(procfile.venv_bin() / "flask"), "--app", "app", *args],
                               cwd=str(ROOT), env={**self.env, **(env or {})}, capture_output=True,
@@ -121,7 +120,7 @@ class ObserverStack:
                                 stop_signals=((15, 40.0),)))
         return out
 
-    def add_beat(self, name: str = "beat", schedule: Optional[Path] = None) -> Proc:
+    def add_beat(self, name: str = "beat", schedule: Path | None = None) -> Proc:
         """celery beat (a second one gets its own schedule file); ready at its banner."""
         env = dict(self.env, BEAT_SCHEDULE_FILE=str(schedule or self.dir / f"{name}-schedule"))
         argv = procfile.argv(procfile.read()["beat"], env)
@@ -138,7 +137,7 @@ class ObserverStack:
         p.env = env
         return p
 
-    def start(self, *, beat: bool = True, flower_port: Optional[int] = None) -> "ObserverStack":
+    def start(self, *, beat: bool = True, flower_port: int | None = None) -> ObserverStack:
         """Start workers, beat, web (and Flower) together, then wait for each to be ready."""
         if not self.procs:
             self.add_workers()
@@ -183,7 +182,7 @@ class ObserverStack:
         return sorted(self.procs.values(),
                       key=lambda p: rank.get(p.name, 1 if "beat" in p.name else 3))
 
-    def stop(self, grace: Optional[float] = None) -> None:
+    def stop(self, grace: float | None = None) -> None:
         """Stop web, then beat and Flower, then every worker at once (warm), by process group."""
         order = self.stop_order()
         web = [p for p in order if p.name == "web"]

@@ -6,7 +6,7 @@ import os
 import signal as _signal
 import sys
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 try:
@@ -14,7 +14,7 @@ try:
 except OSError:  # pragma: no cover
     _libc = None
 
-def make_child_preexec(death_signal: int = _signal.SIGTERM) -> Optional[Callable[[], None]]:
+def make_child_preexec(death_signal: int = _signal.SIGTERM) -> Callable[[], None] | None:
     """A ``preexec_fn`` giving the child ``death_signal`` when the forking thread dies.
 
     Linux delivers the parent-death signal when the *thread* that forked exits, so it is only

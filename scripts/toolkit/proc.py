@@ -10,18 +10,19 @@ the PIDs this object started, never on processes found by name.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal as _signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from toolkit import console
 from toolkit.pids import children_of, cmdline, make_child_preexec, pid_alive  # noqa: F401 (re-exported)
 
-RUNNING: "set[Proc]" = set()
+RUNNING: set[Proc] = set()
 
 
 class ProcError(RuntimeError):
@@ -31,13 +32,13 @@ class ProcError(RuntimeError):
 class Proc:
     """A child process started from a fixed argv; can be stopped, signalled and restarted."""
 
-    def __init__(self, name: str, argv: Iterable, *, env: Optional[dict] = None,
-                 cwd: Optional[Path] = None, log_path: Optional[Path] = None,
-                 ready: Optional[Callable[[], bool]] = None, ready_timeout: float = 60.0,
+    def __init__(self, name: str, argv: Iterable, *, env: dict | None = None,
+                 cwd: Path | None = None, log_path: Path | None = None,
+                 ready: Callable[[], bool] | None = None, ready_timeout: float = 60.0,
                  stop_signals=((_signal.SIGTERM, 20.0),), death_signal: int = _signal.SIGTERM,
-                 user: Optional[str] = None, echo: bool = False, url: str = "",
-                 port: Optional[int] = None, dir: Optional[Path] = None,
-                 pid_file: Optional[Path] = None, extra: Optional[dict] = None) -> None:
+                 user: str | None = None, echo: bool = False, url: str = "",
+                 port: int | None = None, dir: Path | None = None,
+                 pid_file: Path | None = None, extra: dict | None = None) -> None:
         self.name = name
         self.argv = [str(a) for a in argv]
         self.env = env
@@ -54,21 +55,21 @@ class Proc:
         self.dir = Path(dir) if dir else self.cwd
         self.pid_file = pid_file
         self.extra = dict(extra or {})
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.startup_seconds = 0.0
         self.starts = 0
-        self._pump: Optional[threading.Thread] = None
+        self._pump: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"<Proc {self.name} pid={self.pid} {self.url}>"
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, wait: bool = True) -> "Proc":
+    def start(self, wait: bool = True) -> Proc:
         """Spawn the process (own session, parent-death signal), then wait until ready."""
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
@@ -88,22 +89,20 @@ class Proc:
         return self
 
     def _pump_lines(self, proc: subprocess.Popen) -> None:
-        log = open(self.log_path, "a", buffering=1) if self.log_path else None
-        try:
-            for raw in iter(proc.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if log is not None:
-                    log.write(f"{time.strftime('%H:%M:%S')} {self.name} | {line}\n")
-                if self.echo:
-                    console.emit(self.name, line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            proc.stdout.close()
-            if log is not None:
-                log.close()
+        with open(self.log_path, "a", buffering=1) if self.log_path else contextlib.nullcontext() as log:
+            try:
+                for raw in iter(proc.stdout.readline, b""):
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    if log is not None:
+                        log.write(f"{time.strftime('%H:%M:%S')} {self.name} | {line}\n")
+                    if self.echo:
+                        console.emit(self.name, line)
+            except (OSError, ValueError):
+                pass
+            finally:
+                proc.stdout.close()
 
-    def wait_ready(self, timeout: Optional[float] = None) -> float:
+    def wait_ready(self, timeout: float | None = None) -> float:
         """Poll the readiness check (through the client library) until true; seconds waited."""
         t0 = time.monotonic()
         deadline = t0 + (self.ready_timeout if timeout is None else timeout)
@@ -127,7 +126,7 @@ class Proc:
         """True while the leader runs (a SIGSTOPped process counts as alive)."""
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, grace: Optional[float] = None) -> Optional[int]:
+    def stop(self, grace: float | None = None) -> int | None:
         """Stop signals to the leader, each with its grace; then SIGKILL the whole group."""
         if self.proc is None:
             return None
@@ -155,7 +154,7 @@ class Proc:
             self._pump.join(2)
         return self.proc.returncode
 
-    def restart(self, wait: bool = True) -> "Proc":
+    def restart(self, wait: bool = True) -> Proc:
         """Start again with the same argv, port and data (stopping first if still running)."""
         if self.alive():
             self.stop()
@@ -177,17 +176,13 @@ class Proc:
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the leader only (by PID)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def kill_group(self, sig: int = _signal.SIGKILL) -> None:
         """Send ``sig`` to the process group this object started (its session)."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def kill9(self, group: bool = False) -> int:
         """kill -9 the leader (or its whole group) and reap it; returns its exit status."""
@@ -230,14 +225,14 @@ class Proc:
         """The last ``n`` log lines."""
         return "\n".join(self.log_text().splitlines()[-n:])
 
-    def __enter__(self) -> "Proc":
+    def __enter__(self) -> Proc:
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
 
-def stop_all(procs: Iterable["Proc"], grace: Optional[float] = None) -> None:
+def stop_all(procs: Iterable[Proc], grace: float | None = None) -> None:
     """Stop several processes at once: each gets its first stop signal, then a shared grace,
     then SIGKILL of its group (so N warm shutdowns take one grace, not N)."""
     live = [p for p in procs if p.proc is not None and p.alive()]
@@ -261,7 +256,5 @@ def stop_all(procs: Iterable["Proc"], grace: Optional[float] = None) -> None:
 @atexit.register
 def _stop_all_at_exit() -> None:  # pragma: no cover - safety net
     for p in list(RUNNING):
-        try:
+        with contextlib.suppress(Exception):  # one that will not stop must not keep the rest running
             p.stop(grace=5)
-        except Exception:
-            pass

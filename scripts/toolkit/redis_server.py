@@ -6,7 +6,6 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 from toolkit.leftovers import stop_leftover
 from toolkit.net import LOCALHOST, choose_port, port_in_use
@@ -44,8 +43,8 @@ def _ping(url: str):
     return ready
 
 
-def start_redis(dir: Path, port: Optional[int] = None, appendonly: bool = True, *,
-                appendfsync: str = "everysec", maxmemory: Optional[str] = None,
+def start_redis(dir: Path, port: int | None = None, appendonly: bool = True, *,
+                appendfsync: str = "everysec", maxmemory: str | None = None,
                 strict_port: bool = False, timeout: float = 20.0, name: str = "redis",
                 echo: bool = False) -> Proc:
     """Run redis-server with its AOF in ``dir``; ready once redis-py's PING answers.

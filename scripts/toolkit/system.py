@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Optional
 
 from toolkit.net import Probe
 
@@ -15,7 +14,7 @@ CHROMIUM_APT_PACKAGE = "chromium"
 _CH_CANDIDATES = ("/usr/bin/clickhouse-server", "/usr/sbin/clickhouse-server")
 
 
-def find_clickhouse_server() -> Optional[list]:
+def find_clickhouse_server() -> list | None:
     """The argv prefix that runs a ClickHouse server, or None."""
     for p in _CH_CANDIDATES:
         if os.access(p, os.X_OK):

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 from pathlib import Path
-from typing import Optional
 
 from toolkit.leftovers import stop_leftover
 from toolkit.net import LOCALHOST, choose_port, port_in_use
@@ -23,7 +22,7 @@ ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")  # its manifest names ever
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"  # standalone: no quorum ports
 
 
-def find_java() -> Optional[str]:
+def find_java() -> str | None:
     """A java binary (Debian's zookeeper package depends on a JRE)."""
     return shutil.which("java") or (os.access("/usr/bin/java", os.X_OK) and "/usr/bin/java") or None
 
@@ -77,7 +76,7 @@ def write_zoo_cfg(dir: Path, port: int, tick_ms: int = 2000) -> Path:
     return cfg
 
 
-def start_zookeeper(dir: Path, port: Optional[int] = None, *, strict_port: bool = False,
+def start_zookeeper(dir: Path, port: int | None = None, *, strict_port: bool = False,
                     heap_mb: int = 128, timeout: float = 60.0, name: str = "zookeeper",
                     echo: bool = False) -> Proc:
     """Run a standalone ZooKeeper on ``dir``; ready once ``srvr`` answers.

@@ -127,7 +127,7 @@ def local_argv(argv: list[str], tmp: Path, name: str, ports: dict) -> list[str]:
     """Container paths under /tmp and listening addresses rewritten for this host."""
     out = []
     for arg in argv:
-        if arg.startswith("/tmp/"):
+        if arg.startswith("/tmp/"):  # noqa: S108 -- a container path to rewrite; nothing is created there
             arg = str(tmp / f"{name}-{arg[5:]}")
         elif arg.startswith("--port="):
             arg = f"--port={ports[name]}"

@@ -103,8 +103,9 @@ def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_u
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{ports['flower']}/", timeout=5)
         assert refused.value.code == 401
+        basic = base64.b64encode(b"ops:s3cret-pass").decode()
         auth = urllib.request.Request(f"http://127.0.0.1:{ports['flower']}/workers",
-                                      headers={"Authorization": "Basic " + base64.b64encode(b"ops:s3cret-pass").decode()})
+                                      headers={"Authorization": "Basic " + basic})
         with urllib.request.urlopen(auth, timeout=10) as r:
             assert r.status == 200
         for name in ("web", *WORKERS, "beat", "flower"):  # the entry point made each metrics dir

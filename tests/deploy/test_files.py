@@ -15,7 +15,8 @@ import pytest
 from tests.deploy.deploykit import APP_SERVICES, ROOT, WORKERS, compose_file, compose_services, docker_context
 
 ENV = {"UFSE_SECRET": "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}
-INSTALL_HINT = "install Debian's docker-compose (`apt-get install --no-install-recommends docker-compose`; `make test` does it as root)"
+INSTALL_HINT = ("install Debian's docker-compose (`apt-get install --no-install-recommends docker-compose`; "
+                "`make test` does it as root)")
 
 
 def _docker_compose() -> str:
@@ -77,10 +78,12 @@ def test_credentials_agree_between_servers_and_urls():
         for name in APP_SERVICES:
             app_env = services[name]["environment"]
             url = urlparse(app_env["CLICKHOUSE_URL"])
-            assert (url.username, url.password, url.path) == (ch["CLICKHOUSE_USER"], ch["CLICKHOUSE_PASSWORD"], "/" + ch["CLICKHOUSE_DB"])
+            assert (url.username, url.password, url.path) == (ch["CLICKHOUSE_USER"], ch["CLICKHOUSE_PASSWORD"],
+                                                              "/" + ch["CLICKHOUSE_DB"])
             assert url.username != "default" and url.password
             url = urlparse(app_env["DATABASE_URL"])
-            assert (url.username, url.password, url.path) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], "/" + pg["POSTGRES_DB"])
+            assert (url.username, url.password, url.path) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"],
+                                                              "/" + pg["POSTGRES_DB"])
             assert app_env["PROMETHEUS_MULTIPROC_DIR"]
 
 

@@ -49,7 +49,8 @@ def test_process_level_defaults_are_the_procfiles_and_gunicorns():
     code.update(re.findall(r"os\.environ\.get\('(\w+)', '([^']*)'\)", (ROOT / "gunicorn.conf.py").read_text()))
     code.update(re.findall(r'os\.environ\.get\("(\w+)", "([^"]*)"\)', (ROOT / "gunicorn.conf.py").read_text()))
     assert {"EVENTS_CONCURRENCY", "EVENTS_PREFETCH", "SESSIONS_CONCURRENCY", "FORWARD_CONCURRENCY",
-            "FLOWER_PORT", "BEAT_SCHEDULE_FILE", "HOST", "WEB_CONCURRENCY", "WEB_THREADS", "WEB_GRACEFUL_TIMEOUT"} <= set(code)
+            "FLOWER_PORT", "BEAT_SCHEDULE_FILE", "HOST", "WEB_CONCURRENCY", "WEB_THREADS",
+            "WEB_GRACEFUL_TIMEOUT"} <= set(code)
     from app.settings import SPEC
 
     for name, default in code.items():
@@ -65,7 +66,8 @@ def test_procfile_block_is_the_procfile():
     block = block[block.index("```\n") + 4:]
     block = block[:block.index("```")]
     shown = [re.sub(r":\s+", ": ", line, count=1) for line in block.strip().splitlines()]
-    procfile = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    procfile = [line for line in (ROOT / "Procfile").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
     assert shown == procfile
 
 

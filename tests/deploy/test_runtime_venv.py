@@ -38,7 +38,8 @@ def _as_user() -> tuple[list[str], int, int]:
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv not found: install Debian's util-linux")
     user = pwd.getpwnam("nobody")
-    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"], user.pw_uid, user.pw_gid
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+            "--"], user.pw_uid, user.pw_gid
 
 
 def _image_files() -> list[tuple[str, str]]:
@@ -81,7 +82,8 @@ def _make_venv(prefix: list[str], venv: Path, env: dict) -> str:
             if r.returncode == 0:
                 return python
         errors.append(f"{python}: {r.stderr.strip()[-300:]}")
-    pytest.fail("no Python 3.11+ with venv that an unprivileged user can run (install python3-venv): " + "; ".join(errors))
+    pytest.fail("no Python 3.11+ with venv that an unprivileged user can run (install python3-venv): "
+                + "; ".join(errors))
 
 
 def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_url, clickhouse_server):
@@ -141,8 +143,8 @@ def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_u
                 p.start(wait=False)
             for p in procs:
                 test = services[p.name]["healthcheck"]["test"][1:]
-                until(lambda: subprocess.run([*prefix, *test], cwd=srv, env=run_env, capture_output=True,
-                                             timeout=30).returncode == 0, f"{p.name} healthcheck", p)
+                until(lambda test=test: subprocess.run([*prefix, *test], cwd=srv, env=run_env, capture_output=True,
+                                                       timeout=30).returncode == 0, f"{p.name} healthcheck", p)
                 owner = os.stat(f"/proc/{p.pid}").st_uid
                 assert owner == uid and (uid != 0), (p.name, owner)
         finally:

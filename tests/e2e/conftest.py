@@ -7,6 +7,7 @@ SESSION_SWEEP_INTERVAL and EVENTS_FLUSH_INTERVAL so a test takes seconds. The fa
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import sys
 import uuid
@@ -44,7 +45,8 @@ def _drop_vhost(vhost: str) -> None:
     import shutil
     import subprocess
 
-    subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=30)
+    subprocess.run([shutil.which("rabbitmqctl") or "rabbitmqctl", "delete_vhost", vhost], capture_output=True,
+                   timeout=30)
 
 
 def _purge_amqp(url: str) -> None:
@@ -53,10 +55,8 @@ def _purge_amqp(url: str) -> None:
     with Connection(url) as conn:
         ch = conn.channel()
         for q in ("events", "sessions", "forward"):
-            try:
+            with contextlib.suppress(Exception):  # queue not declared yet: nothing to purge
                 ch.queue_purge(q)
-            except Exception:  # queue not declared yet: nothing to purge
-                pass
 
 
 @pytest.fixture

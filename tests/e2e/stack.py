@@ -42,7 +42,7 @@ class Stack:
         """Run a ``flask --app app`` command against this stack's settings."""
         return self.observer.flask(*args, check=check, timeout=60)
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         """Migrate, start every process and wait until /ready reports ClickHouse."""
         self.flask("migrate")
         self.observer.start()

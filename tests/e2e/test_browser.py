@@ -45,7 +45,8 @@ def browser_stack(make_stack, database_url):
 def _run(stack, scenario: str, timeout: float = 180) -> dict:
     env = {**os.environ, "OBSERVER_ENDPOINT": stack.url, "OBSERVER_API_KEY": stack.browser_key,
            "SCENARIO": scenario, "OBSERVER_PAGE_PORT": str(stack.page_port)}
-    proc = subprocess.run(["node", "test/browser/run.mjs"], cwd=SDK, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(["node", "test/browser/run.mjs"], cwd=SDK, env=env, capture_output=True, text=True,
+                          timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no JSON from run.mjs (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
     result = json.loads(lines[-1])
@@ -57,7 +58,8 @@ def _events(stack, predicate_sql: str = "1") -> list[tuple]:
     from app.storage.clickhouse import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
-    return ch.execute(f"SELECT event_id, type, session_id, url, name, metadata, anonymous_id FROM {ch.database}.events FINAL "
+    return ch.execute(f"SELECT event_id, type, session_id, url, name, metadata, anonymous_id "
+                      f"FROM {ch.database}.events FINAL "
                       f"WHERE project = 'web' AND {predicate_sql}")
 
 
@@ -122,8 +124,10 @@ def _counts(stack) -> tuple[dict[str, int], dict[str, int]]:
     from app.storage.clickhouse import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
-    raw = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events WHERE project = 'web' GROUP BY event_id"))
-    final = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events FINAL WHERE project = 'web' GROUP BY event_id"))
+    raw = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events "
+                          "WHERE project = 'web' GROUP BY event_id"))
+    final = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events FINAL "
+                            "WHERE project = 'web' GROUP BY event_id"))
     return {str(k): v for k, v in raw.items()}, {str(k): v for k, v in final.items()}
 
 
@@ -162,8 +166,10 @@ def test_real_browser_failure_paths_lose_nothing_and_show_nothing_twice(failure_
         leaked = sorted(i for i in absent[name] if i in final or i in ufse)
         # ten_tabs_quota is lossy by design (the 256 KB cap): its ids are those delivered, and the
         # runner checked that delivered + counted drops = produced.
-        label = f"delivered {len(ids):3d} of {p['produced_in_all']} (rest dropped and counted)" if "produced_in_all" in p else f"produced {len(ids):3d}"
-        lines.append(f"{name:28s} {label}  stored {stored:3d}  in UFSE {in_ufse:3d}  lost {len(ids) - min(stored, in_ufse):2d}"
+        label = (f"delivered {len(ids):3d} of {p['produced_in_all']} (rest dropped and counted)"
+                 if "produced_in_all" in p else f"produced {len(ids):3d}")
+        lines.append(f"{name:28s} {label}  stored {stored:3d}  in UFSE {in_ufse:3d}  lost "
+                     f"{len(ids) - min(stored, in_ufse):2d}"
                      f"  twice {len(twice)}  purged {len(absent[name])} (leaked {len(leaked)})  {p.get('notes') or ''}")
         if stored != len(ids) or in_ufse != len(ids) or twice or leaked:
             problems.append((name, sorted(ids - set(final)), sorted(ids - set(ufse)), twice, leaked))

@@ -9,7 +9,6 @@ import json
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -66,9 +65,11 @@ def _deliveries(stack, webhook_id):
 
 def _wait_delivered(stack, webhook_id, timeout=60):
     try:
-        stack.sink.wait_for(lambda got: any(d["headers"].get("webhook-id") == webhook_id and d["status"] == 200 for d in got), timeout)
+        stack.sink.wait_for(lambda got: any(d["headers"].get("webhook-id") == webhook_id and d["status"] == 200
+                                            for d in got), timeout)
     except TimeoutError:
-        raise AssertionError(f"{webhook_id} not delivered; got {[d['headers'].get('webhook-id') for d in stack.sink.snapshot()]}\n{stack.logs()}")
+        seen = [d["headers"].get("webhook-id") for d in stack.sink.snapshot()]
+        raise AssertionError(f"{webhook_id} not delivered; got {seen}\n{stack.logs()}") from None
     return _deliveries(stack, webhook_id)
 
 
@@ -99,21 +100,26 @@ def test_pipeline_end_to_end(stack):
 
     got_a = _wait_delivered(stack, f"shop:{a}:1")
     body = got_a[-1]["body"]
-    assert [e["event_id"] for e in body["events"]] == [batch_a[0]["event_id"], batch_a[2]["event_id"], batch_a[1]["event_id"]]
+    assert [e["event_id"] for e in body["events"]] == [batch_a[0]["event_id"], batch_a[2]["event_id"],
+                                                       batch_a[1]["event_id"]]
     assert body["events"][2]["metadata"] == {"deep": {"x": [1, {"y": "é"}]}}
-    assert body["events"][2]["timestamp"].endswith(".%03dZ" % ((t0 + 123) % 1000))
-    assert body["session"]["event_count"] == 3 and body["session"]["counts"] == {"page_view": 1, "click": 1, "custom": 1}
+    assert body["events"][2]["timestamp"].endswith(f".{(t0 + 123) % 1000:03d}Z")
+    assert body["session"]["event_count"] == 3 and body["session"]["counts"] == {"page_view": 1, "click": 1,
+                                                                                 "custom": 1}
     assert f"req-{run}-1" in body["session"]["request_ids"]
     hdrs = got_a[-1]["headers"]
     assert hdrs["x-request-id"]
     raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    standardwebhooks.Webhook(SECRET).verify(raw, {k: hdrs[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")})
+    standardwebhooks.Webhook(SECRET).verify(raw,
+                                            {k: hdrs[k] for k in ("webhook-id", "webhook-timestamp",
+                                                                  "webhook-signature")})
     assert all(d["signature_valid"] for d in stack.sink.snapshot())
 
     got_c = _wait_delivered(stack, f"shop:{c}:1")
     assert [d["status"] for d in got_c] == [500, 500, 200]
     # signed afresh on each attempt: every signature carries that attempt's own timestamp
-    assert all(abs(int(x["headers"]["webhook-timestamp"]) - x["received_at"]) <= 2 and x["signature_valid"] for x in got_c)
+    assert all(abs(int(x["headers"]["webhook-timestamp"]) - x["received_at"]) <= 2 and x["signature_valid"]
+               for x in got_c)
 
     _wait_delivered(stack, f"shop:{b}:1")
     # d answered 400: dead-lettered, then replayed by the CLI under the same webhook-id
@@ -141,11 +147,14 @@ def test_pipeline_end_to_end(stack):
         for e in batch_a + [late]:
             assert by_id[e["event_id"]][1] == e["timestamp"]
             assert json.loads(by_id[e["event_id"]][2]) == e["metadata"]
-        assert _ch_rows(stack, "SELECT uniqExact(event_id), count() FROM {db}.events FINAL WHERE session_id = '" + a + "'")[0] == (4, 4)
+        sql = "SELECT uniqExact(event_id), count() FROM {db}.events FINAL WHERE session_id = '" + a + "'"
+        assert _ch_rows(stack, sql)[0] == (4, 4)
         want = [(a, 1, 3, "delivered"), (a, 2, 1, "delivered")]
         deadline = time.time() + 10  # the row is written just after UFSE's 200
         while time.time() < deadline:
-            sess = _ch_rows(stack, "SELECT session_id, version, event_count, status FROM {db}.sessions FINAL WHERE session_id = '" + a + "' ORDER BY version")
+            sess = _ch_rows(stack,
+                            "SELECT session_id, version, event_count, status FROM {db}.sessions FINAL "
+                            "WHERE session_id = '" + a + "' ORDER BY version")
             if sess == want:
                 break
             time.sleep(0.3)

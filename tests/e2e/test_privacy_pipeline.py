@@ -53,8 +53,10 @@ def _corpus_events(sid: str) -> list[dict]:
         "Cookie": f"sid={SECRETS[6]}",
     }}}}}}
     return [
-        {"event_id": str(uuid.uuid4()), "type": "custom", "name": "shared_rules", "timestamp": now - 4000, "session_id": sid,
-         "url": "https://shop.test/rules", "metadata": {"vectors": [v[0] for v in RULES["vectors"]], "keep": RULES["keep"]}},
+        {"event_id": str(uuid.uuid4()), "type": "custom", "name": "shared_rules", "timestamp": now - 4000,
+         "session_id": sid,
+         "url": "https://shop.test/rules",
+         "metadata": {"vectors": [v[0] for v in RULES["vectors"]], "keep": RULES["keep"]}},
         {"event_id": str(uuid.uuid4()), "type": "page_view", "timestamp": now - 3000, "session_id": sid,
          "url": f"https://shop.test/reset?token={SECRETS[0]}&page=2&password={SECRETS[1]}",
          "metadata": {"referrer": f"https://mail.test/?email={EMAILS[0]}", "keep": KEEP_STRINGS[0]}},
@@ -100,15 +102,17 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     sid = f"pii-{uuid.uuid4().hex[:8]}"
     events = _corpus_events(sid)
     r = requests.post(f"{stack.url}/v1/events", json={"events": events},
-                      headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-ID": f"pii-req-{sid}"}, timeout=10)
+                      headers={"Authorization": f"Bearer {stack.api_key}", "X-Request-ID": f"pii-req-{sid}"},
+                      timeout=10)
     assert r.status_code == 202, r.text
     assert r.json()["accepted"] == 4 and r.json()["rejected"] == []
 
     wid = f"{stack.project}:{sid}:1"
     try:
-        got = stack.sink.wait_for(lambda d: any(x["headers"].get("webhook-id") == wid and x["status"] == 200 for x in d), 45)
+        got = stack.sink.wait_for(lambda d: any(x["headers"].get("webhook-id") == wid and x["status"] == 200
+                                                for x in d), 45)
     except TimeoutError:
-        raise AssertionError(f"{wid} never delivered\n{stack.logs()}")
+        raise AssertionError(f"{wid} never delivered\n{stack.logs()}") from None
     deliveries = [d for d in got if d["headers"].get("webhook-id") == wid]
     payload = deliveries[-1]["body"]
     assert len(payload["events"]) == 4
@@ -116,7 +120,8 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     from app.storage.clickhouse import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
-    tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL") for t in ("events", "sessions", "session_batches")}
+    tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL") for t in ("events", "sessions",
+                                                                                "session_batches")}
     ch_rows = tables["events"]
     assert len([r for r in ch_rows if sid in r]) == 4, ch_rows
 
@@ -124,7 +129,8 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     haystacks = {"clickhouse": "\n".join(repr(r) for rows in tables.values() for r in rows)}
     for i, d in enumerate(deliveries):
         # the exact bytes the forwarder signs and sends (compact, ensure_ascii=False), and headers
-        haystacks[f"ufse[{i}]"] = json.dumps(d["body"], separators=(",", ":"), ensure_ascii=False) + json.dumps(d["headers"])
+        haystacks[f"ufse[{i}]"] = json.dumps(d["body"], separators=(",", ":"),
+                                             ensure_ascii=False) + json.dumps(d["headers"])
     leaks = [(where, pii) for where, text in haystacks.items() for pii in _forbidden() if pii in text]
     assert not leaks, leaks
     for where, text in haystacks.items():
@@ -133,7 +139,7 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
 
     # -- what must survive, unchanged, in ClickHouse and in UFSE
     cols = [c for c, *_ in ch.execute(f"DESCRIBE TABLE {ch.database}.events")]
-    by_id = {dict(zip(cols, r))["event_id"]: dict(zip(cols, r)) for r in ch_rows}
+    by_id = {dict(zip(cols, r, strict=True))["event_id"]: dict(zip(cols, r, strict=True)) for r in ch_rows}
     ufse_by_id = {e["event_id"]: e for e in payload["events"]}
     for e in events:
         stored = by_id[e["event_id"]]

@@ -28,8 +28,9 @@ def web(redis_url, database_url, tmp_path):
            "CELERY_BROKER_URL": redis_url, "REDIS_KEY_PREFIX": f"st{uuid.uuid4().hex[:6]}:", "WEB_CONCURRENCY": "2",
            "RATE_LIMIT_DEFAULT": "100000/second", "RATE_LIMIT_PER_IP": "100000/second", "LOG_LEVEL": "WARNING"}
     log = tmp_path / "web.log"
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
-                            cwd=tmp_path, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 20

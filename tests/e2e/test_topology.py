@@ -19,7 +19,6 @@ import json
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -97,7 +96,7 @@ def test_two_hosts_on_the_cluster_topology_store_once_and_deliver_once(topology)
     now = int(time.time() * 1000)
     expected: dict[str, set[str]] = {}
     bodies = []
-    for s in range(SESSIONS):
+    for _s in range(SESSIONS):
         sid = f"topo-{uuid.uuid4().hex[:8]}"
         expected[sid] = set()
         for b in range(BATCHES):
@@ -138,11 +137,13 @@ def test_two_hosts_on_the_cluster_topology_store_once_and_deliver_once(topology)
         assert payloads[0]["session"]["event_count"] == len(expected[sid])
 
     for shard in (1, 2):  # Distributed reads through either host's node: the same answers
-        rows = _query(topology["ch"], shard, db, "SELECT uniqExact(event_id), count() FROM events_dedup WHERE project = 'topo'")
+        rows = _query(topology["ch"], shard, db,
+                      "SELECT uniqExact(event_id), count() FROM events_dedup WHERE project = 'topo'")
         assert rows == [(total, total)], (shard, rows)
         rows = _query(topology["ch"], shard, db,
                       "SELECT count(), uniqExact(session_id) FROM sessions FINAL WHERE project = 'topo'")
         assert rows == [(SESSIONS, SESSIONS)], (shard, rows)
-    local = [_query(topology["ch"], shard, db, "SELECT uniqExact(session_id) FROM events_local")[0][0] for shard in (1, 2)]
+    local = [_query(topology["ch"], shard, db, "SELECT uniqExact(session_id) FROM events_local")[0][0]
+             for shard in (1, 2)]
     print(f"sessions per shard: {local}")
     assert sum(local) == SESSIONS and all(local), "sharded by session, every session on one shard"

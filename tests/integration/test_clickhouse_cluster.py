@@ -15,13 +15,13 @@ import uuid
 import pytest
 import redis as redis_lib
 
-from app.pipeline import forward as service
 from app.pipeline import flush as flush_mod
+from app.pipeline import forward as service
 from app.pipeline.persist import persist_batches, session_summary
 from app.pipeline.sessions import apply_summary, count_batches
 from app.sessions.store import SessionStore
 from app.settings import load_settings
-from app.storage import cluster, cluster_move, clickhouse, clickhouse_migrations, events_repo
+from app.storage import clickhouse, clickhouse_migrations, cluster, cluster_move, events_repo
 
 S = load_settings()
 CLUSTER = "observer"
@@ -86,7 +86,8 @@ class Side:
         payloads = {}
         for c in self.claimed:
             snap = self.store.snapshot(c.project, c.session_id, c.version)
-            prepared = service.prepare(ch, snap, project=c.project, session_id=c.session_id, version=c.version, settings=S)
+            prepared = service.prepare(ch, snap, project=c.project, session_id=c.session_id, version=c.version,
+                                       settings=S)
             payloads[prepared.webhook_id] = prepared.payload
         sids = sorted({c.session_id for c in self.claimed})
 
@@ -104,9 +105,12 @@ class Side:
             "versions": events_repo.max_versions(ch, [("p1", s) for s in sids] + [("p2", s) for s in sids]),
             "counted": events_repo.counted_versions(ch, [(r[0], r[1], r[3]) for r in q(
                 f"SELECT project, session_id, version, batch_id FROM {db}.session_batches")]),
-            "visible": [events_repo.count_session_batches(ch, c.project, c.session_id, c.version) for c in self.claimed],
-            "elsewhere": [sorted(events_repo.owned_elsewhere(ch, c.project, c.session_id, c.version)) for c in self.claimed],
-            "unrecorded": events_repo.unrecorded_versions(ch, since_ms=0, quiet_before_ms=BASE + 10 * IDLE_MS, limit=100),
+            "visible": [events_repo.count_session_batches(ch, c.project, c.session_id, c.version)
+                        for c in self.claimed],
+            "elsewhere": [sorted(events_repo.owned_elsewhere(ch, c.project, c.session_id, c.version))
+                          for c in self.claimed],
+            "unrecorded": events_repo.unrecorded_versions(ch, since_ms=0, quiet_before_ms=BASE + 10 * IDLE_MS,
+                                                          limit=100),
             "sessions": q(f"SELECT project, session_id, version, event_count, counts FROM {db}.sessions FINAL "
                           "ORDER BY project, session_id, version"),
         }
@@ -121,7 +125,8 @@ def _scenario(sides, n_sessions: int):
         whole = _batch(e[11:21], sid, BASE + 7_000, project)
         part = _batch(e[11:15] + e[21:22], sid, BASE + 6_000, project)  # a re-cut after a 413, received first
         late = _batch(e[9:11] + e[22:26], sid, BASE + 10_000 + IDLE_MS + 60_000, project)  # next version
-        race_a, race_b = _batch(e[26:28], sid, BASE + 8_000, project), _batch(e[27:30], sid, late["received_at"] + 1, project)
+        race_a = _batch(e[26:28], sid, BASE + 8_000, project)
+        race_b = _batch(e[27:30], sid, late["received_at"] + 1, project)
         for side in sides:
             side.ingest(b1)
             side.ingest(b2, whole, part)
@@ -191,7 +196,8 @@ def test_migrations_twice_change_nothing(topology, redis_url):
     engines = dict((t[0], t[1]) for t in after[topology.nodes[0].name]["tables"])
     assert {engines[t] for t in LOCAL} == {"ReplicatedReplacingMergeTree"}
     assert {engines[t] for t in clickhouse_migrations.DISTRIBUTED_TABLES} == {"Distributed"}
-    assert "cityHash64(project, session_id)" in dict((t[0], t[2]) for t in after[topology.nodes[0].name]["tables"])["events"]
+    keys = dict((t[0], t[2]) for t in after[topology.nodes[0].name]["tables"])
+    assert "cityHash64(project, session_id)" in keys["events"]
     assert after[topology.nodes[0].name]["counts"]["events"] > 0
     with pytest.raises(RuntimeError, match="set CLICKHOUSE_CLUSTER"):
         clickhouse_migrations.migrate(ch)  # the setting forgotten: nothing is touched
@@ -313,12 +319,14 @@ def test_zookeeper_away_for_30_s_inserts_fail_transiently_and_resume_with_nothin
 
     def insert(batches):
         try:
-            persist_batches(ch, side.r, prefix="", batches=batches, insert_settings=side.settings, dedup_window=S.dedup_window)
+            persist_batches(ch, side.r, prefix="", batches=batches, insert_settings=side.settings,
+                            dedup_window=S.dedup_window)
         except Exception as exc:
             seen.append((getattr(exc, "code", None), flush_mod.is_transient(exc), str(exc)[:160]))
             raise
 
-    deps = flush_mod.FlushDeps(insert=insert, count_sessions=lambda bs: count_batches(side.store, ch, bs, side.settings),
+    deps = flush_mod.FlushDeps(insert=insert,
+                               count_sessions=lambda bs: count_batches(side.store, ch, bs, side.settings),
                                publish_session_step=refused.append, park=lambda i, at: refused.append(i),
                                dead_letter=lambda i, e: refused.append(i), schedule=(60.0,))
     sent, waiting, acked = [], [], set()

@@ -7,7 +7,6 @@ import uuid
 
 from app.storage import clickhouse_migrations, events_repo
 
-
 NOW = int(time.time() * 1000)  # TTL (where the engine has it) is on received_at: keep it recent
 T0 = NOW - 60_000
 
@@ -15,7 +14,8 @@ T0 = NOW - 60_000
 def _batch(batch_id, sid, events, project="p1", received=NOW):
     return {"batch_id": batch_id, "project": project, "request_id": f"req-{batch_id}", "received_at": received,
             "events": [{"event_id": str(uuid.uuid4()), "type": t, "ts_ms": ts, "session_id": sid, "url": url,
-                        "name": "", "anonymous_id": "anon", "metadata": json.dumps(meta, separators=(",", ":"), ensure_ascii=False)}
+                        "name": "", "anonymous_id": "anon",
+                        "metadata": json.dumps(meta, separators=(",", ":"), ensure_ascii=False)}
                        for t, ts, url, meta in events]}
 
 
@@ -35,7 +35,8 @@ def test_features_match_engine(ch):
 
 def test_ms_precision_metadata_roundtrip_and_dedup(ch):
     meta = {"nested": {"list": [1, 2.5, "x", None, True], "emoji": "😀 é 'quote' \\ back"}, "n": 12345678901234}
-    b = _batch("b1", "s1", [("click", T0 + 123, "https://a.test/x", meta), ("page_view", T0 + 1, "https://a.test/", {})])
+    b = _batch("b1", "s1",
+               [("click", T0 + 123, "https://a.test/x", meta), ("page_view", T0 + 1, "https://a.test/", {})])
     events_repo.insert_events(ch, [b])
     events_repo.insert_events(ch, [b])  # a redelivery whose marker was lost
     events_repo.insert_session_batches(ch, [("p1", "s1", 1, "b1", 2)])
@@ -68,7 +69,8 @@ def test_record_forwarded_is_idempotent(ch):
     totals = {"first_ts_ms": 1, "last_ts_ms": 51, "event_count": 2, "counts": {"click": 2}}
     for _ in range(2):
         events_repo.record_forwarded(ch, project="p1", session_id="s9", version=1, totals=totals,
-                                     finalized_reason="idle", finalized_at_ms=99, webhook_id="p1:s9:1", status="delivered")
+                                     finalized_reason="idle", finalized_at_ms=99, webhook_id="p1:s9:1",
+                                     status="delivered")
     rows = ch.execute(f"SELECT session_id, duration_ms, status FROM {ch.database}.sessions FINAL")
     assert rows == [("s9", 50, "delivered")]
 

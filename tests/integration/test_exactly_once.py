@@ -19,8 +19,8 @@ import pytest
 import redis as redis_lib
 
 import ufse_sink  # scripts/ (on sys.path via tests/conftest.py)
-from app.pipeline import forward as forward_step
 from app.forwarding.client import UfseClient
+from app.pipeline import forward as forward_step
 from app.pipeline.persist import persist_batches, session_summary
 from app.pipeline.sessions import apply_summary, count_batches
 from app.sessions.store import SessionStore
@@ -65,7 +65,8 @@ class Pipeline:
         """One events flush of ``batches``, with its session step (as events.persist runs them)."""
         # Passed only where the argument exists, so this file also runs (and fails on its
         # assertions) against f42d604's modules.
-        extra = {"dedup_window": S.dedup_window} if "dedup_window" in inspect.signature(persist_batches).parameters else {}
+        takes_window = "dedup_window" in inspect.signature(persist_batches).parameters
+        extra = {"dedup_window": S.dedup_window} if takes_window else {}
         persist_batches(self.ch, self.r, prefix=S.redis_key_prefix, batches=list(batches),
                         marker_ttl=S.batch_marker_ttl, **extra)
         counted = count_batches(self.store, self.ch, list(batches))
@@ -134,7 +135,8 @@ def test_resend_after_a_lost_202_counts_once_in_the_next_version(pipe):
     assert v2["session"]["event_count"] == 5 and v2["session"]["counts"] == {"click": 5}
     assert _dedup_count(pipe.ch, sid) == 20
     db = pipe.ch.database
-    assert pipe.ch.execute(f"SELECT sum(event_count) FROM {db}.sessions FINAL WHERE session_id = %(s)s", {"s": sid})[0][0] == 20
+    assert pipe.ch.execute(f"SELECT sum(event_count) FROM {db}.sessions FINAL WHERE session_id = %(s)s",
+                           {"s": sid})[0][0] == 20
     delivered = [i for d in pipe.sink.snapshot() for i in _event_ids(d["body"])]
     assert len(delivered) == len(set(delivered)) == 20
 
@@ -153,8 +155,8 @@ def test_batch_split_differently_counts_once(pipe):
     assert _dedup_count(pipe.ch, sid) == 12
     [v1] = pipe.deliver(pipe.claim(BASE + 3_000 + IDLE_MS))
     assert sorted(_event_ids(v1)) == sorted(e + n) and v1["session"]["event_count"] == 12
-    owners = dict(pipe.ch.execute(f"SELECT event_id, batch_id FROM {pipe.ch.database}.events_dedup WHERE session_id = %(s)s",
-                                  {"s": sid}))
+    owners = dict(pipe.ch.execute(f"SELECT event_id, batch_id FROM {pipe.ch.database}.events_dedup "
+                                  "WHERE session_id = %(s)s", {"s": sid}))
     assert {owners[i] for i in e[:4]} == {part1["batch_id"]} and {owners[i] for i in e[4:]} == {whole["batch_id"]}
 
 
@@ -193,7 +195,8 @@ def test_event_in_batches_of_two_versions_belongs_to_one_and_stays_after_optimiz
     ch, db = pipe.ch, pipe.ch.database
 
     def versions_of(event_id):
-        return [v for v in (1, 2) if event_id in {r["event_id"] for r in events_repo.session_events(ch, "p1", sid, v, 100)}]
+        return [v for v in (1, 2)
+                if event_id in {r["event_id"] for r in events_repo.session_events(ch, "p1", sid, v, 100)}]
 
     before = {i: versions_of(i) for i in (shared, a1, c1)}
     assert before == {shared: [1], a1: [1], c1: [2]}
@@ -204,7 +207,8 @@ def test_event_in_batches_of_two_versions_belongs_to_one_and_stays_after_optimiz
     after = {i: versions_of(i) for i in (shared, a1, c1)}
     print("owner versions before", list(before.values()), "after OPTIMIZE FINAL", list(after.values()))
     assert after == before
-    assert ch.execute(f"SELECT batch_id FROM {db}.events_dedup WHERE event_id = %(e)s", {"e": shared}) == [(early["batch_id"],)]
+    assert ch.execute(f"SELECT batch_id FROM {db}.events_dedup WHERE event_id = %(e)s",
+                      {"e": shared}) == [(early["batch_id"],)]
     raw = ch.execute(f"SELECT count() FROM {db}.events WHERE session_id = %(s)s", {"s": sid})[0][0]
     assert raw == 4 and _dedup_count(ch, sid) == 3  # raw count() exceeds; the view does not
 
@@ -263,10 +267,11 @@ def test_one_flush_of_many_batches_counts_each_once_with_one_session_batches_ins
     batches = [_batch(_ids(2), sids[i % 5], BASE + i) for i in range(20)]
     inserts = []
     real = events_repo.insert_session_batches
-    monkeypatch.setattr(events_repo, "insert_session_batches", lambda ch, rows, settings=None: inserts.append(len(rows)) or real(ch, rows, settings))
+    monkeypatch.setattr(events_repo, "insert_session_batches",
+                        lambda ch, rows, settings=None: inserts.append(len(rows)) or real(ch, rows, settings))
     got = pipe.ingest(*batches, batches[3])  # the same batch twice in one flush, too
     assert inserts == [20], inserts
-    assert all(g == {b["events"][0]["session_id"]: 1} for g, b in zip(got, batches))
+    assert all(g == {b["events"][0]["session_id"]: 1} for g, b in zip(got, batches, strict=False))
     for sid in sids:
         assert pipe.store.live("p1", sid)["batches"] == "4" and pipe.store.live("p1", sid)["events"] == "8"
 
@@ -328,7 +333,8 @@ def test_batch_counted_again_after_its_version_was_delivered_stays_in_that_versi
     [v1] = pipe.deliver(pipe.claim(BASE + IDLE_MS))
     pipe.r.flushdb()
     assert pipe.ingest(b) == [{sid: 1}]  # ClickHouse knows it was counted into version 1: nothing counted
-    assert apply_summary(pipe.store, pipe.ch, session_summary(b)) == {sid: 2}  # an older worker's task would count it again
+    # an older worker's task would count it again
+    assert apply_summary(pipe.store, pipe.ch, session_summary(b)) == {sid: 2}
     extra = _batch(_ids(1), sid, BASE + IDLE_MS + 5_000)
     pipe.ingest(extra)
     [v2] = pipe.deliver(pipe.claim(int(time.time() * 1000) + IDLE_MS))

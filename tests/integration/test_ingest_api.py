@@ -92,7 +92,8 @@ def broker_messages(broker) -> list[dict]:
     for raw in broker.lrange("events", 0, -1):
         envelope = json.loads(raw)
         assert envelope["properties"]["body_encoding"] == "base64"
-        assert envelope["content-type"] == "application/x-msgpack" and envelope["headers"]["compression"] == "application/x-gzip"
+        assert envelope["content-type"] == "application/x-msgpack"
+        assert envelope["headers"]["compression"] == "application/x-gzip"
         body = compression.decompress(base64.b64decode(envelope["body"]), envelope["headers"]["compression"])
         args, kwargs, _embed = serialization.loads(body, envelope["content-type"], envelope["content-encoding"],
                                                    accept={"application/x-msgpack"})
@@ -398,7 +399,7 @@ def test_429_for_one_key(make_app, store, broker):
     _id, key = store.create("shop", rate_limit="3/minute")
     _id2, other = store.create("shop")
     client = make_app().test_client()
-    for i in range(3):
+    for _i in range(3):
         assert post(client, {"events": [event()]}, key).status_code == 202
     r = post(client, {"events": [event()]}, key)
     err = assert_error(r, 429, "rate_limited")
@@ -455,7 +456,7 @@ def test_503_with_retry_after_when_the_broker_is_unreachable(make_app, key, brok
     started = time.monotonic()
     r = post(client, {"events": [event()]}, key)
     assert time.monotonic() - started < 10  # bounded retries, no hanging request
-    err = assert_error(r, 503, "broker_unavailable")
+    assert_error(r, 503, "broker_unavailable")
     assert "accepted" not in r.get_json()
     assert r.headers["Retry-After"] == "5"  # ours, not flask-limiter's window reset
     # nothing silently accepted: not on the real Redis either

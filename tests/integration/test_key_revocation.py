@@ -35,9 +35,10 @@ class Web:
         self.port = free_port()
         self.log = log
         self.env = {**env, "PORT": str(self.port)}
-        self.proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
-                                     cwd=log.parent, env=self.env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+                                          "app:create_app()"], cwd=log.parent, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def url(self) -> str:
@@ -128,7 +129,8 @@ def test_revocation_reaches_every_web_process_within_the_ttl(redis_url, database
         flipped = {i: res["first_401"] - revoked_at for i, res in results.items()}
         assert all(t <= TTL + 1 for t in flipped.values()), flipped
         # the caches were really warm: each process accepted the key shortly before the commit
-        assert all(res["last_202"] is not None and res["last_202"] > revoked_at - 5 for res in results.values()), results
+        assert all(res["last_202"] is not None and res["last_202"] > revoked_at - 5
+                   for res in results.values()), results
         # stays refused; the other key of the same project is unaffected
         for w in webs:
             assert w.post(key) == 401

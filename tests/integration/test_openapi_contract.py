@@ -155,7 +155,8 @@ def test_202_and_partial_acceptance_conform(client, key):
 @pytest.mark.parametrize("case", ["malformed", "not_a_batch", "none_acceptable"])
 def test_400_conforms(client, key, case):
     if case == "malformed":
-        r = client.post("/v1/events", data="{", content_type="application/json", headers={"Authorization": f"Bearer {key}"})
+        r = client.post("/v1/events", data="{", content_type="application/json",
+                        headers={"Authorization": f"Bearer {key}"})
     elif case == "not_a_batch":
         r = post(client, {"events": {"x": 1}}, key)
     else:
@@ -198,7 +199,8 @@ def test_413_conforms(client, key):
 
 
 def test_415_conforms(client, key):
-    r = client.post("/v1/events", data="<x/>", content_type="application/xml", headers={"Authorization": f"Bearer {key}"})
+    r = client.post("/v1/events", data="<x/>", content_type="application/xml",
+                    headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 415
     check_response(r, "/v1/events", "post")
     r = client.post("/v1/events", data="{}", content_type="application/json",
@@ -261,8 +263,10 @@ def test_health_and_ready_conform(client, env):
 
 def test_ufse_payload_conforms_to_the_webhook_schema():
     t0 = 1_795_773_600_000
-    rows = [{"event_id": str(uuid.UUID(int=i + 1)), "type": t, "ts_ms": t0 + i * 1500 + 7, "received_at_ms": t0 + i * 1500 + 900,
-             "session_id": "s-1f2e", "url": "https://shop.test/p?token=[redacted]", "name": "signup" if t == "custom" else "",
+    rows = [{"event_id": str(uuid.UUID(int=i + 1)), "type": t, "ts_ms": t0 + i * 1500 + 7,
+             "received_at_ms": t0 + i * 1500 + 900,
+             "session_id": "s-1f2e", "url": "https://shop.test/p?token=[redacted]",
+             "name": "signup" if t == "custom" else "",
              "anonymous_id": "anon.7" if i else "", "metadata": json.dumps({"i": i, "deep": {"x": [1, "é"]}})}
             for i, t in enumerate(["page_view", "click", "custom"])]
     totals = {"event_count": 3, "counts": {"page_view": 1, "click": 1, "custom": 1}, "first_ts_ms": t0 + 7,
@@ -282,5 +286,6 @@ def test_ufse_payload_conforms_to_the_webhook_schema():
     broken["session"]["counts"]["bogus_type"] = 1
     assert len(list(_validator(ptr).iter_errors(broken))) >= 3
     # the spec's own example is valid too
-    example = _resolve(_resolve(SPEC["webhooks"]["ufseSession"]["post"]["requestBody"]["content"]["application/json"]["schema"]))["examples"][0]
+    body = SPEC["webhooks"]["ufseSession"]["post"]["requestBody"]
+    example = _resolve(_resolve(body["content"]["application/json"]["schema"]))["examples"][0]
     assert not list(_validator(ptr).iter_errors(example))

@@ -36,9 +36,10 @@ def gunicorn_app(redis_url, database_url, tmp_path):
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "REDIS_URL": redis_url, "DATABASE_URL": database_url,
            "OBSERVER_ENV_FILE": str(empty), "WEB_CONCURRENCY": "1", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = open(tmp_path / "gunicorn.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "app:create_app()"],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "gunicorn.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"),
+                                 "app:create_app()"],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -51,7 +51,8 @@ def _store(rc, prefix: str) -> SessionStore:
 def _batch(sid: str, received: int, n: int = 2, project: str = "p1") -> dict:
     events = [{"event_id": str(uuid.uuid4()), "type": "click", "ts_ms": received - 100 + i, "session_id": sid,
                "url": "https://x.test/", "name": "", "anonymous_id": "", "metadata": "{}"} for i in range(n)]
-    return {"batch_id": uuid.uuid4().hex, "project": project, "request_id": "r", "received_at": received, "events": events}
+    return {"batch_id": uuid.uuid4().hex, "project": project, "request_id": "r", "received_at": received,
+            "events": events}
 
 
 def test_settings_take_a_cluster_for_sessions_and_limits_and_refuse_it_as_broker(cluster):

@@ -159,7 +159,8 @@ def test_known_keys_keep_working_while_postgres_is_down(env, pg_server):
         proxy.p.down()
         clock[0] += 31  # past KEY_CACHE_TTL (30 s, the default)
         r = client.post("/v1/events", json={"events": [_event()]}, headers=h)
-        assert r.status_code == 202, f"a known key must work from the cache while PostgreSQL is down: {r.status_code} {r.get_data(as_text=True)}"
+        assert r.status_code == 202, ("a known key must work from the cache while PostgreSQL is down: "
+                                      f"{r.status_code} {r.get_data(as_text=True)}")
         _id2, unknown = KeyStore(schema_url).create("failstatic")
         r = client.post("/v1/events", json={"events": [_event()]}, headers={"Authorization": f"Bearer {unknown}"})
         assert r.status_code == 503 and r.headers.get("Retry-After"), r.get_data(as_text=True)
@@ -335,7 +336,8 @@ def test_a_batch_the_broker_lost_after_a_202_is_republished_from_the_journal(env
     monkeypatch.setattr(celery.amqp, "_producer_pool", None)
     now = int(time.time() * 1000)
     try:
-        assert maintenance.replay_journal(limit=10, now_ms=now + 60_000) == 0, "younger than JOURNAL_GRACE: may still be held"
+        assert maintenance.replay_journal(limit=10, now_ms=now + 60_000) == 0, \
+            "younger than JOURNAL_GRACE: may still be held"
         assert maintenance.replay_journal(limit=10, now_ms=now + 91_000) == 1
         assert maintenance.replay_journal(limit=10, now_ms=now + 92_000) == 0, "re-published once per grace period"
     finally:
@@ -384,7 +386,8 @@ def test_journal_reads_entries_of_both_forms_and_settles_many_at_once(redis_url)
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     prefix = f"t{uuid.uuid4().hex[:6]}:"
     journal = journal_mod.Journal(r, prefix, 86400)
-    new = {"batch_id": "b-new", "project": "p", "received_at": 1_000, "events": [{"event_id": "e1", "metadata": "{\"é\":1}"}]}
+    new = {"batch_id": "b-new", "project": "p", "received_at": 1_000,
+           "events": [{"event_id": "e1", "metadata": "{\"é\":1}"}]}
     old = {"batch_id": "b-old", "project": "p", "received_at": 1_000, "events": [{"event_id": "e2", "metadata": "{}"}]}
     journal.write(new)
     index, body = journal._keys(journal_mod._shard("b-old"))

@@ -102,7 +102,8 @@ def test_a_live_session_has_no_counter_key_and_the_next_version_starts_above_the
     store.note_lag(0)
     assert [c.version for c in store.claim_due(at_ms=1_000 + 30_000)] == [1]
     assert store.r.get(ver) == "1" and 0 < store.r.ttl(ver) <= store.ver_ttl
-    assert store.apply_batch("p", "b2", {"s": (1, 50, 50)}, at_ms=40_000, version_floor=lambda p, s: 0) == {"s": (2, True)}
+    assert store.apply_batch("p", "b2", {"s": (1, 50, 50)}, at_ms=40_000,
+                             version_floor=lambda p, s: 0) == {"s": (2, True)}
 
 
 def test_claims_wait_for_the_slowest_worker_set_that_reported_lately(store):

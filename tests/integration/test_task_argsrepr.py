@@ -57,7 +57,8 @@ runtime.clickhouse = lambda: None
 runtime.session_store = lambda: None
 sessions.insert_settings = lambda: None
 summary = session_summary(batch)
-sessions.update.push_request(id=str(uuid.uuid4()), args=[summary], kwargs={}, retries=0, delivery_info={}, called_directly=False)
+sessions.update.push_request(id=str(uuid.uuid4()), args=[summary], kwargs={}, retries=0, delivery_info={},
+                             called_directly=False)
 try:
     sessions.update.run(summary)
 except Retry:
@@ -65,7 +66,8 @@ except Retry:
 sessions.update.pop_request()
 
 # forward.deliver retried (countdown) from inside the task
-forward.deliver.push_request(id=str(uuid.uuid4()), args=["shop", "sess-1", 3], kwargs={}, retries=0, delivery_info={}, called_directly=False)
+forward.deliver.push_request(id=str(uuid.uuid4()), args=["shop", "sess-1", 3], kwargs={}, retries=0,
+                             delivery_info={}, called_directly=False)
 try:
     raise forward._countdown_retry(forward.deliver, 1.0, attempt=1, waits=0, due=False)
 except Retry:

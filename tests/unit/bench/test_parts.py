@@ -88,7 +88,8 @@ def test_saturation_names_the_parts_at_their_limit():
     cap = {"web": 2, "events": 2, "broker redis": 1, "clickhouse": 2}
     flags = saturation(cpu, cap, 2, backlog_s=1.0)
     assert flags == ["machine CPU (295 of 200 %)", "web (175 of 200 %)", "broker redis (90 of 100 %)"]
-    assert saturation({"web": 50.0}, {"web": 2}, 2, 4.0) == ["storage behind ingest (4.0 s of ingest not stored at the end)"]
+    behind = ["storage behind ingest (4.0 s of ingest not stored at the end)"]
+    assert saturation({"web": 50.0}, {"web": 2}, 2, 4.0) == behind
     assert saturation({"web": 50.0}, {"web": 2}, 2, 2.5) == []
     assert saturation({"web": 50.0}, {"web": 2}, 2, float("nan")) == []
     # a kind that may use more processes than there are cores is capped at the machine

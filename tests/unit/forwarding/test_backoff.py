@@ -1,13 +1,13 @@
 """Backoff with full jitter and Retry-After parsing."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import pytest
 
 from app.pipeline.backoff import backoff_delay, retry_after_seconds
 
-NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize("attempt, ceiling", [(0, 2.0), (1, 4.0), (2, 8.0), (3, 16.0), (4, 30.0), (50, 30.0)])
@@ -41,7 +41,7 @@ def test_delta_seconds(value, expected):
 
 
 def test_http_date_in_the_future():
-    when = datetime(2026, 11, 27, 10, 0, 45, tzinfo=timezone.utc)
+    when = datetime(2026, 11, 27, 10, 0, 45, tzinfo=UTC)
     assert retry_after_seconds(format_datetime(when, usegmt=True), now=NOW) == 45.0
 
 

@@ -1,7 +1,7 @@
 """Standard Webhooks signing, checked against the reference standardwebhooks verifier."""
 
 import base64
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import standardwebhooks
@@ -32,7 +32,7 @@ def test_sign_matches_reference_implementation():
     key = decode_secret(SECRET)
     ours = sign(key, "p1:s1:1", 1_700_000_000, BODY)
     ref = standardwebhooks.Webhook(SECRET).sign(
-        "p1:s1:1", datetime.fromtimestamp(1_700_000_000, tz=timezone.utc), BODY.decode())
+        "p1:s1:1", datetime.fromtimestamp(1_700_000_000, tz=UTC), BODY.decode())
     assert ours == ref
     assert ours.startswith("v1,")
 

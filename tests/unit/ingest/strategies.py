@@ -51,7 +51,8 @@ def iso_timestamps(draw):
     if draw(st.integers(0, 3)) == 3:  # near the [2000, 2100) range edges
         moment = draw(st.sampled_from([datetime(2000, 1, 1), datetime(2099, 12, 31, 23, 59, 59),
                                        datetime(2100, 1, 1), datetime(1999, 12, 31, 23, 59, 59),
-                                       datetime(2026, 11, 27, 10)])) + timedelta(seconds=draw(st.integers(-90_000, 90_000)))
+                                       datetime(2026, 11, 27, 10)]))
+        moment += timedelta(seconds=draw(st.integers(-90_000, 90_000)))
     out = moment.strftime(draw(st.sampled_from(_FORMATS)))
     digits = draw(st.integers(0, 10))
     if digits:
@@ -91,7 +92,8 @@ def urls(draw):
 
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1]),
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63) - 1]),
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from([0.0, -0.0, 1e-4, 9.99e-5, 1e-5, 1e-7, 5e-324, 1e16, 1e22, 12.5, math.nan, math.inf]),
     text,
@@ -120,11 +122,14 @@ metadata = st.one_of(
     st.none(), st.just({}), st.lists(scalars, max_size=2), text,
 )
 
-FIELDS = {"event_id": uuids, "type": kinds, "timestamp": timestamps, "session_id": ids, "url": st.one_of(urls(), st.none()),
-          "name": st.one_of(text, st.text(min_size=199, max_size=201), st.none()), "anonymous_id": st.one_of(ids, st.just("")),
+FIELDS = {"event_id": uuids, "type": kinds, "timestamp": timestamps, "session_id": ids,
+          "url": st.one_of(urls(), st.none()),
+          "name": st.one_of(text, st.text(min_size=199, max_size=201), st.none()),
+          "anonymous_id": st.one_of(ids, st.just("")),
           "metadata": metadata}
 _GOOD_URLS = st.sampled_from(["https://shop.test/cart?item=3", "http://x.com", "HTTPS://EXAMPLE.com:8080/a?b=1#c",
-                              "https://shop.test/reset?token=s3cr3t&page=2", "https://user@x.com/p", "https://x.com/caf\u00e9",
+                              "https://shop.test/reset?token=s3cr3t&page=2", "https://user@x.com/p",
+                              "https://x.com/caf\u00e9",
                               ""]) | st.integers(2033, 2035).map(lambda n: "https://x.com/" + "a" * n)
 _OPTIONAL = {"url": st.one_of(_GOOD_URLS, urls(), st.none()),
              "name": st.one_of(st.text(max_size=20), st.just("jane@example.com paid 4111 1111 1111 1111"), st.none(),
@@ -173,7 +178,8 @@ _EDGES = {
     "metadata": st.integers(MAX_METADATA_DEPTH - 1, MAX_METADATA_DEPTH + 1).flatmap(nested),
     "timestamp": st.sampled_from([MIN_TS_MS - 1, MIN_TS_MS, MAX_TS_MS - 1, MAX_TS_MS, "1999-12-31T23:59:59.999Z",
                                   "2000-01-01T00:00:00Z", "2099-12-31T23:59:59.999Z", "2100-01-01T00:00:00Z",
-                                  "2000-01-01T00:59:59.999+01:00", "2100-01-01T00:59:59+01:00", "2026-11-27T10:00:00" + "0" * 45 + "Z",
+                                  "2000-01-01T00:59:59.999+01:00", "2100-01-01T00:59:59+01:00",
+                                  "2026-11-27T10:00:00" + "0" * 45 + "Z",
                                   "2026-11-27T10:00:00." + "1" * 9 + "Z", "2026-11-27T10:00:00." + "1" * 10 + "Z"]),
     "type": st.just("custom"),
 }

@@ -9,8 +9,15 @@ import zlib
 import pytest
 
 from app.ingest.body import read_json_body
-from app.ingest.errors import (IngestError, InvalidBatch, MalformedJSON, NoAcceptableEvents,
-                               PayloadTooLarge, TooManyEvents, UnsupportedMediaType)
+from app.ingest.errors import (
+    IngestError,
+    InvalidBatch,
+    MalformedJSON,
+    NoAcceptableEvents,
+    PayloadTooLarge,
+    TooManyEvents,
+    UnsupportedMediaType,
+)
 
 MiB = 1024 * 1024
 

@@ -90,7 +90,7 @@ def fast_message(project: str, accepted: list[dict], plain: list[bool]) -> dict:
     """The broker message as app/api/ingest.py builds it now."""
     events = []
     masked = 0
-    for e, is_plain in zip(accepted, plain):
+    for e, is_plain in zip(accepted, plain, strict=True):
         masked += scrub_event(e, DEFAULT_SENSITIVE_PARAMS)
         e.pop("index", None)
         e["metadata"] = metadata_json(e["metadata"], is_plain)
@@ -163,7 +163,8 @@ def parse_batch_answer(body, fast: bool):
 
 bodies = st.one_of(
     st.fixed_dictionaries({"events": st.lists(raw_events, max_size=7)},
-                          optional={"sent_at": timestamps, "api_key": st.one_of(text, st.text(min_size=255, max_size=257),
+                          optional={"sent_at": timestamps,
+                                    "api_key": st.one_of(text, st.text(min_size=255, max_size=257),
                                                                                 st.none(), scalars),
                                     "extra": scalars}),
     st.dictionaries(st.sampled_from(["events", "sent_at", "api_key", "x"]), scalars),
@@ -174,7 +175,8 @@ bodies = st.one_of(
 edge_bodies = st.fixed_dictionaries({"events": st.lists(st.none(), min_size=4, max_size=6)}, optional={
     "sent_at": st.sampled_from([946_684_800_000, 946_684_799_999, 4_102_444_799_999, 4_102_444_800_000,
                                 "2026-11-27T10:00:00Z", "2026-11-27T10:00:00", 1.5, True, None]),
-    "api_key": st.one_of(st.text(alphabet="k\u00e9", min_size=255, max_size=257), st.sampled_from(["", "k\x00", "\ud800", None]))})
+    "api_key": st.one_of(st.text(alphabet="k\u00e9", min_size=255, max_size=257),
+                         st.sampled_from(["", "k\x00", "\ud800", None]))})
 
 
 @DIFF
@@ -191,7 +193,8 @@ def parse_answer(raw: bytes, fast: bool):
 
 
 _NUMBERS = ["0", "-0", "-0.0", "1e400", "-1e400", "1e-400", "1E5", "12.5", "1.7976931348623157e308", str(2**63),
-            str(2**64), str(-(2**63) - 1), "9" * 19, "9" * 18, "1" * 400, "1" * 5000, "NaN", "Infinity", "01", "1.", ".5"]
+            str(2**64), str(-(2**63) - 1), "9" * 19, "9" * 18, "1" * 400, "1" * 5000, "NaN", "Infinity", "01", "1.",
+            ".5"]
 _STRINGS = ['"\\ud800"', '"\\ud83d\\ude00"', '"\\udc00\\ud800"', '"\\u0000"', '"\x1f"', '"\x7f"', '"caf\u00e9"']
 
 
@@ -233,8 +236,9 @@ def test_body_parse_orjson_equals_json(raw):
 
 @pytest.mark.parametrize("raw", [('{"events":[' + v + "]}").encode() for v in _NUMBERS + _STRINGS]
                          + [b"[" * d + b"]" * d for d in _DEPTHS] + [b'{"a":[' * d + b"1" + b"]}" * d for d in _DEPTHS]
-                         + [b"\xef\xbb\xbf[1]", b"\xef\xbb\xbf\xef\xbb\xbf[1]", b"\xed\xa0\x80", b'"\xed\xa0\x80"', b'"\xc0\xaf"',
-                            b'"\xf4\x90\x80\x80"', b"", b" ", b'{"a":1,"a":2}', b'{"a":1,"b":2,"a":3}', b"[1,]", b'"\t"'])
+                         + [b"\xef\xbb\xbf[1]", b"\xef\xbb\xbf\xef\xbb\xbf[1]", b"\xed\xa0\x80", b'"\xed\xa0\x80"',
+                            b'"\xc0\xaf"', b'"\xf4\x90\x80\x80"', b"", b" ", b'{"a":1,"a":2}', b'{"a":1,"b":2,"a":3}',
+                            b"[1,]", b'"\t"'])
 def test_body_parse_edges(raw):
     """Numbers json and orjson read differently, nesting around both limits, BOMs, bad UTF-8."""
     assert same(parse_answer(raw, True), parse_answer(raw, False))

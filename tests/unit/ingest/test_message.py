@@ -21,10 +21,12 @@ def json_batch_id(project: str, events: list[dict]) -> str:
     return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-EVENTS = [{"event_id": "0b6f3c0e-8d1a-4c4e-9f50-3a1f7a2b9c01", "type": "click", "ts_ms": 1795773600123, "session_id": "s-1",
+EVENTS = [{"event_id": "0b6f3c0e-8d1a-4c4e-9f50-3a1f7a2b9c01", "type": "click", "ts_ms": 1795773600123,
+           "session_id": "s-1",
            "url": "https://shop.test/cart?token=[redacted]", "name": "caf\u00e9 \U0001f600 \"q\" \\ \u2028",
            "anonymous_id": "", "metadata": '{"button":"buy","price":12.5,"deep":{"a":[1,"x\\n"]}}'},
-          {"event_id": "0b6f3c0e-8d1a-4c4e-9f50-3a1f7a2b9c02", "type": "custom", "ts_ms": 1795773600124, "session_id": "s-1",
+          {"event_id": "0b6f3c0e-8d1a-4c4e-9f50-3a1f7a2b9c02", "type": "custom", "ts_ms": 1795773600124,
+           "session_id": "s-1",
            "url": "", "name": "signup", "anonymous_id": "anon.1", "metadata": "{}"}]
 
 
@@ -62,7 +64,7 @@ def test_batch_id_equals_the_json_definition(project, events):
 @given(raw=events())
 def test_metadata_json_equals_json_dumps_after_scrubbing(raw):
     accepted, _rejected, plain = check_events([raw], max_event_bytes=10_240, **LIMITS)
-    for event, is_plain in zip(accepted, plain):
+    for event, is_plain in zip(accepted, plain, strict=True):
         scrub_event(event, DEFAULT_SENSITIVE_PARAMS)
         expected = json.dumps(event["metadata"], separators=(",", ":"), ensure_ascii=False)
         assert metadata_json(event["metadata"], is_plain) == expected

@@ -4,8 +4,7 @@ import copy
 
 import pytest
 
-from app.ingest.privacy import (DEFAULT_SENSITIVE_PARAMS, DROPPED_KEYS, RULES, mask_string,
-                                scrub_event)
+from app.ingest.privacy import DEFAULT_SENSITIVE_PARAMS, DROPPED_KEYS, RULES, mask_string, scrub_event
 
 PARAMS = DEFAULT_SENSITIVE_PARAMS
 

@@ -8,8 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.ingest.cards import DIGIT_RUN, MIN_DIGITS
-from app.ingest.privacy import (_ANY_DIGIT_PATTERN, _ANY_DIGIT_RULE, _CARD_CANDIDATE, DEFAULT_SENSITIVE_PARAMS, RULES,
-                                mask_string)
+from app.ingest.privacy import (
+    _ANY_DIGIT_PATTERN,
+    _ANY_DIGIT_RULE,
+    _CARD_CANDIDATE,
+    DEFAULT_SENSITIVE_PARAMS,
+    RULES,
+    mask_string,
+)
 
 SETTINGS = settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 PARAMS = DEFAULT_SENSITIVE_PARAMS

@@ -1,7 +1,7 @@
 """app.ingest.timestamps.iso_to_ms (integer arithmetic) against the timedelta version it replaced."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from app.ingest.timestamps import _ISO, iso_to_ms
 from tests.unit.ingest.strategies import iso_timestamps
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def timedelta_iso_to_ms(text: str) -> int | None:

@@ -41,7 +41,8 @@ class World:
         self.counted += [b["batch_id"] for b in batches]
 
     def deps(self, schedule=(60.0, 300.0)) -> FlushDeps:
-        return FlushDeps(insert=self.insert, count_sessions=self.count, publish_session_step=lambda b: self.published.append(b["batch_id"]),
+        return FlushDeps(insert=self.insert, count_sessions=self.count,
+                         publish_session_step=lambda b: self.published.append(b["batch_id"]),
                          park=lambda item, due: self.parked.append((item.batch["batch_id"], item.attempt)),
                          dead_letter=lambda item, err: self.dead.append(item.batch["batch_id"]), schedule=schedule,
                          rng=lambda: 1.0)
@@ -151,23 +152,24 @@ def test_default_schedules_outlast_real_outages_and_never_hold_a_message_past_th
     s = _defaults(tmp_path)
     events_span = sum(s.events_retry_schedule)
     ufse_span = sum(s.forward_retry_schedule)
-    print(f"EVENTS_RETRY_SCHEDULE spans {events_span / 3600:.2f} h; FORWARD_RETRY_SCHEDULE spans {ufse_span / 3600:.1f} h; "
+    print(f"EVENTS_RETRY_SCHEDULE spans {events_span / 3600:.2f} h; "
+          f"FORWARD_RETRY_SCHEDULE spans {ufse_span / 3600:.1f} h; "
           f"BROKER_VISIBILITY_TIMEOUT {s.broker_visibility_timeout} s")
     assert events_span >= 3600
     assert 20 * 3600 <= ufse_span <= 36 * 3600
     # Minimum jittered span too (jitter keeps at least half of each delay).
-    assert sum(schedule_delay(s.forward_retry_schedule, i, 1.0, lambda: 0.0) for i in range(len(s.forward_retry_schedule))) >= 12 * 3600
+    assert sum(schedule_delay(s.forward_retry_schedule, i, 1.0, lambda: 0.0)
+               for i in range(len(s.forward_retry_schedule))) >= 12 * 3600
     vt = s.broker_visibility_timeout
     assert vt <= 60
     # Waits on a live worker: a sessions.update countdown, a forward countdown, a held events
     # message, a flush (interval + one ClickHouse call), each below the visibility timeout.
-    from tasks.events import EventsBatches
-
-    from tasks.events import flush_budget
+    from tasks.events import EventsBatches, flush_budget
 
     assert s.sessions_retry_max < vt
     assert EventsBatches.hold_limit + s.events_flush_interval < vt
     # A flush starts no ClickHouse call after its budget: it ends within budget + one call.
-    print(f"flush: {s.events_flush_interval} s buffered + {flush_budget()} s budget + {s.clickhouse_timeout} s last call")
+    print(f"flush: {s.events_flush_interval} s buffered + {flush_budget()} s budget + "
+          f"{s.clickhouse_timeout} s last call")
     assert s.events_flush_interval + flush_budget() + s.clickhouse_timeout < vt
     assert s.events_pause_max < vt

@@ -101,7 +101,8 @@ def test_a_dead_pool_child_requeues_its_flush_at_once(task):
     reqs = [FakeRequest("a"), FakeRequest("b")]
     task.flush(reqs)
     kwargs = consumer.pool.calls[-1]
-    assert "error_callback" in kwargs, "no error_callback: a lost child leaves its messages unacked until the visibility timeout"
+    assert "error_callback" in kwargs, ("no error_callback: a lost child leaves its messages unacked until the "
+                                        "visibility timeout")
     from billiard.exceptions import WorkerLostError
 
     kwargs["error_callback"](WorkerLostError("child killed"))
