@@ -14,7 +14,10 @@ from benchkit.stats import isnum
 def median_run(doc: dict) -> tuple[int, dict]:
     """(index, run) of the run whose end-to-end rate is the median one."""
     runs = doc["runs"]
-    order = sorted(range(len(runs)), key=lambda i: runs[i]["e2e"].get("e2e_eps") if isnum(runs[i]["e2e"].get("e2e_eps")) else 0)
+    ok = [i for i, r in enumerate(runs) if "timeline" in r]
+    if not ok:
+        raise ValueError("no run has a timeline to draw")
+    order = sorted(ok, key=lambda i: runs[i]["e2e"]["e2e_eps"] if isnum(runs[i]["e2e"].get("e2e_eps")) else 0)
     i = order[len(order) // 2]
     return i, runs[i]
 

@@ -20,7 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
-from benchkit import cpu, limits, load, phases, redismem, rig, runner
+from benchkit import baseline, cpu, limits, load, redismem, rig, runner, state, throughput
+from benchkit.ctx import Ctx
 from benchkit.rig import log
 from benchkit.stats import fmt, isnum, ratio
 
@@ -45,7 +46,7 @@ def shape_of(factor: str, value, cfg: runner.Config) -> load.Shape:
     return s
 
 
-def point(ctx: phases.Ctx, i: int, factor: str, value, cfg: runner.Config, seconds: dict,
+def point(ctx: Ctx, i: int, factor: str, value, cfg: runner.Config, seconds: dict,
           base: dict, cap: dict) -> dict:
     """Measure one grid point on ``ctx``'s stack."""
     shape = shape_of(factor, value, cfg)
@@ -53,13 +54,13 @@ def point(ctx: phases.Ctx, i: int, factor: str, value, cfg: runner.Config, secon
     tag = f"g{i}-"
     mem = {}
     if factor == "active sessions":
-        mem = phases.memory(pctx, tag, int(value), redismem.marker_names(rig.ROOT))
-    s = phases.sustained(pctx, tag, seconds["sustained"], scan=False)
+        mem = state.memory(pctx, tag, int(value), redismem.marker_names(rig.ROOT))
+    s = throughput.sustained(pctx, tag, seconds["sustained"], scan=False)
     e = s["e2e"]
     rate = 0.7 * (e["e2e_eps"] if isnum(e["e2e_eps"]) and e["e2e_eps"] > 0 else e["accepted_eps"])
-    o = phases.open_loop(pctx, f"g{i}o-", rate, seconds["open"])
+    o = throughput.open_loop(pctx, f"g{i}o-", rate, seconds["open"])
     if factor in ("batch size", "event size", "content encoding") or "eps" not in base:
-        b = phases.baseline(base["dir"], base["redis"], base["best"], shape, seconds["baseline"],
+        b = baseline.baseline(base["dir"], base["redis"], base["best"], shape, seconds["baseline"],
                             cfg.connections, cfg.processes, label=f"{pctx.label}: ")
         if factor == BASE[0]:
             base["eps"] = b["eps"]
@@ -99,7 +100,7 @@ def run(cfg: runner.Config, quick: bool = False) -> dict:
     try:
         servers = rig.Servers(tmp, tag)
         base = {"dir": tmp / "baseline-app", "redis": servers.baseline_redis}
-        base["best"] = runner.calibrate(base["dir"], servers.baseline_redis,
+        base["best"] = baseline.calibrate(base["dir"], servers.baseline_redis,
                                         dataclasses.replace(cfg, quick=True, calibrate_s=3.0))
         db = f"bench_{tag}"
         current = None
@@ -113,7 +114,7 @@ def run(cfg: runner.Config, quick: bool = False) -> dict:
                                         procfile_env={"EVENTS_CONCURRENCY": conc})
                 meter = cpu.Meter()
                 runner.add_meter(meter, stack, servers, {})
-                ctx = phases.Ctx(stack=stack, meter=meter, shape=cfg.shape, connections=cfg.connections,
+                ctx = Ctx(stack=stack, meter=meter, shape=cfg.shape, connections=cfg.connections,
                                  processes=cfg.processes, sink=servers.sink)
                 load.run(ctx.plan(f"w{conc}-", seconds=3))  # warm-up, not measured
                 cap = runner.capacity(stack)

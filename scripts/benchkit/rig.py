@@ -1,4 +1,4 @@
-"""What the bench measures: its servers, Observer's processes, the baseline app, or a running stack.
+"""What the bench measures: its servers and Observer's processes (or a running stack).
 
 Servers: Redis for the broker and one for session state (AOF ``appendfsync everysec``, as
 production runs them; separate so the session figures are not mixed with the broker's backlog),
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from toolkit import checks, net, observer, procfile  # noqa: E402
+from toolkit import net, observer  # noqa: E402
 from toolkit.clickhouse_config import with_log_tables  # noqa: E402
 from toolkit.proc import Proc  # noqa: E402
 
@@ -218,8 +218,13 @@ def start_stack(servers: Servers, name: str, *, db: str, prefix: str, extra: Opt
     project = "bench"
     key = create_key(servers.pg.url, project)
     try:
+        stack.add_workers()
+        stack.add_beat()
+        stack.add_web()
+        for p in stack.procs.values():  # a loaded machine (or 18.16 merging) answers slowly
+            p.ready_timeout = max(p.ready_timeout or 0, 240)
         stack.start()
-        stack.wait_ready(120)
+        stack.wait_ready(240)
     except BaseException:
         stack.stop()
         raise
@@ -233,38 +238,11 @@ def start_stack(servers: Servers, name: str, *, db: str, prefix: str, extra: Opt
                  overrides=overrides, idle_timeout=idle, observer=stack, queues=tuple(dict.fromkeys(queues)))
 
 
-# ----------------------------------------------------------------------- the baseline app
-
-@dataclass(frozen=True)
-class WebConfig:
-    """gunicorn settings for the baseline: worker class, processes, threads per process."""
-
-    worker_class: str
-    workers: int
-    threads: int = 1
-
-    @property
-    def label(self) -> str:
-        t = f" x {self.threads} threads" if self.worker_class == "gthread" else ""
-        return f"{self.worker_class} {self.workers}{t}"
-
-
-OBSERVER_WEB = WebConfig("gthread", 2, 4)  # gunicorn.conf.py's defaults (WEB_CONCURRENCY, WEB_THREADS)
-BASELINE_CANDIDATES = (WebConfig("sync", 2), WebConfig("sync", 3), WebConfig("sync", 4),
-                       OBSERVER_WEB, WebConfig("gthread", 3, 2), WebConfig("gthread", 4, 2))
-
-
-def start_baseline(dir: Path, redis_url: str, cfg: WebConfig) -> Proc:
-    """gunicorn -c gunicorn.conf.py serving benchkit.baseline_app with ``cfg``; ready at /health."""
-    port = net.free_port()
-    env = observer.clean_environ(inherit_settings=False)
-    env.update(PYTHONPATH=f"{ROOT / 'scripts'}:{ROOT}", HOST="127.0.0.1", PORT=str(port),
-               WEB_CONCURRENCY=str(cfg.workers), WEB_THREADS=str(cfg.threads), BASELINE_REDIS_URL=redis_url)
-    argv = [str(procfile.venv_bin() / "gunicorn"), "-c", "gunicorn.conf.py", "-k", cfg.worker_class,
-            "benchkit.baseline_app:create_app()"]
-    d = Path(dir)
-    d.mkdir(parents=True, exist_ok=True)
-    p = Proc("baseline", argv, env=env, cwd=ROOT, log_path=d / "baseline.log",
-             ready=checks.http_ok(f"http://127.0.0.1:{port}/health"), ready_timeout=60,
-             stop_signals=((15, 10.0),), port=port, url=f"http://127.0.0.1:{port}")
-    return p.start()
+def start_stack_or_none(servers: Servers, name: str, *, why: str, **kw) -> Optional[Stack]:
+    """start_stack, or None (said on stderr) when the stack does not come up."""
+    log(why)
+    try:
+        return start_stack(servers, name, **kw)
+    except Exception as exc:
+        log(f"stack {name} did not start: {type(exc).__name__}: {str(exc)[:300]}")
+        return None

@@ -1,10 +1,11 @@
 """One invocation of ``scripts/bench``: servers, baseline calibration, the runs, the document.
 
 Order (default, 3 runs): start the servers; try the baseline under a few gunicorn settings and
-keep the fastest; start Observer (stack ``a``, default settings); per run: sustained, open
-loop at 70 % of that run's sustained rate, 100,000 active sessions, the baseline under its best
-and under Observer's gunicorn settings; stop ``a``; start stack ``b`` (the same code with
-``SESSION_IDLE_TIMEOUT=5``) for each run's delivery phase. Medians are taken run by run.
+keep the fastest; start stack ``b`` (Observer with ``SESSION_IDLE_TIMEOUT=5``) for each run's
+delivery phase, on servers still fresh, and stop it; start stack ``a`` (default settings); per
+run: sustained, open loop at 70 % of that run's sustained rate, 100,000 active sessions, the
+baseline under its best and under Observer's gunicorn settings. A phase that fails is reported
+as such and the other runs go on. Medians are taken run by run.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlsplit
 
-from benchkit import chstats, cpu, load, phases, redismem, rig
+from benchkit import baseline, chstats, cpu, load, redismem, rig, state, throughput
+from benchkit.ctx import Ctx, quiet
 from benchkit.result import SCHEMA
 from benchkit.rig import log
 from benchkit.stats import isnum, median_of, ratio
@@ -141,41 +143,28 @@ def capacity(stack: rig.Stack) -> dict[str, int]:
     return cap
 
 
-def calibrate(dir: Path, redis, cfg: Config) -> rig.WebConfig:
-    """The fastest baseline gunicorn setting among a few (short rounds, same load)."""
-    cands = rig.BASELINE_CANDIDATES if not cfg.quick else (rig.WebConfig("sync", 2), rig.WebConfig("sync", 4), rig.OBSERVER_WEB)
-    best, best_eps = rig.OBSERVER_WEB, -1.0
-    for c in cands:
-        r = phases.baseline(dir, redis, c, cfg.shape, cfg.calibrate_s, cfg.connections, cfg.processes,
-                            label="calibration: ", warmup=0.5)
-        if r["eps"] > best_eps:
-            best, best_eps = c, r["eps"]
-    log(f"baseline: best gunicorn setting {best.label} ({best_eps:,.0f} events/s)")
-    return best
-
-
-def one_run(ctx: phases.Ctx, i: int, cfg: Config, base: dict, markers_src: tuple) -> dict:
+def one_run(ctx: Ctx, i: int, cfg: Config, base: dict, markers_src: tuple) -> dict:
     """Figures 1-4, 6-8 of run ``i`` on stack ``a``."""
     names, setting = markers_src
-    s = phases.sustained(ctx, f"r{i}s-", cfg.sustained_s)
+    s = throughput.sustained(ctx, f"r{i}s-", cfg.sustained_s)
     e2e = s["e2e"]["e2e_eps"]
     log(f"{ctx.label} sustained: accepted {s['e2e']['accepted_eps']:,.0f} events/s, end to end {e2e:,.0f}, "
         f"caught up {s['e2e']['catchup_s']:.2f} s after the load")
     rate = cfg.open_fraction * (e2e if isnum(e2e) and e2e > 0 else s["e2e"]["accepted_eps"])
-    o = phases.open_loop(ctx, f"r{i}o-", rate, cfg.open_s)
+    o = throughput.open_loop(ctx, f"r{i}o-", rate, cfg.open_s)
     log(f"{ctx.label} open loop: p50 {o['latency']['p50_ms']:.1f} ms, p99 {o['latency']['p99_ms']:.1f} ms; "
         f"queryable p95 {o['queryable']['p95_s']:.2f} s")
-    m = phases.memory(ctx, f"r{i}m-", cfg.sessions, names)
+    m = state.memory(ctx, f"r{i}m-", cfg.sessions, names)
     log(f"{ctx.label} memory: {m['bytes_per_session']:,.0f} bytes per session over {m['sessions']:,} sessions")
     events = s["e2e"]["stored_events"]
-    m["markers"] = phases.markers(s["grown_keys"], events, names, setting)
-    m["ttl_kinds"] = phases.ttl_kinds(s["grown_keys"], events, s["e2e"]["sessions_touched"])
-    b_best = phases.baseline(base["dir"], base["redis"], base["best"], cfg.shape, cfg.baseline_s,
+    m["markers"] = state.markers(s["grown_keys"], events, names, setting)
+    m["ttl_kinds"] = state.ttl_kinds(s["grown_keys"], events, s["e2e"]["sessions_touched"])
+    b_best = baseline.baseline(base["dir"], base["redis"], base["best"], cfg.shape, cfg.baseline_s,
                              cfg.connections, cfg.processes, label=f"{ctx.label} ")
-    if base["best"] == rig.OBSERVER_WEB:
+    if base["best"] == baseline.OBSERVER_WEB:
         b_obs = dict(b_best)
     else:
-        b_obs = phases.baseline(base["dir"], base["redis"], rig.OBSERVER_WEB, cfg.shape, cfg.baseline_s,
+        b_obs = baseline.baseline(base["dir"], base["redis"], baseline.OBSERVER_WEB, cfg.shape, cfg.baseline_s,
                                 cfg.connections, cfg.processes, label=f"{ctx.label} ")
     faster = max((b_best, b_obs), key=lambda b: b["eps"])
     return {
@@ -215,9 +204,19 @@ def run(cfg: Config, target: Optional[Target] = None) -> dict:
             info = {"target": target.url,
                     "clickhouse": chstats.server_version(chstats.client(target.clickhouse_url))}
         base = {"dir": tmp / "baseline-app", "redis": base_redis}
-        base["best"] = calibrate(base["dir"], base_redis, cfg)
+        base["best"] = baseline.calibrate(base["dir"], base_redis, cfg)
+        db = f"bench_{tag}"
+        deliveries: list[dict] = []
         if target is None:
-            db = f"bench_{tag}"
+            # First, on fresh servers: the delivery figure needs its own stack (idle timeout 5 s)
+            stack = rig.start_stack_or_none(servers, "b", db=db, prefix="obsb:", extra=_idle(cfg), why=(
+                f"starting stack b for the delivery figure: {rig.IDLE_OVERRIDE[0]}={cfg.idle_timeout} "
+                f"({rig.IDLE_OVERRIDE[2]}), otherwise as stack a below"))
+            if stack is not None:
+                dctx = Ctx(stack=stack, meter=cpu.Meter(), shape=cfg.shape, connections=cfg.connections,
+                           processes=cfg.processes, sink=servers.sink)
+                deliveries = [_delivery(dctx, i, cfg) for i in range(1, cfg.runs + 1)]
+                stack.stop()
             log("starting Observer (stack a: default settings but the overrides below)")
             stack = rig.start_stack(servers, "a", db=db, prefix="obs:")
         else:
@@ -226,31 +225,24 @@ def run(cfg: Config, target: Optional[Target] = None) -> dict:
             log(f"override {k}={v}: {why}")
         meter = cpu.Meter()
         add_meter(meter, stack, servers, target.pids if target else {})
-        ctx = phases.Ctx(stack=stack, meter=meter, shape=cfg.shape, connections=cfg.connections,
-                         processes=cfg.processes, sink=(servers.sink if servers else None))
+        ctx = Ctx(stack=stack, meter=meter, shape=cfg.shape, connections=cfg.connections,
+                  processes=cfg.processes, sink=(servers.sink if servers else None))
         log("warm-up (3 s, not measured)")
         load.run(ctx.plan("w-", seconds=3))
-        phases.quiet(ctx)
+        quiet(ctx)
         for i in range(1, cfg.runs + 1):
             ctx.label = f"run {i}/{cfg.runs}"
-            runs.append(one_run(ctx, i, cfg, base, (names, setting)))
+            try:
+                runs.append(one_run(ctx, i, cfg, base, (names, setting)))
+            except Exception as exc:  # one broken run must not lose the others' figures
+                log(f"{ctx.label} failed: {type(exc).__name__}: {exc}")
+                runs.append({"error": f"{type(exc).__name__}: {exc}"[:500]})
         overrides = {k: v for k, (v, _w) in stack.overrides.items()}
-        if target is None:
-            stack.stop()
-            idle = {rig.IDLE_OVERRIDE[0]: (str(cfg.idle_timeout), rig.IDLE_OVERRIDE[2])}
-            log(f"starting stack b for the delivery figure: {rig.IDLE_OVERRIDE[0]}={cfg.idle_timeout} "
-                f"({rig.IDLE_OVERRIDE[2]}), otherwise as stack a")
-            stack = rig.start_stack(servers, "b", db=db, prefix="obsb:", extra=idle)
-            dctx = phases.Ctx(stack=stack, meter=cpu.Meter(), shape=cfg.shape, connections=cfg.connections,
-                              processes=cfg.processes, sink=servers.sink)
-        else:
-            dctx = ctx
-            dctx.sink = RemoteSink(target.sink_url) if target.sink_url else None
-        for i, r in enumerate(runs, 1):
-            dctx.label = f"run {i}/{cfg.runs}"
-            r["delivery"] = phases.delivery(dctx, f"r{i}d-", cfg.delivery_sessions)
-            log(f"{dctx.label} delivery: p50 {r['delivery']['p50_s']:.2f} s, p95 {r['delivery']['p95_s']:.2f} s "
-                f"after the idle timeout ({r['delivery']['delivered']}/{r['delivery']['sessions']} sessions)")
+        if target is not None:
+            ctx.sink = RemoteSink(target.sink_url) if target.sink_url else None
+            deliveries = [_delivery(ctx, i, cfg) for i in range(1, cfg.runs + 1)]
+        for r, d in zip(runs, deliveries):
+            r["delivery"] = d
     finally:
         if stack is not None and target is None:
             stack.stop()
@@ -273,6 +265,23 @@ def run(cfg: Config, target: Optional[Target] = None) -> dict:
                    f"{cfg.connections // cfg.processes} keep-alive connections, 127.0.0.1"},
         "runs": runs, "median": median,
     }
+
+
+def _idle(cfg: Config) -> dict:
+    return {rig.IDLE_OVERRIDE[0]: (str(cfg.idle_timeout), rig.IDLE_OVERRIDE[2])}
+
+
+def _delivery(ctx: Ctx, i: int, cfg: Config) -> dict:
+    """Figure 5 of run ``i`` (its error instead, when the phase failed)."""
+    ctx.label = f"run {i}/{cfg.runs}"
+    try:
+        d = state.delivery(ctx, f"r{i}d-", cfg.delivery_sessions)
+    except Exception as exc:
+        log(f"{ctx.label} delivery failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    log(f"{ctx.label} delivery: p50 {d['p50_s']:.2f} s, p95 {d['p95_s']:.2f} s after the idle timeout "
+        f"({d['delivered']}/{d['sessions']} sessions)")
+    return d
 
 
 def target_stack(t: Target) -> rig.Stack:
