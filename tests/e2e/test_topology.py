@@ -136,12 +136,16 @@ def test_two_hosts_on_the_cluster_topology_store_once_and_deliver_once(topology)
         assert {e["event_id"] for e in payloads[0]["events"]} == expected[sid], wid
         assert payloads[0]["session"]["event_count"] == len(expected[sid])
 
+    # The sessions rows are batched (forward.record flushes about once a second): wait for them.
+    sessions_sql = "SELECT count(), uniqExact(session_id) FROM sessions FINAL WHERE project = 'topo'"
+    deadline = time.monotonic() + 30
+    while _query(topology["ch"], 1, db, sessions_sql) != [(SESSIONS, SESSIONS)] and time.monotonic() < deadline:
+        time.sleep(0.5)
     for shard in (1, 2):  # Distributed reads through either host's node: the same answers
         rows = _query(topology["ch"], shard, db,
                       "SELECT uniqExact(event_id), count() FROM events_dedup WHERE project = 'topo'")
         assert rows == [(total, total)], (shard, rows)
-        rows = _query(topology["ch"], shard, db,
-                      "SELECT count(), uniqExact(session_id) FROM sessions FINAL WHERE project = 'topo'")
+        rows = _query(topology["ch"], shard, db, sessions_sql)
         assert rows == [(SESSIONS, SESSIONS)], (shard, rows)
     local = [_query(topology["ch"], shard, db, "SELECT uniqExact(session_id) FROM events_local")[0][0]
              for shard in (1, 2)]
