@@ -7,6 +7,7 @@ what the workers hold unacked, kill -9 / SIGSTOP / restart, and its memory limit
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
@@ -94,7 +95,8 @@ class AmqpBroker:
         """Exact counts of messages ready per queue (a passive queue.declare)."""
         import amqp
 
-        conn = amqp.Connection(f"127.0.0.1:{self.proc.port}", userid="guest", password="guest",
+        # RabbitMQ's default guest user, which it admits from loopback only (the case's own node).
+        conn = amqp.Connection(f"127.0.0.1:{self.proc.port}", userid="guest", password="guest",  # noqa: S106
                                connect_timeout=2, read_timeout=5, write_timeout=5)
         try:
             conn.connect()
@@ -130,7 +132,8 @@ class AmqpBroker:
         """Memory high watermark = what the node counts now + ``headroom`` bytes; a note."""
         used = self.proc.memory()
         self.proc.set_memory_limit(used + headroom)
-        return f"RabbitMQ vm_memory_high_watermark set to {(used + headroom) // 1024} KiB absolute ({used // 1024} KiB used)"
+        return (f"RabbitMQ vm_memory_high_watermark set to {(used + headroom) // 1024} KiB absolute "
+                f"({used // 1024} KiB used)")
 
     def limit_checks(self, result) -> None:
         """After the alarm: it was raised (publishers blocked), and nothing was dropped (checked by
@@ -160,11 +163,9 @@ def wait_drained(broker, bound: float) -> tuple[bool, dict]:
     """Poll until the broker holds nothing (bounded); (drained, last depths)."""
     deadline = time.monotonic() + bound
     while True:
-        try:
+        with contextlib.suppress(Exception):  # restarting: not drained yet
             if broker.drained():
                 return True, broker.depths()
-        except Exception:  # restarting: not drained yet
-            pass
         if time.monotonic() > deadline:
             try:
                 return False, broker.depths()

@@ -34,8 +34,9 @@ def broker_graceful_restart(ctx) -> float:
     stopped = time.monotonic() - t0
     broker.proc.restart()
     t = time.monotonic()
-    ctx.result.notes.append(f"{broker.what} graceful stop took {stopped:.1f}s, the start {broker.proc.startup_seconds:.1f}s; "
-                            f"{ctx.extra['held_at_kill']} messages were unacked before the stop")
+    ctx.result.notes.append(f"{broker.what} graceful stop took {stopped:.1f}s, the start "
+                            f"{broker.proc.startup_seconds:.1f}s; {ctx.extra['held_at_kill']} messages "
+                            "were unacked before the stop")
     ctx.result.check("graceful stop within 60 s", stopped <= 60, f"{stopped:.1f}s")
     return t
 

@@ -55,7 +55,7 @@ class Stats:
 
 def backoff(attempt: int, retry_after: float | None) -> float:
     """Full-jitter exponential delay; never shorter than the server's Retry-After."""
-    delay = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** attempt))
+    delay = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** attempt))  # noqa: S311 (jitter, not a secret)
     return max(delay, retry_after or 0.0)
 
 
@@ -78,7 +78,7 @@ class Load:
         self._threads = [threading.Thread(target=self._client, args=(c,), daemon=True, name=f"load-{c}")
                          for c in range(scale.clients)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for t in self._threads:
             t.start()
         return self

@@ -1,10 +1,12 @@
 """The numbered cases: what each does, what it needs, what it checks afterwards."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
-from faultlib import cases_data as d, cases_kill as k, cases_outage as o
+from faultlib import cases_data as d
+from faultlib import cases_kill as k
+from faultlib import cases_outage as o
 
 
 @dataclass
@@ -13,9 +15,9 @@ class Case:
     title: str
     fault: Callable
     after: list = field(default_factory=list)
-    setup: Optional[Callable] = None
+    setup: Callable | None = None
     sessions_redis: bool = False
-    maxmemory: Optional[str] = None
+    maxmemory: str | None = None
     hour: bool = False  # compresses an hour with RETRY_TIME_SCALE
     chdb: bool = False  # also run on chDB
     chdb_na: str = ""  # why a chDB run of this case has nothing to act on

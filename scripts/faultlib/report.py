@@ -58,11 +58,12 @@ def table(results: list[Result]) -> str:
     """The per-case table, then each case's overrides, checks and notes."""
     rows = [HEAD] + [tuple(str(c) for c in row(r)) for r in results]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEAD))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     for r in results:
-        lines.append(f"\ncase {r.case} ({r.engine}, {r.broker}): {r.title} [{r.seconds:.0f}s; overrides: {r.overrides}]")
+        lines.append(f"\ncase {r.case} ({r.engine}, {r.broker}): {r.title} "
+                     f"[{r.seconds:.0f}s; overrides: {r.overrides}]")
         if r.na:
             lines.append(f"  not applicable: {r.na}")
         if r.error:

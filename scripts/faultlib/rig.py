@@ -4,25 +4,24 @@ ClickHouse servers, an in-process UFSE sink, and the Observer processes at their
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
+from faultlib.brokers import AmqpBroker, RedisBroker  # noqa: E402
 from toolkit import net, observer  # noqa: E402
 from toolkit.clickhouse_server import start_clickhouse_server  # noqa: E402
 from toolkit.postgres_server import create_database, start_postgres  # noqa: E402
 from toolkit.rabbitmq_server import start_rabbitmq  # noqa: E402
 from toolkit.redis_server import start_redis  # noqa: E402
 from ufse_sink import Sink  # noqa: E402
-
-from faultlib.brokers import AmqpBroker, RedisBroker  # noqa: E402
 
 BROKERS = ("redis", "amqp")
 
@@ -46,7 +45,7 @@ def _create_key(database_url: str, project: str) -> str:
 class Servers:
     """The PostgreSQL and ClickHouse 18.16 servers of one suite run (stoppable, restartable)."""
 
-    def __init__(self, dir: Optional[Path] = None) -> None:
+    def __init__(self, dir: Path | None = None) -> None:
         self.dir = Path(dir or tempfile.mkdtemp(prefix="observer-faults-"))
         self.pg = start_postgres(self.dir / "postgres")
         self.ch = start_clickhouse_server(self.dir / "clickhouse")
@@ -67,7 +66,7 @@ class Rig:
     """Everything one case runs on; ``start()`` then ``stop()``."""
 
     def __init__(self, servers: Servers, case: int, overrides: dict, *, chdb: bool = False,
-                 sessions_redis: bool = False, maxmemory: Optional[str] = None, broker: str = "redis") -> None:
+                 sessions_redis: bool = False, maxmemory: str | None = None, broker: str = "redis") -> None:
         bad = set(overrides) - set(ALLOWED_OVERRIDES)
         if bad:
             raise ValueError(f"case {case}: only {ALLOWED_OVERRIDES} may be overridden, not {sorted(bad)}")
@@ -94,7 +93,7 @@ class Rig:
     def ch_url(self) -> str:
         return f"{self.servers.ch.url.rsplit('/', 1)[0]}/{self.ch_db}"
 
-    def start(self) -> "Rig":
+    def start(self) -> Rig:
         """Start the broker (and Redis), the sink and the stack (migrated, with an API key), all ready."""
         self.servers.ensure_up()
         if self.broker_kind == "amqp":
@@ -178,10 +177,8 @@ class Rig:
         if self.stack:
             self.stack.stop()
         for s in self.sinks:
-            try:
+            with contextlib.suppress(OSError):
                 s.stop()
-            except OSError:
-                pass
         for r in (self.sessions_redis, self.broker, None if self.broker_kind == "redis" else self.redis):
             if r is not None:
                 r.stop()

@@ -6,10 +6,10 @@ import time
 import traceback
 
 from faultlib import reconcile
+from faultlib.brokers import QUEUES
 from faultlib.ctx import Ctx
 from faultlib.load import Load, Scale
 from faultlib.report import RECOVERY_BOUND, Result
-from faultlib.brokers import QUEUES
 from faultlib.rig import Rig, Servers
 from toolkit.rabbitmq_server import rabbitmq_installed
 
@@ -83,7 +83,8 @@ def run_case(servers: Servers, case, scale: Scale, chdb: bool = False, broker: s
                       f"{res.restores} restored")
         res.notes.append(f"client answers: {dict(stats.statuses)}; gave up on {stats.gave_up} batches")
         if ctx.excluded:
-            res.notes.append(f"{len(ctx.excluded)} acknowledged poison events are expected in the dead letter, not stored")
+            res.notes.append(f"{len(ctx.excluded)} acknowledged poison events are expected in the dead letter, "
+                             "not stored")
         if chdb:
             rig.stack.stop()
             stored = reconcile.chdb_stored_ids(rig)

@@ -29,7 +29,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 from toolkit import console
 from toolkit.leftovers import stop_leftover
@@ -49,7 +48,7 @@ def rabbitmq_installed() -> bool:
     return os.access(RABBIT_BIN / "rabbitmq-server", os.X_OK)
 
 
-def _start_time(pid: int) -> Optional[str]:
+def _start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (tells a PID from a reused one)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -62,7 +61,8 @@ def _amqp_open(port: int):
     def ready() -> bool:
         import amqp
 
-        conn = amqp.Connection(f"{LOCALHOST}:{port}", userid="guest", password="guest",
+        # RabbitMQ's default guest user, which it admits from loopback only.
+        conn = amqp.Connection(f"{LOCALHOST}:{port}", userid="guest", password="guest",  # noqa: S106
                                virtual_host="/", connect_timeout=1, read_timeout=2, write_timeout=2)
         try:
             conn.connect()
@@ -79,7 +79,7 @@ class RabbitMQ(Proc):
     def node(self) -> str:
         return self.extra["node"]
 
-    def start(self, wait: bool = True) -> "RabbitMQ":
+    def start(self, wait: bool = True) -> RabbitMQ:
         super().start(wait=wait)
         self.extra["tree"] = self._tree()
         if wait:
@@ -114,7 +114,7 @@ class RabbitMQ(Proc):
             console.note(f"rabbitmq {self.node}: killed leftover helper processes {killed}")
         return killed
 
-    def stop(self, grace: Optional[float] = None) -> Optional[int]:
+    def stop(self, grace: float | None = None) -> int | None:
         """Graceful stop (SIGTERM: the script stops the VM cleanly), then SIGKILL of the group."""
         if self.proc is not None and self.alive():
             self.kill_group(signal.SIGCONT)  # a frozen VM cannot shut down
@@ -122,7 +122,7 @@ class RabbitMQ(Proc):
         self._sweep()
         return code
 
-    def restart(self, wait: bool = True) -> "RabbitMQ":
+    def restart(self, wait: bool = True) -> RabbitMQ:
         """Start again on the same ports, node name and data (stopping first if running)."""
         if self.alive():
             self.stop()
@@ -168,7 +168,8 @@ class RabbitMQ(Proc):
         return self.url_for(vhost)
 
     def url_for(self, vhost: str = "/") -> str:
-        return f"amqp://guest:guest@{LOCALHOST}:{self.port}/{'' if vhost == '/' else vhost}" + ("/" if vhost == "/" else "")
+        """The AMQP URL of ``vhost`` (the default one is ``//``)."""
+        return f"amqp://guest:guest@{LOCALHOST}:{self.port}/{'/' if vhost == '/' else vhost}"
 
     def queues(self, vhost: str = "/") -> dict[str, dict]:
         """``list_queues`` of ``vhost``: {name: {type, durable, arguments, messages, ...}}."""
@@ -197,7 +198,7 @@ class RabbitMQ(Proc):
             "[maps:get(messages_received_total, P), maps:get(messages_received_confirm_total, P), "
             "maps:get(messages_confirmed_total, P), S(messages_delivered_total), "
             "S(messages_redelivered_total), S(messages_acknowledged_total)].")
-        return dict(zip(names, json.loads(text)))
+        return dict(zip(names, json.loads(text), strict=True))
 
 def _write_files(dir: Path, config: dict) -> None:
     (dir / "rabbitmq-env.conf").write_text("# empty: shadows /etc/rabbitmq/rabbitmq-env.conf\n")
@@ -222,8 +223,8 @@ def _env(dir: Path, node: str, port: int, dist_port: int) -> tuple[dict, dict]:
     return env, ctl
 
 
-def start_rabbitmq(dir: Path, port: Optional[int] = None, *, name: str = "rabbitmq",
-                   config: Optional[dict] = None, strict_port: bool = False, timeout: float = 120.0,
+def start_rabbitmq(dir: Path, port: int | None = None, *, name: str = "rabbitmq",
+                   config: dict | None = None, strict_port: bool = False, timeout: float = 120.0,
                    echo: bool = False) -> RabbitMQ:
     """Run a private RabbitMQ node on ``dir``; ready once an AMQP connection (py-amqp) opens.
 

@@ -1,6 +1,7 @@
 """A loopback TCP forwarder that a test can cut and restore (a dependency "going down")."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -54,10 +55,8 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.close()
-                except OSError:
-                    pass
 
     def down(self) -> None:
         """Cut every open connection and refuse new ones."""

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from toolkit.pids import pid_alive
+from toolkit.pids import cmdline, pid_alive
 from toolkit.rabbitmq_server import rabbitmq_installed, start_rabbitmq
 
 pytestmark = pytest.mark.e2e
@@ -55,8 +55,8 @@ def _batch(tag: str) -> dict:
 def _ready(mq, vhost: str, queue: str = "events") -> int:
     import amqp
 
-    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest", virtual_host=vhost,
-                           connect_timeout=2)
+    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",  # noqa: S106 (loopback guest)
+                           virtual_host=vhost, connect_timeout=2)
     conn.connect()
     try:
         return conn.channel().queue_declare(queue, passive=True).message_count
@@ -83,7 +83,7 @@ def test_durable_quorum_queues_persistent_messages_publisher_confirms(mq, publis
     assert after["confirmed"] - before["confirmed"] == 1
     import amqp
 
-    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",
+    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",  # noqa: S106 (loopback guest)
                            virtual_host=publisher.vhost, connect_timeout=2)
     conn.connect()
     try:
@@ -136,7 +136,7 @@ def test_kill9_restart_keeps_messages_and_leaves_nothing(mq, publisher):
     before = _ready(mq, publisher.vhost)
     publisher.publish_batch(_batch("k1"), "r")
     port, tree = mq.port, list(mq.extra["tree"])
-    assert any("beam.smp" in open(f"/proc/{pid}/cmdline").read() for pid, _ in tree)
+    assert any("beam.smp" in cmdline(pid) for pid, _ in tree)
     mq.kill9()
     mq.restart()
     assert mq.port == port
