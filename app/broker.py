@@ -105,7 +105,7 @@ def make_celery(settings, name: str = "observer") -> Celery:
     return app
 
 
-def _declare_queues(sender=None, **_kw) -> None:
+def _declare_queues(sender: object = None, **_kw: object) -> None:
     """A RabbitMQ worker declares every queue and exchange at start, not just the ones it consumes.
 
     Celery's delayed-delivery step binds every queue's exchange to ``celery_delayed_delivery``;
@@ -246,11 +246,12 @@ class Publisher:
                     **({"confirm_timeout": self.confirm_timeout} if self.confirm_timeout else {}),
                 )
             except Exception as exc:  # kombu/redis/amqp raise many types; all mean "not published"
-                if self.blocked is not None:
+                if self.blocked is not None and producer.connection is not None:
                     # Drop the socket without AMQP's close handshake: a blocked or frozen node
                     # would not answer it either (two more socket timeouts).
                     producer.connection.collect()
-                log.error("publish failed", extra={"error": f"{type(exc).__name__}: {exc}", "batch_id": batch["batch_id"]})
+                log.error("publish failed",
+                          extra={"error": f"{type(exc).__name__}: {exc}", "batch_id": batch["batch_id"]})
                 if isinstance(exc, BrokerUnavailable):
                     raise
                 raise BrokerUnavailable(str(exc)) from exc
