@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 
@@ -118,13 +119,22 @@ def _schedule(n: str, r: str) -> tuple[float, ...]:
 SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "PORT": ("8000", _pos, "HTTP port of the web process"),
     "REDIS_URL": ("redis://127.0.0.1:6379/0", _redis_or_cluster, "default Redis for every role below"),
-    "CELERY_BROKER_URL": (None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")), "Celery broker (defaults to REDIS_URL; amqp:// works)"),
-    "SESSIONS_REDIS_URL": (None, _redis_or_cluster, "Redis holding live session state (defaults to REDIS_URL); a Redis Cluster as redis+cluster://host:port,host:port"),
-    "RATELIMIT_REDIS_URL": (None, _redis_or_cluster, "Redis for rate-limit counters (defaults to REDIS_URL); a Redis Cluster as redis+cluster://host:port,host:port"),
+    "CELERY_BROKER_URL": (None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")),
+                          "Celery broker (defaults to REDIS_URL; amqp:// works)"),
+    "SESSIONS_REDIS_URL": (None, _redis_or_cluster,
+                           "Redis holding live session state (defaults to REDIS_URL); a Redis Cluster as "
+                           "redis+cluster://host:port,host:port"),
+    "RATELIMIT_REDIS_URL": (None, _redis_or_cluster,
+                            "Redis for rate-limit counters (defaults to REDIS_URL); a Redis Cluster as "
+                            "redis+cluster://host:port,host:port"),
     "REDIS_KEY_PREFIX": ("obs:", _str, "prefix of every non-broker Redis key"),
-    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/observer", lambda n, r: env_url(n, r, ("postgresql", "postgres")), "PostgreSQL for projects, keys, dead letters"),
+    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/observer",
+                     lambda n, r: env_url(n, r, ("postgresql", "postgres")),
+                     "PostgreSQL for projects, keys, dead letters"),
     "DATABASE_POOL_MAX": ("10", _pos, "max pooled PostgreSQL connections per process"),
-    "CLICKHOUSE_URL": ("clickhouse://default:@127.0.0.1:9000/observer", lambda n, r: env_url(n, r, ("clickhouse", "chdb")), "clickhouse://user:pass@host:9000/db (server) or chdb:///path (embedded)"),
+    "CLICKHOUSE_URL": ("clickhouse://default:@127.0.0.1:9000/observer",
+                       lambda n, r: env_url(n, r, ("clickhouse", "chdb")),
+                       "clickhouse://user:pass@host:9000/db (server) or chdb:///path (embedded)"),
     "CLICKHOUSE_POOL_SIZE": ("8", _pos, "max pooled native connections per process"),
     "CLICKHOUSE_CLUSTER": ("", _str, "cluster name for DDL ON CLUSTER + Replicated tables (empty = single node)"),
     "CLICKHOUSE_TTL_DAYS": ("90", lambda n, r: env_int(n, r, 0), "event retention where the server has TTL (0 = keep)"),
@@ -136,44 +146,73 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
     "SESSION_SWEEP_INTERVAL": ("5", _secs, "seconds between beat sweeps for idle sessions"),
     "SESSION_BUCKETS": ("16", _pos, "idle-index buckets (hash tags) for Redis Cluster spread"),
     "SESSION_CLAIM_BATCH": ("500", _pos, "max sessions claimed per bucket per sweep"),
-    "FORWARD_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", _schedule, "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), then dead letter"),
+    "FORWARD_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", _schedule,
+                               "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), "
+                               "then dead letter"),
     "FORWARD_CIRCUIT_THRESHOLD": ("5", _pos, "consecutive retryable UFSE failures that open the destination's circuit"),
-    "FORWARD_CIRCUIT_MAX": ("60", _secs, "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after UFSE is back)"),
+    "FORWARD_CIRCUIT_MAX": ("60", _secs,
+                            "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after "
+                            "UFSE is back)"),
     "FORWARD_DRAIN_RATE": ("20", _pos, "parked forwards released per second once UFSE answers again"),
     "FORWARD_VISIBILITY_RETRIES": ("30", _pos, "times a forward waits for ClickHouse to show all counted batches"),
     "FORWARD_MAX_EVENTS": ("5000", _pos, "events per UFSE payload (more sets truncated=true)"),
     "FORWARD_MAX_REQUEST_IDS": ("100", _pos, "request ids listed per UFSE payload"),
-    "FORWARD_OUTBOX_STALE": ("120", _secs, "seconds after which a claimed, unforwarded session is re-enqueued (a lost forward message costs this long)"),
+    "FORWARD_OUTBOX_STALE": ("120", _secs,
+                             "seconds after which a claimed, unforwarded session is re-enqueued (a lost forward "
+                             "message costs this long)"),
     "EVENTS_FLUSH_EVERY": ("500", _pos, "events tasks buffered before one ClickHouse INSERT"),
     "EVENTS_FLUSH_INTERVAL": ("1", _secs, "max seconds a buffered events task waits for its INSERT"),
-    "EVENTS_RETRY_SCHEDULE": ("60,300,900,3600", _schedule, "seconds before each retry of a batch ClickHouse rejects as data (scaled; ~1.4 h), then poison_batch"),
-    "EVENTS_PAUSE_MAX": ("30", _secs, "longest pause of the events worker between probes while ClickHouse is unavailable"),
-    "CLICKHOUSE_TIMEOUT": ("20", _secs, "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
-    "SESSIONS_RETRY_MAX": ("30", _secs, "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility timeout)"),
-    "BATCH_MARKER_TTL": ("900", _pos, "seconds a (batch, session) counted-marker is kept in Redis: the redelivery window of a message (visibility timeout, journal re-publish); later redeliveries are recognized from ClickHouse's session_batches"),
-    "DEDUP_WINDOW": ("86400", _pos, "seconds within which an event_id of a project counts once, whichever batch carries it"),
-    "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001), "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility timeout"),
-    "BROKER_VISIBILITY_TIMEOUT": ("60", _pos, "seconds before a Redis-broker message held by a dead worker is redelivered"),
-    "JOURNAL_GRACE": ("90", _secs, "seconds after which an accepted batch not yet counted, with the queues empty, is re-published from the ingest journal"),
-    "BROKER_MEMORY_LIMIT": ("0.9", lambda n, r: env_float(n, r, 0.1), "fraction of the Redis broker's maxmemory above which the API answers 503 (the rest is the workers' headroom)"),
-    "BROKER_SOCKET_TIMEOUT": ("5", _secs, "socket timeout of broker connections (a half-open broker never hangs a request)"),
+    "EVENTS_RETRY_SCHEDULE": ("60,300,900,3600", _schedule,
+                              "seconds before each retry of a batch ClickHouse rejects as data (scaled; ~1.4 h), then "
+                              "poison_batch"),
+    "EVENTS_PAUSE_MAX": ("30", _secs,
+                         "longest pause of the events worker between probes while ClickHouse is unavailable"),
+    "CLICKHOUSE_TIMEOUT": ("20", _secs,
+                           "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
+    "SESSIONS_RETRY_MAX": ("30", _secs,
+                           "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility "
+                           "timeout)"),
+    "BATCH_MARKER_TTL": ("900", _pos,
+                         "seconds a (batch, session) counted-marker is kept in Redis: the redelivery window of a "
+                         "message (visibility timeout, journal re-publish); later redeliveries are recognized from "
+                         "ClickHouse's session_batches"),
+    "DEDUP_WINDOW": ("86400", _pos,
+                     "seconds within which an event_id of a project counts once, whichever batch carries it"),
+    "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001),
+                         "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility "
+                         "timeout"),
+    "BROKER_VISIBILITY_TIMEOUT": ("60", _pos,
+                                  "seconds before a Redis-broker message held by a dead worker is redelivered"),
+    "JOURNAL_GRACE": ("90", _secs,
+                      "seconds after which an accepted batch not yet counted, with the queues empty, is re-published "
+                      "from the ingest journal"),
+    "BROKER_MEMORY_LIMIT": ("0.9", lambda n, r: env_float(n, r, 0.1),
+                            "fraction of the Redis broker's maxmemory above which the API answers 503 (the rest is the "
+                            "workers' headroom)"),
+    "BROKER_SOCKET_TIMEOUT": ("5", _secs,
+                              "socket timeout of broker connections (a half-open broker never hangs a request)"),
     "BEAT_STALE_AFTER": ("60", _secs, "seconds without a finished sweep after which /ready reports beat as down"),
     "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
-    "MAX_BODY_DRAIN": ("16777216", lambda n, r: env_int(n, r, 0), "bytes of an over-limit body read and discarded so the client can read its 413"),
+    "MAX_BODY_DRAIN": ("16777216", lambda n, r: env_int(n, r, 0),
+                       "bytes of an over-limit body read and discarded so the client can read its 413"),
     "MAX_EVENTS_PER_REQUEST": ("1000", _pos, "events per request"),
     "MAX_EVENT_BYTES": ("10240", _pos, "serialized bytes per event"),
     "TIMESTAMP_MAX_PAST": ("604800", _pos, "seconds an event timestamp may lie before received_at"),
     "TIMESTAMP_MAX_FUTURE": ("3600", _pos, "seconds an event timestamp may lie after received_at"),
     "KEY_CACHE_TTL": ("30", _secs, "seconds a key lookup (hit or miss) is cached per web process"),
-    "KEY_CACHE_STALE_MAX": ("3600", lambda n, r: env_float(n, r, 0.0), "seconds a known key keeps working from the cache while PostgreSQL is unreachable (0 = never)"),
+    "KEY_CACHE_STALE_MAX": ("3600", lambda n, r: env_float(n, r, 0.0),
+                            "seconds a known key keeps working from the cache while PostgreSQL is unreachable (0 = "
+                            "never)"),
     "KEY_ROTATE_GRACE": ("86400", _pos, "seconds an old key stays valid after rotate"),
     "RATE_LIMIT_DEFAULT": ("200/second", env_rate, "requests per key unless the key has its own"),
     "RATE_LIMIT_PER_IP": ("50/second", env_rate, "requests per client IP per key"),
     "RATELIMIT_FAIL_OPEN": ("true", env_bool, "accept traffic when the limiter's Redis is down"),
-    "TRUSTED_PROXY_COUNT": ("0", lambda n, r: env_int(n, r, 0), "proxies in front of the web tier (X-Forwarded-For hops to trust)"),
+    "TRUSTED_PROXY_COUNT": ("0", lambda n, r: env_int(n, r, 0),
+                            "proxies in front of the web tier (X-Forwarded-For hops to trust)"),
     "SENSITIVE_QUERY_PARAMS": ("", env_list, "extra query parameter names whose values are masked"),
     "CORS_MAX_AGE": ("600", lambda n, r: env_int(n, r, 0), "seconds browsers may cache a preflight"),
-    "LOG_LEVEL": ("INFO", lambda n, r: env_choice(n, r.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")), "log level of web and workers (takes precedence over celery --loglevel)"),
+    "LOG_LEVEL": ("INFO", lambda n, r: env_choice(n, r.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+                  "log level of web and workers (takes precedence over celery --loglevel)"),
     "LOG_FORMAT": ("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text"),
     "SENTRY_DSN": ("", _str, "Sentry DSN; empty disables Sentry"),
     "WORKER_METRICS_PORT": ("0", lambda n, r: env_int(n, r, 0), "port where a Celery worker serves /metrics (0 = off)"),
@@ -183,23 +222,85 @@ SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings; attribute names are the lowercase variable names."""
+    """Validated settings: one typed attribute per SPEC entry, named as its variable in lowercase.
 
-    values: Mapping[str, Any]
+    The attributes follow SPEC's order and its parsers' types (tests/unit/core/test_settings.py
+    keeps the two equal), so a type checker sees ``settings.broker_visibility_timeout: int``.
+    """
 
-    def __getattr__(self, item: str) -> Any:
-        try:
-            return self.values[item.upper()]
-        except KeyError:
-            raise AttributeError(item) from None
+    port: int
+    redis_url: str
+    celery_broker_url: str
+    sessions_redis_url: str
+    ratelimit_redis_url: str
+    redis_key_prefix: str
+    database_url: str
+    database_pool_max: int
+    clickhouse_url: str
+    clickhouse_pool_size: int
+    clickhouse_cluster: str
+    clickhouse_ttl_days: int
+    ufse_url: str
+    ufse_secret: str
+    ufse_timeout: float
+    session_idle_timeout: int
+    session_max_duration: int
+    session_sweep_interval: float
+    session_buckets: int
+    session_claim_batch: int
+    forward_retry_schedule: tuple[float, ...]
+    forward_circuit_threshold: int
+    forward_circuit_max: float
+    forward_drain_rate: int
+    forward_visibility_retries: int
+    forward_max_events: int
+    forward_max_request_ids: int
+    forward_outbox_stale: float
+    events_flush_every: int
+    events_flush_interval: float
+    events_retry_schedule: tuple[float, ...]
+    events_pause_max: float
+    clickhouse_timeout: float
+    sessions_retry_max: float
+    batch_marker_ttl: int
+    dedup_window: int
+    retry_time_scale: float
+    broker_visibility_timeout: int
+    journal_grace: float
+    broker_memory_limit: float
+    broker_socket_timeout: float
+    beat_stale_after: float
+    max_body_bytes: int
+    max_body_drain: int
+    max_events_per_request: int
+    max_event_bytes: int
+    timestamp_max_past: int
+    timestamp_max_future: int
+    key_cache_ttl: float
+    key_cache_stale_max: float
+    key_rotate_grace: int
+    rate_limit_default: str
+    rate_limit_per_ip: str
+    ratelimit_fail_open: bool
+    trusted_proxy_count: int
+    sensitive_query_params: tuple[str, ...]
+    cors_max_age: int
+    log_level: str
+    log_format: str
+    sentry_dsn: str
+    worker_metrics_port: int
+    observer_env: str
 
     def __getitem__(self, item: str) -> Any:
-        return self.values[item]
+        """The value of a setting by its variable name (``settings["PORT"]``)."""
+        if item not in SPEC:
+            raise KeyError(item)
+        return getattr(self, item.lower())
 
     @property
     def chdb_path(self) -> str | None:
         """Data directory when CLICKHOUSE_URL is ``chdb:///path``, else None."""
-        parsed = urlparse(self.values["CLICKHOUSE_URL"])
+        parsed = urlparse(self.clickhouse_url)
         return parsed.path if parsed.scheme == "chdb" else None
 
 
@@ -244,7 +345,7 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         if derived not in values:
             values[derived] = values["REDIS_URL"]
     _cross_check(values)
-    return Settings(values)
+    return Settings(**{name.lower(): value for name, value in values.items()})
 
 
 def _cross_check(v: dict[str, Any]) -> None:
@@ -274,7 +375,8 @@ def _cross_check(v: dict[str, Any]) -> None:
     if vt < 2 * v["SESSIONS_RETRY_MAX"]:
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice SESSIONS_RETRY_MAX")
     if vt < 2 * (v["EVENTS_FLUSH_INTERVAL"] + v["CLICKHOUSE_TIMEOUT"]):
-        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT")
+        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice "
+                          "EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT")
     if v["JOURNAL_GRACE"] < 1.5 * vt:
         # Younger entries may still be held by a worker or await their restore (an older one
         # that is merely slow is published twice, which dedup absorbs; one that is lost is not).

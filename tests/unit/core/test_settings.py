@@ -1,12 +1,14 @@
 """Settings: defaults, precedence, and start-up errors that name the variable."""
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from app.settings import SPEC, ConfigError, env_bool, load_settings, read_env_file
+from app.settings import SPEC, ConfigError, Settings, env_bool, load_settings, read_env_file
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,7 +39,7 @@ def test_environment_overrides_file_and_overrides_win(tmp_path):
     f.write_text("# comment\nSESSION_IDLE_TIMEOUT=30\nPORT='9000'\n\nCLICKHOUSE_URL=chdb:///tmp/x\n")
     s = load_settings({"OBSERVER_ENV_FILE": str(f), "PORT": "9100"}, {"REDIS_URL": "redis://h:1/2"})
     assert s.session_idle_timeout == 30 and s.port == 9100 and s.redis_url == "redis://h:1/2"
-    assert s.chdb_path == "/tmp/x" and s.celery_broker_url == "redis://h:1/2"
+    assert s.chdb_path == "/tmp/x" and s.celery_broker_url == "redis://h:1/2"  # noqa: S108 -- compared, never opened
     assert read_env_file(f)["PORT"] == "9000"
 
 
@@ -81,3 +83,23 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in SPEC if f"`{name}`" not in readme]
     assert not missing, f"README configuration table lacks {missing} (python scripts/settings_table.py)"
+
+
+def test_settings_attributes_are_spec_in_order_with_the_parsers_types():
+    """Settings declares one attribute per SPEC entry, in order, typed as its parser returns."""
+    assert [f.name for f in dataclasses.fields(Settings)] == [name.lower() for name in SPEC]
+    hints = typing.get_type_hints(Settings)
+    s = _load()
+    for name, (_default, parse, _doc) in SPEC.items():
+        value = getattr(s, name.lower())
+        assert s[name] == value
+        declared = hints[name.lower()]
+        if typing.get_origin(declared) is tuple:
+            item = typing.get_args(declared)[0]
+            assert isinstance(value, tuple) and all(type(v) is item for v in value), (name, declared, value)
+            probe = parse(name, "1")  # a one-item list: the item's type even when the default is empty
+            assert all(type(v) is item for v in probe), (name, declared, probe)
+        else:
+            assert type(value) is declared, (name, declared, value)
+    with pytest.raises(KeyError):
+        s["NOPE"]
