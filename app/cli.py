@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 from flask import Flask, current_app
@@ -10,12 +11,16 @@ from flask.cli import AppGroup
 from app.forwarding.deadletters import KINDS, DeadLetters, dumps
 from app.storage import postgres
 
+if TYPE_CHECKING:
+    from app.factory import Runtime
+
 keys = AppGroup("keys", help="Create, list, revoke and rotate ingest keys.")
 dlq = AppGroup("dlq", help="Inspect, replay and purge dead letters.")
 
 
-def _rt():
-    return current_app.extensions["observer"]
+def _rt() -> Runtime:
+    rt: Runtime = current_app.extensions["observer"]
+    return rt
 
 
 @click.command("migrate")
@@ -94,7 +99,7 @@ def _dlq() -> DeadLetters:
 @click.option("--kind", type=click.Choice(KINDS), default=None)
 @click.option("--all", "include_replayed", is_flag=True, help="Include replayed dead letters.")
 @click.option("--limit", type=int, default=100)
-def dlq_list(kind, include_replayed, limit) -> None:
+def dlq_list(kind: str | None, include_replayed: bool, limit: int) -> None:
     """List dead letters."""
     rows = _dlq().list(kind, include_replayed, limit)
     for r in rows:
@@ -105,7 +110,7 @@ def dlq_list(kind, include_replayed, limit) -> None:
 @dlq.command("replay")
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every pending dead letter.")
-def dlq_replay(ids, replay_all) -> None:
+def dlq_replay(ids: tuple[int, ...], replay_all: bool) -> None:
     """Re-enqueue dead letters (forwards get the same webhook-id, freshly signed)."""
     store = _dlq()
     if not ids and not replay_all:
@@ -124,7 +129,7 @@ def dlq_replay(ids, replay_all) -> None:
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--replayed", is_flag=True, help="Only dead letters already replayed.")
 @click.option("--yes", is_flag=True, help="Needed to purge everything.")
-def dlq_purge(ids, replayed, yes) -> None:
+def dlq_purge(ids: tuple[int, ...], replayed: bool, yes: bool) -> None:
     """Delete dead letters."""
     if not ids and not replayed and not yes:
         raise click.UsageError("give ids, --replayed, or --yes to delete every dead letter")

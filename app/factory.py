@@ -9,8 +9,9 @@ from typing import Any
 
 import psycopg2
 import psycopg2.pool
-from flask import Flask, g, request
-from flask_limiter import Limiter
+from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
+from flask_limiter import Limiter, RequestLimit
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.broker import Publisher
@@ -39,7 +40,7 @@ class Runtime:
     journal: Journal | None
 
 
-def _count_breach(limit) -> None:
+def _count_breach(limit: RequestLimit) -> None:
     """Count a request refused with 429 by the limit it hit: ``key`` or ``ip`` (the prefix of
     the limit's key, see app/api/ingest.py); flask-limiter passes (prefix, key, scope)."""
     key = limit.request_args[-2] if len(limit.request_args) >= 2 else ""
@@ -82,9 +83,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _install_sentry(settings)
     app = Flask("observer", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = None  # the ingest body reader enforces its own limit (gzip too)
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # Flask's own provider: keep the fields' order
+        app.json.sort_keys = False
     if settings.trusted_proxy_count:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count)
+        # Flask's documented way to add WSGI middleware; mypy sees wsgi_app as a method.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count)  # type: ignore[method-assign]
     store = KeyStore(settings.database_url, settings.database_pool_max)
     limiter = _limiter(settings)
     limiter.init_app(app)
@@ -107,13 +110,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cli.register(app)
 
     @app.before_request
-    def _request_context():
+    def _request_context() -> None:
         g.started = time.perf_counter()
         g.request_id = valid_request_id(request.headers.get("X-Request-ID")) or new_request_id()
         request_id_var.set(g.request_id)
 
     @app.after_request
-    def _finish(resp):
+    def _finish(resp: Response) -> Response:
         resp.headers["X-Request-ID"] = getattr(g, "request_id", "") or ""
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.HTTP_REQUESTS.labels(endpoint, str(resp.status_code)).inc()
@@ -124,7 +127,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Runs after every other after_request hook (they run in reverse order): flask-limiter sets
     # Retry-After to its window reset on every limited answer; keep it only on 429, and keep
     # our own value (e.g. 503's) where we set one.
-    def _retry_after_only_where_meant(resp):
+    def _retry_after_only_where_meant(resp: Response) -> Response:
         if resp.status_code != 429:
             mine = getattr(g, "retry_after", None)
             if mine is not None:

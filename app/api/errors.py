@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from flask import Flask, g, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.ingest.errors import IngestError
@@ -19,20 +20,23 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
 class ApiError(Exception):
     """An error answer raised from a view."""
 
-    def __init__(self, status: int, code: str, message: str, details=None, headers: dict | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, details: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers or {}
 
 
-def error_response(status: int, code: str, message: str, details=None, headers: dict | None = None):
+def error_response(status: int, code: str, message: str | None, details: Any = None,
+                   headers: dict[str, str] | None = None) -> Response:
     """Build the JSON error answer."""
     body = {"error": {"code": code, "message": message,
                       "request_id": getattr(g, "request_id", None) or request_id_var.get(), "details": details}}
     resp = jsonify(body)
     resp.status_code = status
-    for k, v in (headers or {}).items():
+    headers = headers or {}
+    for k, v in headers.items():
         resp.headers[k] = v
-    if "Retry-After" in (headers or {}):
+    if "Retry-After" in headers:
         g.retry_after = headers["Retry-After"]
     return resp
 
@@ -41,25 +45,26 @@ def register(app: Flask) -> None:
     """Install handlers so Flask's own 404/405/500 use the contract too."""
 
     @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
+    def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.errorhandler(IngestError)
-    def _ingest_error(exc: IngestError):
+    def _ingest_error(exc: IngestError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException):
+    def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         headers = {}
-        if status == 405 and exc.valid_methods:
-            headers["Allow"] = ", ".join(exc.valid_methods)
+        allowed = getattr(exc, "valid_methods", None)  # MethodNotAllowed's
+        if status == 405 and allowed:
+            headers["Allow"] = ", ".join(allowed)
         message = exc.description if status < 500 else "Internal error."
         if status == 429:  # flask-limiter's after_request adds Retry-After and X-RateLimit-*
             message = f"Rate limit exceeded ({exc.description})."
         return error_response(status, _CODES.get(status, "http_error"), message, None, headers)
 
     @app.errorhandler(Exception)
-    def _unhandled(exc: Exception):
+    def _unhandled(exc: Exception) -> Response:
         log.exception("unhandled error", extra={"error_type": type(exc).__name__})
         return error_response(500, "internal_error", "Internal error.")

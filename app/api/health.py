@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, current_app, jsonify
 
@@ -12,17 +14,21 @@ from app.observability.heartbeats import read_heartbeats
 from app.storage import postgres
 from app.storage import redis as redis_pool
 
+if TYPE_CHECKING:
+    from app.factory import Runtime
+    from app.settings import Settings
+
 bp = Blueprint("health", __name__)
 _SPEC = Path(__file__).with_name("openapi.json")
 
 
 @bp.get("/health")
-def health():
+def health() -> Response:
     """Liveness: the process answers."""
     return jsonify({"status": "ok"})
 
 
-def _check(fn) -> dict:
+def _check(fn: Callable[[], object]) -> dict:
     started = time.perf_counter()
     try:
         detail = fn() or "ok"
@@ -31,7 +37,7 @@ def _check(fn) -> dict:
         return {"ok": False, "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def _clickhouse(rt) -> str:
+def _clickhouse(rt: Runtime) -> str:
     s = rt.settings
     if s.chdb_path:
         # The web process never opens chDB; the owning worker publishes a heartbeat.
@@ -44,10 +50,10 @@ def _clickhouse(rt) -> str:
         return f"chdb {beat.get('version')} (heartbeat {time.time() - beat['at']:.0f}s ago)"
     from app.storage.clickhouse import get_clickhouse
 
-    return "server " + get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size).execute("SELECT version()")[0][0]
+    return "server " + str(get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size).execute("SELECT version()")[0][0])
 
 
-def _beat(s) -> str:
+def _beat(s: Settings) -> str:
     raw = redis_pool.client(s.sessions_redis_url).get(f"{s.redis_key_prefix}hb:sweep")
     if not raw:
         raise RuntimeError("no maintenance sweep has finished yet (is beat running, and a maintenance worker?)")
@@ -58,7 +64,7 @@ def _beat(s) -> str:
     return f"last sweep {age:.1f}s ago"
 
 
-def _workers(s) -> str:
+def _workers(s: Settings) -> str:
     beats = read_heartbeats(redis_pool.client(s.sessions_redis_url), s.redis_key_prefix,
                             stall_after=s.broker_visibility_timeout)
     stalled = [b["worker"] for b in beats if b["stalled"]]
@@ -69,13 +75,13 @@ def _workers(s) -> str:
 
 
 @bp.get("/ready")
-def ready():
+def ready() -> Response:
     """Readiness: the broker must answer (it is what a 202 needs); everything else is reported.
 
     PostgreSQL being down does not take the web out: known keys keep working from the cache
     (KEY_CACHE_STALE_MAX); only unknown keys get 503 until it is back.
     """
-    rt = current_app.extensions["observer"]
+    rt: Runtime = current_app.extensions["observer"]
     s = rt.settings
     checks = {
         "broker": _check(rt.publisher.ping),
@@ -94,9 +100,9 @@ def ready():
 
 
 @bp.get("/metrics")
-def metrics_view():
+def metrics_view() -> Response:
     """Prometheus exposition (queue depths and live sessions sampled now)."""
-    rt = current_app.extensions["observer"]
+    rt: Runtime = current_app.extensions["observer"]
     queues.sample(rt.settings, rt.publisher.celery)
     _check(lambda: _beat(rt.settings))  # refreshes observer_beat_last_sweep_timestamp
     _check(lambda: _workers(rt.settings))  # refreshes observer_worker_stalled
@@ -104,6 +110,6 @@ def metrics_view():
 
 
 @bp.get("/openapi.json")
-def openapi():
+def openapi() -> Response:
     """The API contract (OpenAPI 3.1, UFSE payload under webhooks)."""
     return Response(_SPEC.read_bytes(), mimetype="application/json")

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import redis
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from app.api.errors import ApiError
 from app.broker import BrokerUnavailable
@@ -15,7 +16,11 @@ from app.ingest.message import batch_id_for, metadata_json
 from app.ingest.privacy import scrub_event
 from app.ingest.schemas import check_events, parse_batch
 from app.keys.cache import KeyStoreUnavailable
+from app.keys.model import KeyInfo
 from app.observability import metrics
+
+if TYPE_CHECKING:
+    from app.factory import Runtime
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ingest", __name__)
@@ -31,12 +36,12 @@ def _header_key() -> str | None:
     return request.headers.get("X-API-Key") or None
 
 
-def _authenticate(key: str | None):
+def _authenticate(key: str | None) -> KeyInfo:
     if not key:
         raise ApiError(401, "missing_api_key",
                        "An API key is required (Authorization: Bearer, X-API-Key or body api_key).")
     try:
-        info = current_app.extensions["observer"].keys.get(key)
+        info: KeyInfo | None = current_app.extensions["observer"].keys.get(key)
     except KeyStoreUnavailable:
         # PostgreSQL is away and this key was not seen lately: it cannot be checked, so the
         # client keeps its events and retries (known keys keep working from the cache).
@@ -47,7 +52,7 @@ def _authenticate(key: str | None):
     return info
 
 
-def _check_origin(info) -> None:
+def _check_origin(info: KeyInfo) -> None:
     origin = request.headers.get("Origin")
     # An origin check binds browsers only (any other client can send any Origin); the
     # allow-list stops other sites from using a key copied out of a page.
@@ -55,8 +60,8 @@ def _check_origin(info) -> None:
         raise ApiError(403, "origin_not_allowed", "This key does not accept events from this origin.")
 
 
-def _rate_limit(info) -> None:
-    rt = current_app.extensions["observer"]
+def _rate_limit(info: KeyInfo) -> None:
+    rt: Runtime = current_app.extensions["observer"]
     limiter, s = rt.limiter, rt.settings
     ip = request.remote_addr or "unknown"
     # Per client IP within the key first (a public key must not let one client drain the
@@ -68,9 +73,9 @@ def _rate_limit(info) -> None:
 
 
 @bp.route("/v1/events", methods=["POST"], provide_automatic_options=False)
-def ingest():
+def ingest() -> Response:
     """Accept a batch of events."""
-    rt = current_app.extensions["observer"]
+    rt: Runtime = current_app.extensions["observer"]
     s = rt.settings
     received_at = int(time.time() * 1000)
     header_key = _header_key()
@@ -130,7 +135,7 @@ def ingest():
 
 
 @bp.route("/v1/events", methods=["OPTIONS"])
-def preflight():
+def preflight() -> Response:
     """CORS preflight (no key is sent with a preflight, so any origin gets an answer)."""
     resp = current_app.response_class(status=204)
     origin = request.headers.get("Origin")
@@ -142,7 +147,7 @@ def preflight():
 
 
 @bp.after_app_request
-def _cors(resp):
+def _cors(resp: Response) -> Response:
     """Reflect the origin on every /v1/ answer, errors included, so the SDK can read statuses."""
     origin = request.headers.get("Origin")
     if origin and request.path.startswith("/v1/"):

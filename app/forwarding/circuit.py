@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from app.storage.redis import RedisClient
+
 # KEYS: circuit hash. ARGV: now, threshold, base_pause, max_pause, ttl.
 # Returns open_until (0 while closed).
 _FAILURE = """
@@ -36,7 +38,7 @@ return 0
 class Circuit:
     """The circuit of one destination (e.g. the UFSE host)."""
 
-    def __init__(self, redis, prefix: str, name: str, *, threshold: int, max_pause: float,
+    def __init__(self, redis: RedisClient, prefix: str, name: str, *, threshold: int, max_pause: float,
                  base_pause: float = 5.0, scale: float = 1.0, ttl_s: int = 2 * 86400) -> None:
         self.r = redis
         tag = f"{prefix}circuit:{{{name}}}"

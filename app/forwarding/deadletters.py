@@ -1,6 +1,7 @@
 """Dead letters in PostgreSQL: undeliverable forwards and poison batches, replayable."""
 from __future__ import annotations
 
+import builtins
 import json
 
 import psycopg2.extras
@@ -26,7 +27,7 @@ class DeadLetters:
                 "%s, %s) RETURNING id",
                 (kind, ref, psycopg2.extras.Json(payload), error[:2000], attempts, request_id),
             )
-            return cur.fetchone()["id"]
+            return int(postgres.returned(cur)["id"])
 
     def get(self, dl_id: int) -> dict | None:
         """One dead letter by id."""
@@ -60,7 +61,7 @@ class DeadLetters:
         with postgres.cursor(self.url) as cur:
             cur.execute("UPDATE dead_letters SET replayed_at = now() WHERE id = %s", (dl_id,))
 
-    def purge(self, ids: list[int] | None = None, replayed_only: bool = False) -> int:
+    def purge(self, ids: builtins.list[int] | None = None, replayed_only: bool = False) -> int:
         """Delete dead letters (given ids, or all / all replayed); returns the count."""
         with postgres.cursor(self.url) as cur:
             if ids:

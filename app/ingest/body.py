@@ -7,7 +7,7 @@ import math
 import sys
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 import orjson
 
@@ -24,7 +24,7 @@ _PROBE = bytes.maketrans(b"0123456789{", b"0000000000[")
 _LONG_DIGITS = b"0" * 19
 
 
-def read_json_body(stream: BinaryIO, *, content_type: str | None, content_encoding: str | None,
+def read_json_body(stream: IO[bytes], *, content_type: str | None, content_encoding: str | None,
                    content_length: int | None, max_bytes: int) -> object:
     """Return the parsed JSON body, refusing anything over max_bytes raw or inflated."""
     _check_content_type(content_type)
@@ -36,7 +36,7 @@ def read_json_body(stream: BinaryIO, *, content_type: str | None, content_encodi
     return _parse(raw)
 
 
-def drain(stream: BinaryIO, limit: int) -> int:
+def drain(stream: IO[bytes], limit: int) -> int:
     """Read and discard up to ``limit`` bytes of what is left of a body; returns bytes read."""
     seen = 0
     while seen < limit:
@@ -69,7 +69,7 @@ def _is_gzip(content_encoding: str | None) -> bool:
                                code="unsupported_content_encoding")
 
 
-def _read_chunks(stream: BinaryIO, max_bytes: int) -> Iterator[bytes]:
+def _read_chunks(stream: IO[bytes], max_bytes: int) -> Iterator[bytes]:
     # A generator, so gzip inflation consumes each chunk before the next is read and
     # at most max_bytes + 1 raw bytes are ever read, whatever Content-Length claimed.
     total = 0

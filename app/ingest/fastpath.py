@@ -47,6 +47,7 @@ _MIN_PLAIN_FLOAT = 1e-4
 
 def timestamp_ms(value: Any) -> int | None:
     """Epoch ms for a timestamp the Timestamp field accepts, else None."""
+    millis: int | None
     if type(value) is int:
         millis = value
     elif type(value) is str and len(value) <= 64:

@@ -72,7 +72,7 @@ def _no_sensitive_param(s: str, sensitive_params: Collection[str]) -> bool:
 def _mask_params(s: str, sensitive_params: Collection[str]) -> tuple[str, int]:
     count = 0
 
-    def param(match: re.Match) -> str:
+    def param(match: re.Match[str]) -> str:
         nonlocal count
         value = match.group(3)
         if not value or value == PARAM_MASK or unquote(match.group(2)).lower() not in sensitive_params:

@@ -131,7 +131,7 @@ def _check_one(raw: Any, index: int, max_event_bytes: int) -> tuple[str, dict]:
     try:
         return "ok", _normalize(_EVENT_SCHEMA.load(raw), index)
     except ValidationError as exc:
-        return "invalid_event", exc.messages
+        return "invalid_event", exc.normalized_messages()
 
 
 def validate_events(raw_events: list, *, received_at_ms: int, max_event_bytes: int,
@@ -156,9 +156,11 @@ def check_events(raw_events: list, *, received_at_ms: int, max_event_bytes: int,
     earliest, latest = received_at_ms - max_past_ms, received_at_ms + max_future_ms
     for index, raw in enumerate(raw_events):
         event = fastpath.accept_event(raw, index, max_event_bytes) if fast else None
-        code, fast_hit = "ok", event is not None
-        if not fast_hit:
+        fast_hit = event is not None
+        if event is None:
             code, event = _check_one(raw, index, max_event_bytes)
+        else:
+            code = "ok"
         if code != "ok":
             rejected.append(_rejection(index, code, event))
         elif not earliest <= event["ts_ms"] <= latest:

@@ -30,7 +30,7 @@ class KeyCache:
     """Bounded LRU of digest -> (fresh until, KeyInfo|None, loaded at)."""
 
     def __init__(self, loader: Callable[[str], model.KeyInfo | None], ttl: float, max_entries: int = 50_000,
-                 clock=time.monotonic, stale_max: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic, stale_max: float = 3600.0,
                  unavailable: tuple[type[BaseException], ...] = (Exception,)) -> None:
         self.loader = loader
         self.ttl = ttl
@@ -62,7 +62,8 @@ class KeyCache:
         self._put(d, (now + self.ttl, info if info is not None else _MISS, now))
         return info
 
-    def _stale(self, d: bytes, hit, now: float, exc: BaseException) -> model.KeyInfo | None:
+    def _stale(self, d: bytes, hit: tuple[float, object, float] | None, now: float,
+               exc: BaseException) -> model.KeyInfo | None:
         if hit is None or now - hit[2] > self.stale_max:
             metrics.KEY_CACHE.labels("unavailable").inc()
             raise KeyStoreUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from exc

@@ -1,6 +1,8 @@
 """API keys and projects in PostgreSQL."""
 from __future__ import annotations
 
+import psycopg2.extras
+
 from app.keys import model
 from app.storage import postgres
 
@@ -24,7 +26,7 @@ class KeyStore:
                 "RETURNING id",
                 (project, model.display_prefix(key), model.digest(key), list(origins or []), rate_limit),
             )
-            return cur.fetchone()["id"], key
+            return int(postgres.returned(cur)["id"]), key
 
     def lookup(self, key: str) -> model.KeyInfo | None:
         """The valid key matching ``key``, or None (unknown, revoked, or past its grace)."""
@@ -49,7 +51,7 @@ class KeyStore:
                         "FROM api_keys ORDER BY id")
             return list(cur.fetchall())
 
-    def _resolve(self, cur, key_or_id: str) -> dict:
+    def _resolve(self, cur: psycopg2.extras.RealDictCursor, key_or_id: str) -> dict:
         if key_or_id.isdigit():
             cur.execute("SELECT * FROM api_keys WHERE id = %s", (int(key_or_id),))
         else:
@@ -68,7 +70,7 @@ class KeyStore:
                 "now() + make_interval(secs => %s)) WHERE id = %s",
                 (grace_s, row["id"]),
             )
-            return row["id"]
+            return int(row["id"])
 
     def rotate(self, key_or_id: str, grace_s: int) -> tuple[int, str]:
         """New key with the same project/origins/limit; the old one stays valid for ``grace_s``."""

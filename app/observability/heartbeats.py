@@ -5,6 +5,7 @@ import json
 import time
 
 from app.observability import metrics
+from app.storage.redis import RedisClient
 
 
 def heartbeat_key(prefix: str, name: str) -> str:
@@ -12,7 +13,7 @@ def heartbeat_key(prefix: str, name: str) -> str:
     return f"{prefix}hb:worker:{name}"
 
 
-def read_heartbeats(redis, prefix: str, stall_after: float, now: float | None = None) -> list[dict]:
+def read_heartbeats(redis: RedisClient, prefix: str, stall_after: float, now: float | None = None) -> list[dict]:
     """Every live worker heartbeat, each with ``stalled`` set; updates observer_worker_stalled."""
     now = time.time() if now is None else now
     out = []

@@ -49,8 +49,8 @@ class TextFormatter(logging.Formatter):
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     """Install the formatter on the root logger (idempotent)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: "
-                                                                             "%(message)s"))
+    line = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(line))
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_observer", False):

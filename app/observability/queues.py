@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from app.broker import Queue
 from app.observability import metrics
 from app.storage import redis as redis_pool
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from app.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
-def sample(settings, celery_app) -> None:
+def sample(settings: Settings, celery_app: Celery) -> None:
     """Set observer_queue_depth{queue} and observer_live_sessions (best effort, never raises)."""
     try:
         if settings.celery_broker_url.startswith("redis"):
@@ -19,7 +25,8 @@ def sample(settings, celery_app) -> None:
                 metrics.QUEUE_DEPTH.labels(q.value).set(r.llen(q.value))
         else:
             with celery_app.connection_for_read() as conn:
-                channel = conn.default_channel
+                # the transport's channel (py-amqp's); kombu's stubs only know StdChannel
+                channel: Any = conn.default_channel
                 for q in Queue:
                     _name, depth, _consumers = channel.queue_declare(q.value, passive=True)
                     metrics.QUEUE_DEPTH.labels(q.value).set(depth)

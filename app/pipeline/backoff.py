@@ -19,7 +19,7 @@ def backoff_delay(
     """Return a delay uniform in [0, min(cap, base * 2**attempt)] (attempt counts from 0)."""
     if attempt < 0:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
-    ceiling = min(cap, base * 2 ** min(attempt, _MAX_EXPONENT))
+    ceiling = min(cap, base * 2.0 ** min(attempt, _MAX_EXPONENT))
     # Full jitter spreads retries of many sessions that failed together (AWS builders' library).
     return rng() * ceiling
 

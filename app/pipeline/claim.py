@@ -7,13 +7,17 @@ enqueues one ``forward.deliver`` per claimed or stale version.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from app.observability import metrics
+
+if TYPE_CHECKING:
+    from app.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 
 
-def sweep(store, *, limit: int, outbox_stale_s: float) -> tuple[list, list]:
+def sweep(store: SessionStore, *, limit: int, outbox_stale_s: float) -> tuple[list, list]:
     """Claim due sessions and find stale outbox entries; returns (claimed, stale)."""
     claimed = store.claim_due(limit=limit)
     if claimed:

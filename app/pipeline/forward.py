@@ -6,10 +6,16 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.forwarding import payload as payload_mod
 from app.observability import metrics
 from app.storage import events_repo
+
+if TYPE_CHECKING:
+    from app.forwarding.client import DeliveryResult, UfseClient
+    from app.settings import Settings
+    from app.storage.clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ class Prepared:
                                            "totals", "finalized_reason", "finalized_at_ms")})
 
 
-def ready(ch, snapshot: dict, *, project: str, session_id: str, version: int) -> bool:
+def ready(ch: ClickHouse, snapshot: dict, *, project: str, session_id: str, version: int) -> bool:
     """True once every batch the version counted is written (its ``pending`` count is back to 0).
 
     A lost marker makes a batch count twice in ``batches`` but both counts are paired with their
@@ -62,7 +68,7 @@ def ready(ch, snapshot: dict, *, project: str, session_id: str, version: int) ->
     return events_repo.count_session_batches(ch, project, session_id, version) >= expected
 
 
-def prepare(ch, snapshot: dict, *, project: str, session_id: str, version: int, settings,
+def prepare(ch: ClickHouse, snapshot: dict, *, project: str, session_id: str, version: int, settings: Settings,
             wait_for_writes: bool = True) -> Prepared:
     """Read a frozen version back from ClickHouse (the events it owns) and build its UFSE payload.
 
@@ -87,7 +93,7 @@ def prepare(ch, snapshot: dict, *, project: str, session_id: str, version: int, 
                     body, totals, reason, finalized_at)
 
 
-def send(client, prepared: Prepared):
+def send(client: UfseClient, prepared: Prepared) -> DeliveryResult:
     """One signed delivery attempt; returns the client's DeliveryResult."""
     rid = uuid.uuid4().hex
     result = client.deliver(payload_mod.encode(prepared.payload), msg_id=prepared.webhook_id, request_id=rid)
@@ -106,7 +112,7 @@ def session_row(prepared: Prepared, status: str) -> list:
         finalized_at_ms=prepared.finalized_at_ms, webhook_id=prepared.webhook_id, status=status)
 
 
-def record(ch, prepared: Prepared, status: str) -> None:
+def record(ch: ClickHouse, prepared: Prepared, status: str) -> None:
     """Write the forwarded session to ClickHouse's ``sessions`` table at once (one INSERT;
     the forward task batches its rows through ``forward.record`` instead)."""
     events_repo.insert_session_rows(ch, [session_row(prepared, status)])

@@ -25,8 +25,14 @@ from __future__ import annotations
 import base64
 import json
 import zlib
+from typing import TYPE_CHECKING, cast
 
 import msgpack
+
+from app.storage.redis import RedisClient
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 SHARDS = 16
 
@@ -47,15 +53,18 @@ def _encode(batch: dict) -> str:
 
 def _decode(blob: str) -> dict:
     """Either form (JSON entries were written before the msgpack form; both are read)."""
+    batch: dict
     if blob.startswith("m:"):
-        return msgpack.unpackb(zlib.decompress(base64.b64decode(blob[2:])), raw=False)
-    return json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8", "surrogatepass"))
+        batch = msgpack.unpackb(zlib.decompress(base64.b64decode(blob[2:])), raw=False)
+    else:
+        batch = json.loads(zlib.decompress(base64.b64decode(blob)).decode("utf-8", "surrogatepass"))
+    return batch
 
 
 class Journal:
     """The journal on one Redis and key prefix."""
 
-    def __init__(self, redis, prefix: str, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, ttl_s: int) -> None:
         self.r = redis
         self.prefix = prefix
         self.ttl = int(ttl_s)
@@ -96,9 +105,11 @@ class Journal:
         out: list[dict] = []
         for shard in range(SHARDS):
             index, body = self._keys(shard)
-            ids = self.r.zrangebyscore(index, "-inf", older_than_ms, start=0, num=max(0, limit - len(out)))
+            # The clients decode responses (app/storage/redis.py): members and values are str.
+            ids = cast(list[str], self.r.zrangebyscore(index, "-inf", older_than_ms, start=0,
+                                                       num=max(0, limit - len(out))))
             for batch_id in ids:
-                blob = self.r.get(body + batch_id)
+                blob = cast("str | None", self.r.get(body + batch_id))
                 if blob is None:  # expired body: nothing left to re-publish
                     self.r.zrem(index, batch_id)
                     continue
@@ -113,7 +124,7 @@ class Journal:
         return sum(int(self.r.zcard(self._keys(s)[0])) for s in range(SHARDS))
 
 
-def journal_for(settings) -> Journal | None:
+def journal_for(settings: Settings) -> Journal | None:
     """The journal for these settings: on the Redis broker, None with RabbitMQ."""
     if not settings.celery_broker_url.startswith(("redis", "rediss", "unix")):
         return None

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from app.observability import metrics
 from app.pipeline import dedup
 from app.storage import events_repo
+from app.storage.redis import RedisClient
+
+if TYPE_CHECKING:
+    from app.storage.clickhouse import ClickHouse
 
 DEFAULT_DEDUP_WINDOW_S = 86400
 def marker_key(prefix: str, batch_id: str) -> str:
@@ -13,7 +18,7 @@ def marker_key(prefix: str, batch_id: str) -> str:
     return f"{prefix}batch:{batch_id}:stored"
 
 
-def _split(ch, batches: list[dict], window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
+def _split(ch: ClickHouse, batches: list[dict], window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
     """{batch_id: (events it owns, those not stored yet)}, from ClickHouse's event_ids and this flush."""
     stored: dict[tuple[str, str], list[dedup.Key]] = {}
     by_project: dict[str, list[dict]] = {}
@@ -27,7 +32,7 @@ def _split(ch, batches: list[dict], window_ms: int) -> dict[str, tuple[list[dict
     return dedup.split(batches, stored, window_ms)
 
 
-def persist_batches(ch, redis, *, prefix: str, batches: list[dict], marker_ttl: int = 0,
+def persist_batches(ch: ClickHouse, redis: RedisClient, *, prefix: str, batches: list[dict], marker_ttl: int = 0,
                     insert_settings: dict | None = None, dedup_window: int = DEFAULT_DEDUP_WINDOW_S) -> list[dict]:
     """Store, in one INSERT, the events each batch owns and ClickHouse does not hold yet; returns
     the batches that had such events.

@@ -11,15 +11,22 @@ version Redis still knows (live, frozen, queued, or completed within the tombsto
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from app.sessions.store import RECONCILE_HORIZON_S, Claimed, now_ms
 from app.storage import events_repo
+
+if TYPE_CHECKING:
+    from app.sessions.store import SessionStore
+    from app.storage.clickhouse import ClickHouse
+
 
 log = logging.getLogger(__name__)
 GRACE_S = 15  # beyond the idle timeout: a session_batches INSERT in flight when Redis was lost lands first
 
 
-def reconcile(store, ch, *, idle_s: int, limit: int = 500, horizon_s: int = RECONCILE_HORIZON_S,
+def reconcile(store: SessionStore, ch: ClickHouse, *, idle_s: int, limit: int = 500,
+              horizon_s: int = RECONCILE_HORIZON_S,
               at_ms: int | None = None) -> list[Claimed]:
     """Re-queue forgotten versions; returns those queued (enqueue forward.deliver for each)."""
     now = now_ms() if at_ms is None else at_ms

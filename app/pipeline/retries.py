@@ -15,6 +15,9 @@ import json
 import random
 import time
 from collections.abc import Callable
+from typing import cast
+
+from app.storage.redis import RedisClient
 
 # KEYS: zset, item key. ARGV: member, due, payload, ttl. Keeps the earlier due time of a member
 # parked twice, so a duplicate never postpones a retry.
@@ -53,7 +56,7 @@ def schedule_delay(schedule: tuple[float, ...], attempt: int, scale: float = 1.0
 class DueIndex:
     """One named index (``events``, ``forward``) on one Redis."""
 
-    def __init__(self, redis, prefix: str, name: str, item_ttl_s: int = 14 * 86400) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, name: str, item_ttl_s: int = 14 * 86400) -> None:
         self.r = redis
         base = f"{prefix}due:{{{name}}}:"
         self.zset = f"{base}index"
@@ -70,7 +73,8 @@ class DueIndex:
     def due(self, now: float | None = None, limit: int = 500) -> list[tuple[str, dict | None]]:
         """Up to ``limit`` members due by ``now``, earliest first, with their payloads."""
         now = time.time() if now is None else now
-        members = self.r.zrangebyscore(self.zset, "-inf", f"{now:.3f}", start=0, num=limit)
+        # The clients decode responses (app/storage/redis.py): members are str.
+        members = cast(list[str], self.r.zrangebyscore(self.zset, "-inf", f"{now:.3f}", start=0, num=limit))
         if not members:
             return []
         bodies = self.r.mget([self.item_prefix + m for m in members])

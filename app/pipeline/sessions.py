@@ -3,22 +3,30 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from app.observability import metrics
 from app.pipeline.persist import session_summary
 from app.sessions.store import Entry
 from app.storage import events_repo
 
+if TYPE_CHECKING:
+    from app.sessions.store import SessionStore
+    from app.storage.clickhouse import ClickHouse
+
+
 log = logging.getLogger(__name__)
 
 
-def apply_summary(store, ch, summary: dict, insert_settings: dict | None = None) -> dict[str, int]:
+def apply_summary(store: SessionStore, ch: ClickHouse, summary: dict,
+                  insert_settings: dict | None = None) -> dict[str, int]:
     """Apply one batch summary (the ``sessions.update`` task of older workers); returns
     {session_id: version}. Idempotent per (batch, session)."""
     return count_summaries(store, ch, [summary], insert_settings).get(summary["batch_id"], {})
 
 
-def count_batches(store, ch, batches: list[dict], insert_settings: dict | None = None) -> dict[str, dict[str, int]]:
+def count_batches(store: SessionStore, ch: ClickHouse, batches: list[dict],
+                  insert_settings: dict | None = None) -> dict[str, dict[str, int]]:
     """The session step of one events flush: count every stored batch into its sessions.
 
     ``batches`` are the flush's stored batches after the persist step, each holding only the
@@ -33,7 +41,7 @@ def count_batches(store, ch, batches: list[dict], insert_settings: dict | None =
     return count_summaries(store, ch, [session_summary(b) for b in batches], insert_settings, counted)
 
 
-def count_summaries(store, ch, summaries: list[dict], insert_settings: dict | None = None,
+def count_summaries(store: SessionStore, ch: ClickHouse, summaries: list[dict], insert_settings: dict | None = None,
                     counted: dict[tuple[str, str, str], int] | None = None) -> dict[str, dict[str, int]]:
     """Count batch summaries into their sessions in three rounds, whatever their number: one
     pipelined round of Lua scripts (plus one ClickHouse query and a second round for sessions

@@ -7,10 +7,13 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
+from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from app.sessions import scripts
+from app.storage.redis import RedisClient
 
 SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
 # How far back the reconciliation sweep looks past the idle timeout, and so how long a completed
@@ -54,7 +57,8 @@ def now_ms() -> int:
 class SessionStore:
     """Session state for one Redis and key prefix."""
 
-    def __init__(self, redis, *, prefix: str, buckets: int, idle_s: int, max_s: int, marker_ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, *, prefix: str, buckets: int, idle_s: int, max_s: int,
+                 marker_ttl_s: int) -> None:
         self.r = redis
         self.prefix = prefix
         self.buckets = buckets
@@ -160,7 +164,7 @@ class SessionStore:
                           [str(int(version))]))
         self._run_many(self._written, calls)
 
-    def _run_many(self, script, calls: list[tuple[list[str], list]]) -> list:
+    def _run_many(self, script: Script, calls: list[tuple[list[str], list]]) -> list:
         """EVALSHA every call in one pipeline (not a transaction: each script is atomic on its
         own, and a cluster pipeline sends each to its slot's node); loads the script and runs
         again the calls a restarted Redis answered NOSCRIPT."""
@@ -232,7 +236,9 @@ class SessionStore:
         claimed: list[Claimed] = []
         for bucket in range(self.buckets):
             base = self._base(bucket)
-            for member in self.r.zrangebyscore(f"{base}deadline", "-inf", watermark, start=0, num=limit):
+            # The clients decode responses (app/storage/redis.py): members and values are str.
+            members = cast(list[str], self.r.zrangebyscore(f"{base}deadline", "-inf", watermark, start=0, num=limit))
+            for member in members:
                 got = self._claim_one(member, now, watermark)
                 if got:
                     claimed.append(got)
@@ -242,7 +248,7 @@ class SessionStore:
         project, _, sid = member.partition(SEP)
         k = self.keys(project, sid)
         for _attempt in range(3):  # the version can move on between HGET and the script
-            version = self.r.hget(k["live"], "version")
+            version = cast("str | None", self.r.hget(k["live"], "version"))
             if version is None:
                 version = "0"  # the script removes the stale index entry
             result = self._claim(
@@ -270,7 +276,7 @@ class SessionStore:
     # -- forward side -----------------------------------------------------------------------
     def snapshot(self, project: str, session_id: str, version: int) -> dict[str, str] | None:
         """The frozen state of a claimed version, or None once completed/expired."""
-        data = self.r.hgetall(f"{self.keys(project, session_id)['final']}{version}")
+        data = cast(dict[str, str], self.r.hgetall(f"{self.keys(project, session_id)['final']}{version}"))
         return data or None
 
     def complete(self, project: str, session_id: str, version: int) -> None:
@@ -287,8 +293,8 @@ class SessionStore:
             keys=[k["live"], f"{k['final']}{version}", k["outbox"], f"{k['done']}{version}", k["ver"]],
             args=[str(int(version)), now, self.final_ttl, f"{project}{SEP}{session_id}{SEP}{version}",
                   int(batches), self.ver_ttl])
-        return got == 1
+        return bool(got == 1)
 
     def live(self, project: str, session_id: str) -> dict[str, str]:
         """The live hash of a session (empty when none)."""
-        return self.r.hgetall(self.keys(project, session_id)["live"])
+        return cast(dict[str, str], self.r.hgetall(self.keys(project, session_id)["live"]))

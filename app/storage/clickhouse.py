@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -129,6 +129,23 @@ def substitute(sql: str, params: dict[str, Any] | None) -> str:
     return _PLACEHOLDER.sub(lambda m: quote(params[m.group(1)]), sql)
 
 
+class ClickHouse(Protocol):
+    """What the pipeline calls on ClickHouse: a backend below, or a :class:`Deadline` around one."""
+
+    @property
+    def database(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    def execute(self, sql: str, params: dict | None = None) -> list[tuple]: ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+               settings: dict | None = None) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class ServerBackend:
     """A ClickHouse server over the native protocol with a small connection pool."""
 
@@ -149,21 +166,21 @@ class ServerBackend:
         self._pool: queue.LifoQueue = queue.LifoQueue(maxsize=pool_size)
         self._sem = threading.BoundedSemaphore(pool_size)
 
-    def _take(self):
+    def _take(self) -> Any:
         self._sem.acquire()
         try:
             return self._pool.get_nowait()
         except queue.Empty:
             return self._client_cls(database="default", **self._kwargs)
 
-    def _give(self, client, broken: bool) -> None:
+    def _give(self, client: Any, broken: bool) -> None:
         if broken:
             client.disconnect()
         else:
             self._pool.put_nowait(client)
         self._sem.release()
 
-    def _run(self, sql: str, data: Any = None, params: dict | None = None, settings: dict | None = None):
+    def _run(self, sql: str, data: Any = None, params: dict | None = None, settings: dict | None = None) -> Any:
         from clickhouse_driver.errors import Error as DriverError
 
         client = self._take()
@@ -185,7 +202,8 @@ class ServerBackend:
 
     def execute(self, sql: str, params: dict | None = None) -> list[tuple]:
         """Run a statement or query; returns rows as tuples."""
-        return self._run(sql, params=params)
+        rows: list[tuple] = self._run(sql, params=params)
+        return rows
 
     def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]],
                settings: dict | None = None) -> int:
@@ -251,7 +269,7 @@ class ChdbBackend:
             self._session.close()
 
 
-_backends: dict[str, Any] = {}
+_backends: dict[str, ServerBackend | ChdbBackend] = {}
 _lock = threading.Lock()
 
 
@@ -264,12 +282,26 @@ class Deadline:
     broker's visibility timeout. The refusal is transient: the flush requeues and pauses.
     """
 
-    def __init__(self, ch: Any, deadline: float) -> None:
+    def __init__(self, ch: ClickHouse, deadline: float) -> None:
         self._ch = ch
         self._deadline = deadline
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ch, name)
+
+    @property
+    def database(self) -> str:
+        """The wrapped client's database."""
+        return self._ch.database
+
+    @property
+    def kind(self) -> str:
+        """The wrapped client's kind (server or chdb)."""
+        return self._ch.kind
+
+    def close(self) -> None:
+        """Close the wrapped client."""
+        self._ch.close()
 
     def _check(self) -> None:
         if time.monotonic() > self._deadline:
@@ -285,7 +317,7 @@ class Deadline:
         return self._ch.insert(table, columns, rows, settings=settings)
 
 
-def get_clickhouse(url: str, pool_size: int = 8, timeout: float = 20.0):
+def get_clickhouse(url: str, pool_size: int = 8, timeout: float = 20.0) -> ServerBackend | ChdbBackend:
     """The process-wide backend for ``url`` (created on first use)."""
     with _lock:
         backend = _backends.get(url)

@@ -19,8 +19,12 @@ the dedup window (+1 h): by TTL where the engine has it, and by dropping whole d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.storage.clickhouse import ident
+
+if TYPE_CHECKING:
+    from app.storage.clickhouse import ClickHouse
 
 # event_ids rows outlive the window by this margin: a batch stored late (storage retries) looks
 # back one window from its own receive time, not from now.
@@ -48,7 +52,7 @@ class Features:
     async_insert: bool
 
 
-def _probe(ch, sql: str) -> bool:
+def _probe(ch: ClickHouse, sql: str) -> bool:
     try:
         ch.execute(sql)
         return True
@@ -56,7 +60,7 @@ def _probe(ch, sql: str) -> bool:
         return False
 
 
-def detect(ch) -> Features:
+def detect(ch: ClickHouse) -> Features:
     """Probe the engine for the features the schema can use."""
     version = ch.execute("SELECT version()")[0][0]
     dt64 = _probe(ch, "SELECT toDateTime64('2020-01-01 00:00:00.123', 3)")
@@ -199,12 +203,12 @@ def distributed_ddl(db: str, table: str, cluster: str, f: Features) -> str:
     return f"{head} AS {db}.{local_table(table)} {engine}"
 
 
-def _table_exists(ch, db: str, table: str) -> bool:
+def _table_exists(ch: ClickHouse, db: str, table: str) -> bool:
     sql = "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s"
     return bool(ch.execute(sql, {"db": db, "t": table})[0][0])
 
 
-def _check_layout(ch, db: str, cluster: str) -> None:
+def _check_layout(ch: ClickHouse, db: str, cluster: str) -> None:
     """Refuse to mix layouts: single-node tables on a cluster (move them with
     scripts/clickhouse_to_cluster.py), or a cluster's Distributed tables without CLICKHOUSE_CLUSTER."""
     rows = ch.execute("SELECT engine FROM system.tables WHERE database = %(db)s AND name = 'events'", {"db": db})
@@ -215,7 +219,7 @@ def _check_layout(ch, db: str, cluster: str) -> None:
                               if cluster else "set CLICKHOUSE_CLUSTER to the cluster's name"))
 
 
-def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
+def _rebuild_old_events(ch: ClickHouse, db: str, f: Features, ttl_days: int, cluster: str) -> bool:
     """Move a pre-issue-11 events table (no batch_id in its key) into the new layout."""
     # On a cluster ``events`` is the Distributed table (no sorting key): the key is the local table's.
     rows = ch.execute("SELECT sorting_key FROM system.tables WHERE database = %(db)s AND name = %(t)s",
@@ -233,7 +237,7 @@ def _rebuild_old_events(ch, db: str, f: Features, ttl_days: int, cluster: str) -
     return True
 
 
-def migrate(ch, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400) -> Features:
+def migrate(ch: ClickHouse, ttl_days: int = 90, cluster: str = "", dedup_window: int = 86400) -> Features:
     """Create the database and tables (idempotent); returns the detected features."""
     features = detect(ch)
     db = ident(ch.database)

@@ -20,14 +20,14 @@ from __future__ import annotations
 import time
 
 from app.storage import clickhouse_migrations
-from app.storage.clickhouse import ClickHouseError, ident
+from app.storage.clickhouse import ClickHouse, ClickHouseError, ident
 
 # Longest wait for the quorum's replicas, ms: under the client's timeout, so a slow replica is a
 # transient error (the flush requeues; a redelivery finds the rows already written).
 QUORUM_TIMEOUT_MS = 10_000
 
 
-def replicas_per_shard(ch, cluster: str) -> int:
+def replicas_per_shard(ch: ClickHouse, cluster: str) -> int:
     """The fewest replicas any shard of ``cluster`` has (from ``system.clusters``)."""
     rows = ch.execute("SELECT shard_num, count() FROM system.clusters WHERE cluster = %(c)s GROUP BY shard_num",
                       {"c": cluster})
@@ -39,11 +39,11 @@ def replicas_per_shard(ch, cluster: str) -> int:
     return min(int(n) for _shard, n in rows)
 
 
-def _has_setting(ch, name: str) -> bool:
+def _has_setting(ch: ClickHouse, name: str) -> bool:
     return bool(ch.execute("SELECT count() FROM system.settings WHERE name = %(n)s", {"n": name})[0][0])
 
 
-def insert_settings(ch, cluster: str) -> dict | None:
+def insert_settings(ch: ClickHouse, cluster: str) -> dict | None:
     """The INSERT settings of the pipeline on this engine: acknowledged once durable on a cluster.
 
     Without a cluster, what the engine offers (``async_insert`` with ``wait_for_async_insert``
@@ -64,7 +64,7 @@ def insert_settings(ch, cluster: str) -> dict | None:
     return out or None
 
 
-def drop_expired_event_ids(ch, cluster: str, before_ms: int) -> list[str]:
+def drop_expired_event_ids(ch: ClickHouse, cluster: str, before_ms: int) -> list[str]:
     """events_repo.drop_expired_event_ids on a cluster: the daily ``event_ids_local`` partitions
     of every shard that end at or before ``before_ms`` are dropped ``ON CLUSTER``.
 

@@ -12,10 +12,14 @@ dropped by the operator (``DROP DATABASE db ON CLUSTER c``), never merged into.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from app.storage import clickhouse_migrations as migrations
 from app.storage.clickhouse import ident
 from app.storage.events_repo import EVENT_COLUMNS, SESSION_COLUMNS
+
+if TYPE_CHECKING:
+    from app.storage.clickhouse import ClickHouse
 
 # (table, columns copied, key counted with uniqExact). Computed columns are left to the target.
 TABLES = (
@@ -48,19 +52,19 @@ class TableReport:
                 f"{self.source_keys} -> {self.target_keys} {'ok' if self.ok else 'MISMATCH'}")
 
 
-def _counts(ch, table: str, key: str) -> tuple[int, int]:
+def _counts(ch: ClickHouse, table: str, key: str) -> tuple[int, int]:
     rows, keys = ch.execute(f"SELECT count(), uniqExact({key}) FROM {ch.database}.{ident(table)}")[0]  # noqa: S608 -- identifiers via ident() and the client's validated database
     return int(rows), int(keys)
 
 
-def _integer_columns(target, table: str) -> set[str]:
+def _integer_columns(target: ClickHouse, table: str) -> set[str]:
     # chDB's JSON output quotes 64-bit integers; the native driver wants Python ints for them.
     rows = target.execute("SELECT name, type FROM system.columns WHERE database = %(db)s AND table = %(t)s",
                           {"db": target.database, "t": migrations.local_table(table)})
     return {str(n) for n, t in rows if "Int" in str(t)}
 
 
-def _copy(source, target, table: str, columns: tuple[str, ...]) -> int:
+def _copy(source: ClickHouse, target: ClickHouse, table: str, columns: tuple[str, ...]) -> int:
     total = int(source.execute(f"SELECT count() FROM {source.database}.{ident(table)}")[0][0])  # noqa: S608 -- identifiers via ident() and the client's validated database
     slices = max(1, -(-total // SLICE_ROWS))
     ints = [i for i, c in enumerate(columns) if c in _integer_columns(target, table)]
@@ -75,7 +79,8 @@ def _copy(source, target, table: str, columns: tuple[str, ...]) -> int:
     return copied
 
 
-def move(source, target, *, cluster: str, ttl_days: int = 90, dedup_window: int = 86400) -> list[TableReport]:
+def move(source: ClickHouse, target: ClickHouse, *, cluster: str, ttl_days: int = 90,
+         dedup_window: int = 86400) -> list[TableReport]:
     """Copy every table of ``source`` (one node) into the cluster database of ``target``."""
     if target.kind != "server":
         raise RuntimeError("the target must be a ClickHouse server of the cluster")

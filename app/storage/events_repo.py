@@ -14,9 +14,12 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.storage.clickhouse import quote
+
+if TYPE_CHECKING:
+    from app.storage.clickhouse import ClickHouse
 
 EVENT_COLUMNS = (
     "project", "session_id", "event_id", "type", "ts_ms", "received_at_ms",
@@ -58,7 +61,8 @@ _ROWS = (
 )
 
 
-def owned_elsewhere(ch, project: str, session_id: str, version: int, window_ms: int = DEFAULT_WINDOW_MS) -> list[str]:
+def owned_elsewhere(ch: ClickHouse, project: str, session_id: str, version: int,
+                    window_ms: int = DEFAULT_WINDOW_MS) -> list[str]:
     """Event ids in this version's batches whose row of record is in another version or session."""
     rows = ch.execute(_OWNED_ELSEWHERE.format(db=ch.database), _params(project, session_id, version, window_ms))
     return [str(r[0]) for r in rows]
@@ -89,7 +93,7 @@ def event_rows(batches: Iterable[dict]) -> list[tuple]:
     return rows
 
 
-def insert_events(ch, batches: Iterable[dict], settings: dict | None = None) -> int:
+def insert_events(ch: ClickHouse, batches: Iterable[dict], settings: dict | None = None) -> int:
     """Insert every event of ``batches`` in one INSERT; returns the row count (event_ids follows by view)."""
     return ch.insert("events", EVENT_COLUMNS, event_rows(batches), settings=settings)
 
@@ -107,7 +111,8 @@ def id_array(values: list[str]) -> str:
     return quote(list(values))
 
 
-def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> dict[str, list[tuple[int, str]]]:
+def stored_carriers(ch: ClickHouse, project: str, event_ids: list[str],
+                    since_ms: int) -> dict[str, list[tuple[int, str]]]:
     """Stored (received_at_ms, batch_id) rows of each event id received at or after ``since_ms``."""
     out: dict[str, list[tuple[int, str]]] = {}
     ids = sorted(set(event_ids))
@@ -123,7 +128,7 @@ def stored_carriers(ch, project: str, event_ids: list[str], since_ms: int) -> di
     return out
 
 
-def drop_expired_event_ids(ch, before_ms: int) -> list[str]:
+def drop_expired_event_ids(ch: ClickHouse, before_ms: int) -> list[str]:
     """Drop the daily event_ids partitions that end at or before ``before_ms``; returns their names.
 
     The dedup state must not outlive the window: servers without TTL (18.16) rely on this, and
@@ -138,7 +143,7 @@ def drop_expired_event_ids(ch, before_ms: int) -> list[str]:
     return old
 
 
-def insert_session_batches(ch, rows: list[tuple], settings: dict | None = None) -> int:
+def insert_session_batches(ch: ClickHouse, rows: list[tuple], settings: dict | None = None) -> int:
     """Record (project, session_id, version, batch_id, events) mappings."""
     now = int(time.time() * 1000)
     data = [(p, s, int(v), b, int(n), now) for (p, s, v, b, n) in rows]
@@ -150,21 +155,21 @@ def _params(project: str, session_id: str, version: int, window_ms: int = DEFAUL
     return {"project": project, "session_id": session_id, "version": int(version), "window_ms": int(window_ms)}
 
 
-def count_session_batches(ch, project: str, session_id: str, version: int) -> int:
+def count_session_batches(ch: ClickHouse, project: str, session_id: str, version: int) -> int:
     """Distinct batches ClickHouse shows for a session version."""
     sql = ("SELECT uniqExact(batch_id) FROM {db}.session_batches "
            "WHERE project = %(project)s AND session_id = %(session_id)s AND version = %(version)s")
     return int(ch.execute(sql.format(db=ch.database), _params(project, session_id, version))[0][0])
 
 
-def max_version(ch, project: str, session_id: str) -> int:
+def max_version(ch: ClickHouse, project: str, session_id: str) -> int:
     """The highest version ClickHouse knows for a session (0 when none): versions continue from it."""
     sql = ("SELECT max(version) FROM {db}.session_batches WHERE project = %(project)s AND session_id = %(session_id)s")
     rows = ch.execute(sql.format(db=ch.database), {"project": project, "session_id": session_id})
     return int(rows[0][0] or 0) if rows else 0
 
 
-def max_versions(ch, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def max_versions(ch: ClickHouse, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """max_version() of many (project, session_id) at once: one query per project."""
     out: dict[tuple[str, str], int] = {pair: 0 for pair in pairs}
     by_project: dict[str, list[str]] = {}
@@ -181,7 +186,7 @@ def max_versions(ch, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]
     return out
 
 
-def counted_versions(ch, triples: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+def counted_versions(ch: ClickHouse, triples: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
     """{(project, session_id, batch_id): version} for those ``session_batches`` already maps."""
     out: dict[tuple[str, str, str], int] = {}
     by_project: dict[str, list[tuple[str, str]]] = {}
@@ -204,7 +209,8 @@ def counted_versions(ch, triples: list[tuple[str, str, str]]) -> dict[tuple[str,
     return out
 
 
-def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) -> list[tuple[str, str, int, int]]:
+def unrecorded_versions(ch: ClickHouse, *, since_ms: int, quiet_before_ms: int,
+                        limit: int) -> list[tuple[str, str, int, int]]:
     """(project, session_id, version, batches) with batches since ``since_ms``, none after
     ``quiet_before_ms``, and no ``sessions`` row: versions nobody delivered or dead-lettered."""
     db = ch.database
@@ -218,7 +224,7 @@ def unrecorded_versions(ch, *, since_ms: int, quiet_before_ms: int, limit: int) 
     return [(str(p), str(s), int(v), int(n)) for p, s, v, n in rows]
 
 
-def session_totals(ch, project: str, session_id: str, version: int, max_pages: int, max_request_ids: int,
+def session_totals(ch: ClickHouse, project: str, session_id: str, version: int, max_pages: int, max_request_ids: int,
                    window_ms: int = DEFAULT_WINDOW_MS, elsewhere: list[str] | None = None) -> dict:
     """Counts by type, first/last timestamps, pages and request ids of the events a version owns.
 
@@ -244,7 +250,7 @@ def session_totals(ch, project: str, session_id: str, version: int, max_pages: i
     }
 
 
-def session_events(ch, project: str, session_id: str, version: int, limit: int,
+def session_events(ch: ClickHouse, project: str, session_id: str, version: int, limit: int,
                    window_ms: int = DEFAULT_WINDOW_MS, elsewhere: list[str] | None = None) -> list[dict]:
     """Events a session version owns, one per event_id, ordered by (ts_ms, event_id)."""
     rows = ch.execute(
@@ -268,12 +274,12 @@ def session_row(*, project: str, session_id: str, version: int, totals: dict, fi
             int(time.time() * 1000), webhook_id, status]
 
 
-def insert_session_rows(ch, rows: list, settings: dict | None = None) -> int:
+def insert_session_rows(ch: ClickHouse, rows: list, settings: dict | None = None) -> int:
     """Write forwarded sessions (session_row() lists) in one INSERT."""
     return ch.insert("sessions", SESSION_COLUMNS, [tuple(r) for r in rows], settings=settings)
 
 
-def record_forwarded(ch, *, project: str, session_id: str, version: int, totals: dict,
+def record_forwarded(ch: ClickHouse, *, project: str, session_id: str, version: int, totals: dict,
                      finalized_reason: str, finalized_at_ms: int, webhook_id: str, status: str) -> None:
     """Write one forwarded session summary to the ``sessions`` table at once."""
     insert_session_rows(ch, [session_row(project=project, session_id=session_id, version=version, totals=totals,

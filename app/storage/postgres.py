@@ -78,6 +78,14 @@ def cursor(url: str, maxconn: int = 10) -> Iterator[psycopg2.extras.RealDictCurs
         yield cur
 
 
+def returned(cur: psycopg2.extras.RealDictCursor) -> psycopg2.extras.RealDictRow:
+    """The row an ``INSERT ... RETURNING`` gave back (it always gives one)."""
+    row = cur.fetchone()
+    if row is None:
+        raise psycopg2.ProgrammingError("the statement returned no row")
+    return row
+
+
 def migrate(url: str) -> None:
     """Create the tables (idempotent)."""
     with cursor(url) as cur:

@@ -35,10 +35,15 @@ On the broker's Redis (Redis broker only):
 from __future__ import annotations
 
 import threading
+from typing import TypeAlias
 
 import redis
+from redis.cluster import RedisCluster
 
-_clients: dict[str, redis.Redis] = {}
+# One Redis or a Redis Cluster: the sessions and rate-limit roles take either.
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+
+_clients: dict[str, RedisClient] = {}
 _lock = threading.Lock()
 
 
@@ -47,12 +52,12 @@ def is_cluster(url: str) -> bool:
     return url.startswith(("redis+cluster://", "rediss+cluster://"))
 
 
-def _cluster(url: str):
+def _cluster(url: str) -> RedisCluster:
     """A RedisCluster from ``redis+cluster://[user:password@]host:port[,host:port...][/]``: the
     nodes are only where discovery starts; the client follows the cluster's own slot map."""
     from urllib.parse import unquote
 
-    from redis.cluster import ClusterNode, RedisCluster
+    from redis.cluster import ClusterNode
 
     scheme, _, rest = url.partition("://")
     auth, _, hosts = rest.rpartition("@")
@@ -71,7 +76,7 @@ def _cluster(url: str):
     )
 
 
-def client(url: str) -> redis.Redis:
+def client(url: str) -> RedisClient:
     """A pooled client for ``url``, one pool per URL per process (a RedisCluster for a cluster URL)."""
     with _lock:
         found = _clients.get(url)
@@ -91,7 +96,7 @@ def reset_clients() -> None:
     """Drop pools (after fork, or between tests)."""
     with _lock:
         for c in _clients.values():
-            if hasattr(c, "connection_pool"):
+            if isinstance(c, redis.Redis):
                 c.connection_pool.disconnect()
             else:  # a RedisCluster: one pool per node
                 c.close()
