@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 from celery import signals
 
@@ -38,12 +39,12 @@ celery.conf.beat_schedule = {
 
 
 @signals.setup_logging.connect
-def _setup_logging(**_kw) -> None:
+def _setup_logging(**_kw: Any) -> None:
     obs_logging.configure(_settings.log_level, _settings.log_format)
 
 
 @signals.worker_init.connect
-def _cap_prefetch(sender=None, **_kw) -> None:
+def _cap_prefetch(sender: Any = None, **_kw: Any) -> None:
     """Cap what an events worker prefetches to two flushes' worth.
 
     A prefetched message waits for the flushes ahead of it; with at most two flushes' worth
@@ -62,7 +63,7 @@ def _cap_prefetch(sender=None, **_kw) -> None:
 
 
 @signals.celeryd_init.connect
-def _sentry(**_kw) -> None:
+def _sentry(**_kw: Any) -> None:
     if _settings.sentry_dsn:
         import sentry_sdk
         from sentry_sdk.integrations.celery import CeleryIntegration
@@ -74,28 +75,27 @@ def _sentry(**_kw) -> None:
 
 
 @signals.worker_ready.connect
-def _metrics_server(**_kw) -> None:
+def _metrics_server(**_kw: Any) -> None:
     """Serve this worker's (and, with PROMETHEUS_MULTIPROC_DIR, its children's) metrics."""
     if not _settings.worker_metrics_port:
         return
     import os
 
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
-    registry = None
+    registry = REGISTRY  # start_http_server's default
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     # Every interface: /metrics is scraped from outside the host (a container's published port).
-    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0",  # noqa: S104
-                      **({"registry": registry} if registry else {}))
+    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
     log.info("worker metrics", extra={"port": _settings.worker_metrics_port})
 
 
 @signals.worker_init.connect
-def _watch_restores(**_kw) -> None:
+def _watch_restores(**_kw: Any) -> None:
     """Count the broker's visibility-timeout restores (see tasks.watch)."""
     from tasks import watch
 
@@ -103,24 +103,25 @@ def _watch_restores(**_kw) -> None:
 
 
 @signals.worker_ready.connect
-def _worker_heartbeat(sender=None, **_kw) -> None:
+def _worker_heartbeat(sender: Any = None, **_kw: Any) -> None:
     """Publish this worker's holding/progress state (read by /ready and /metrics)."""
     from celery.worker import state as wstate
 
     from tasks import watch
+    from tasks.batching import AckOnSuccessBatches
 
     batches = celery.tasks.get("events.persist")
     consumer = getattr(sender, "consumer", None) if sender is not None else None
     queues = sorted(celery.amqp.queues.consume_from or {}) if celery.amqp.queues.consume_from else []
     last = {"count": -1, "at": time.time()}
 
-    def probe():
+    def probe() -> tuple[int, float]:
         done = sum(wstate.total_count.values())
         if done != last["count"]:
             last.update(count=done, at=time.time())
         held = len(wstate.reserved_requests)
         progress = last["at"]
-        if "events" in queues and batches is not None and hasattr(batches, "held"):
+        if "events" in queues and isinstance(batches, AckOnSuccessBatches):
             held += batches.held()
             progress = max(progress, batches.last_progress)
         return held, progress
@@ -130,12 +131,12 @@ def _worker_heartbeat(sender=None, **_kw) -> None:
 
 
 @signals.worker_process_init.connect
-def _after_fork(**_kw) -> None:
+def _after_fork(**_kw: Any) -> None:
     runtime.reset()
 
 
 @signals.task_prerun.connect
-def _bind_context(task_id=None, task=None, args=None, **_kw) -> None:
+def _bind_context(task_id: str | None = None, task: Any = None, args: Any = None, **_kw: Any) -> None:
     task_id_var.set(task_id)
     headers = getattr(task.request, "headers", None) or {}
     rid = headers.get("request_id") if isinstance(headers, dict) else None
@@ -144,7 +145,7 @@ def _bind_context(task_id=None, task=None, args=None, **_kw) -> None:
 
 
 @signals.worker_ready.connect
-def _owner_start(sender=None, **_kw) -> None:
+def _owner_start(sender: Any = None, **_kw: Any) -> None:
     """With chDB this worker owns ClickHouse: migrate it and publish a heartbeat for /ready."""
     if not _settings.chdb_path:
         return

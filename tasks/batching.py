@@ -24,6 +24,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from celery import Celery, Task
 from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
@@ -42,6 +43,8 @@ class AckOnSuccessBatches(Batches):
     #: scales pauses like every other retry delay (RETRY_TIME_SCALE)
     time_scale = 1.0
 
+    _tref: Any  # Batches' flush timer (None until armed)
+
     def __init__(self) -> None:
         super().__init__()
         self._paused_until = 0.0
@@ -52,7 +55,7 @@ class AckOnSuccessBatches(Batches):
         self.restarts = 0
 
     # -- consumer (re)start -----------------------------------------------------------------
-    def Strategy(self, task, app, consumer):  # noqa: N802 (celery's name)
+    def Strategy(self, task: Task, app: Celery, consumer: Any) -> Any:  # noqa: N802 (celery's name)
         """Build the message handler for a (re)started consumer, re-arming the flush timer."""
         if self._tref is not None:
             # The timer lives on the previous consumer's hub, which is gone after a reconnect.
@@ -70,7 +73,8 @@ class AckOnSuccessBatches(Batches):
 
     def held(self) -> int:
         """Requests buffered or in a running flush (for the stall watchdog)."""
-        return self._buffer.qsize() + self._pending.qsize() + self.in_flight
+        held: int = self._buffer.qsize() + self._pending.qsize() + self.in_flight
+        return held
 
     # -- flush ------------------------------------------------------------------------------
     def flush(self, requests: Collection[Any]) -> Any:

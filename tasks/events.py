@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 
 from app.broker import Queue, send_batch
 from app.observability import metrics
@@ -18,6 +19,9 @@ from app.storage.clickhouse import Deadline
 from tasks import runtime
 from tasks.app import celery
 from tasks.batching import AckOnSuccessBatches
+
+if TYPE_CHECKING:
+    from app.storage.clickhouse import ClickHouse
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
@@ -51,7 +55,7 @@ class EventsBatches(AckOnSuccessBatches):
 
 @celery.task(base=EventsBatches, name="events.persist", flush_every=_s.events_flush_every,
              flush_interval=_s.events_flush_interval, acks_late=True, reject_on_worker_lost=True)
-def persist(requests) -> dict:
+def persist(requests: list[Any]) -> dict:
     """Store buffered batches in ClickHouse and count them into their sessions, all at once."""
     items: list[flush_mod.Item] = []
     verdicts: dict[str, str] = {}
@@ -87,13 +91,13 @@ def flush_budget() -> float:
     return max(1.0, _s.broker_visibility_timeout / 2 - _s.events_flush_interval)
 
 
-def _insert(ch, batches: list[dict]) -> None:
+def _insert(ch: ClickHouse, batches: list[dict]) -> None:
     persist_batches(ch, runtime.sessions_redis(), prefix=_s.redis_key_prefix,
                     batches=batches, marker_ttl=_s.batch_marker_ttl, insert_settings=insert_settings(),
                     dedup_window=_s.dedup_window)
 
 
-def _count_sessions(ch, batches: list[dict]) -> None:
+def _count_sessions(ch: ClickHouse, batches: list[dict]) -> None:
     sessions_step.count_batches(runtime.session_store(), ch, batches, insert_settings())
     _settle([b["batch_id"] for b in batches])
 
@@ -137,7 +141,7 @@ def _dead_letter(item: flush_mod.Item, error: str) -> None:
                                item.attempt + 1, item.batch.get("request_id"))
 
 
-def _unreadable(request, exc: Exception) -> str:
+def _unreadable(request: Any, exc: Exception) -> str:
     ref = f"unreadable:{request.id}"
     try:
         runtime.dead_letters().add("poison_batch", ref, {"args": repr(request.args)[:100_000]},

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import psycopg2
 import redis
+from celery import Task
 from celery.exceptions import Reject, Retry
 
 from app.broker import Queue
@@ -23,10 +25,13 @@ from app.pipeline import forward as forward_step
 from app.pipeline.flush import is_transient
 from app.pipeline.retries import DueIndex, schedule_delay
 from app.storage import events_repo
-from app.storage.clickhouse import ClickHouseError, Deadline
+from app.storage.clickhouse import ClickHouse, ClickHouseError, Deadline
 from tasks import runtime
 from tasks.app import celery
 from tasks.events import EventsBatches, flush_budget, insert_settings
+
+if TYPE_CHECKING:
+    from app.sessions.store import SessionStore
 
 log = logging.getLogger(__name__)
 _s = runtime.settings()
@@ -69,7 +74,7 @@ def _dead_letter(prepared: forward_step.Prepared | None, ref: str, error: str, a
     return dl_id
 
 
-def _countdown_retry(task, countdown: float, **kwargs):
+def _countdown_retry(task: Task, countdown: float, **kwargs: Any) -> Retry:
     """``task.retry`` that requeues the message instead of dropping it if the broker is down."""
     try:
         return task.retry(kwargs=kwargs, countdown=countdown)
@@ -81,7 +86,7 @@ def _countdown_retry(task, countdown: float, **kwargs):
 
 @celery.task(bind=True, name="forward.deliver", acks_late=True, reject_on_worker_lost=True,
              ignore_result=True, max_retries=None)
-def deliver(self, project: str, session_id: str, version: int, attempt: int = 0, waits: int = 0,
+def deliver(self: Task, project: str, session_id: str, version: int, attempt: int = 0, waits: int = 0,
             due: bool = False, infra: int = 0) -> str:
     """Deliver one claimed session version to UFSE (``due``: re-published by the sweep)."""
     args = {"attempt": attempt, "waits": waits, "due": due}
@@ -104,7 +109,7 @@ def deliver(self, project: str, session_id: str, version: int, attempt: int = 0,
         return "parked"
 
 
-def _deliver(task, project: str, session_id: str, version: int, attempt: int, waits: int, due: bool) -> str:
+def _deliver(task: Task, project: str, session_id: str, version: int, attempt: int, waits: int, due: bool) -> str:
     store, ch, index = runtime.session_store(), runtime.clickhouse(), due_index()
     ref = f"{project}:{session_id}:{version}"
     m = member(project, session_id, version)
@@ -179,13 +184,14 @@ def _past_horizon(snap: dict) -> bool:
     return finalized > 0 and time.time() - finalized > horizon
 
 
-def _give_up(store, ch, index: DueIndex, prepared: forward_step.Prepared, ref: str, error: str, attempt: int) -> str:
+def _give_up(store: SessionStore, ch: ClickHouse, index: DueIndex, prepared: forward_step.Prepared, ref: str,
+             error: str, attempt: int) -> str:
     _dead_letter(prepared, ref, error, attempt)
     _finish(store, ch, index, prepared, "dead_lettered")
     return "dead_lettered"
 
 
-def _finish(store, ch, index: DueIndex, prepared: forward_step.Prepared, status: str) -> None:
+def _finish(store: SessionStore, ch: ClickHouse, index: DueIndex, prepared: forward_step.Prepared, status: str) -> None:
     """Forget the snapshot and any parked retry; record the session in ClickHouse (a failure
     there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
     store.complete(prepared.project, prepared.session_id, prepared.version)
@@ -211,7 +217,7 @@ class RecordBatches(EventsBatches):
 
 @celery.task(base=RecordBatches, name="forward.record", flush_every=_s.events_flush_every,
              flush_interval=_s.events_flush_interval, acks_late=True, reject_on_worker_lost=True)
-def record(requests) -> dict:
+def record(requests: list[Any]) -> dict:
     """Write the ``sessions`` rows of forwarded versions, one INSERT per flush.
 
     Routed to the ``events`` queue, whose worker holds many messages (a batches task needs
@@ -269,7 +275,7 @@ def release_due(sweep_interval: float) -> int:
 
 @celery.task(bind=True, name="forward.replay", acks_late=True, reject_on_worker_lost=True,
              ignore_result=True, max_retries=None)
-def replay(self, dead_letter_id: int, attempt: int = 0) -> str:
+def replay(self: Task, dead_letter_id: int, attempt: int = 0) -> str:
     """Deliver a dead-lettered session again (same webhook-id, fresh signature)."""
     dlq = runtime.dead_letters()
     row = dlq.get(dead_letter_id)

@@ -3,13 +3,23 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from app.settings import load_settings
+from app.settings import Settings, load_settings
 from app.storage import redis as redis_pool
+
+if TYPE_CHECKING:
+    from app.forwarding.client import UfseClient
+    from app.forwarding.deadletters import DeadLetters
+    from app.sessions.store import SessionStore
+    from app.storage.clickhouse import ChdbBackend, ServerBackend
+
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=1)
-def settings():
+def settings() -> Settings:
     """Validated settings (read once per process)."""
     return load_settings()
 
@@ -17,14 +27,14 @@ def settings():
 _cache: dict[str, object] = {}
 
 
-def _get(name: str, factory):
+def _get(name: str, factory: Callable[[], T]) -> T:
     key = f"{name}:{os.getpid()}"
     if key not in _cache:
         _cache[key] = factory()
-    return _cache[key]
+    return cast(T, _cache[key])  # what this name's factory made
 
 
-def clickhouse():
+def clickhouse() -> ServerBackend | ChdbBackend:
     """The ClickHouse backend (chDB is opened here, lazily, after any fork)."""
     from app.storage.clickhouse import get_clickhouse
 
@@ -32,12 +42,12 @@ def clickhouse():
     return _get("ch", lambda: get_clickhouse(s.clickhouse_url, s.clickhouse_pool_size, s.clickhouse_timeout))
 
 
-def sessions_redis():
+def sessions_redis() -> redis_pool.RedisClient:
     """Redis holding session state and batch markers."""
     return redis_pool.client(settings().sessions_redis_url)
 
 
-def session_store():
+def session_store() -> SessionStore:
     """The SessionStore bound to the current settings."""
     from app.sessions.store import SessionStore
 
@@ -47,14 +57,14 @@ def session_store():
         idle_s=s.session_idle_timeout, max_s=s.session_max_duration, marker_ttl_s=s.batch_marker_ttl))
 
 
-def dead_letters():
+def dead_letters() -> DeadLetters:
     """The dead-letter store."""
     from app.forwarding.deadletters import DeadLetters
 
     return _get("dlq", lambda: DeadLetters(settings().database_url))
 
 
-def ufse_client():
+def ufse_client() -> UfseClient | None:
     """The pooled UFSE HTTP client (None when UFSE_URL is unset)."""
     from app.forwarding.client import UfseClient
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+from celery import Task
 from celery.exceptions import Reject, Retry
 
 from app.observability import metrics
@@ -20,7 +21,7 @@ _s = runtime.settings()
 
 @celery.task(bind=True, name="sessions.update", acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              max_retries=None)
-def update(self, summary: dict) -> dict:
+def update(self: Task, summary: dict) -> dict:
     """Count one stored batch into its sessions."""
     try:
         # One small INSERT per batch: async_insert (where the server has it) lets ClickHouse merge them.
@@ -37,10 +38,12 @@ def update(self, summary: dict) -> dict:
         # visibility timeout, and never given up on (an outage is a delay, not a loss).
         countdown = max(0.5, backoff_delay(retries + 1, base=1.0, cap=_s.sessions_retry_max) * _s.retry_time_scale)
         log.warning("sessions step: storage unavailable, retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300],
-                                                                             "retry_in_s": round(countdown, 2)})
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": round(countdown, 2)})
         try:
-            raise self.retry(countdown=countdown, exc=exc, argsrepr=summary_repr(summary), kwargsrepr="{}")
+            # argsrepr/kwargsrepr go on to apply_async (Celery's documented options); celery-types'
+            # retry() does not list them.
+            raise self.retry(countdown=countdown, exc=exc,  # type: ignore[call-arg]
+                             argsrepr=summary_repr(summary), kwargsrepr="{}")
         except Retry:
             raise
         except Reject as rej:  # the retry could not be published (broker down too): keep the message
