@@ -118,8 +118,8 @@ def load_old(rev: str, tmp: Path):
     for path in names:
         text = _git_show(rev, path)
         if path.endswith(".py"):
-            text = text.replace("from app.ingest.", "from old_ingest.").replace("from app.ingest import",
-                                                                                "from old_ingest import")
+            text = text.replace("from app.ingest.", "from old_ingest.")
+            text = text.replace("from app.ingest import", "from old_ingest import")
         (pkg / Path(path).name).write_text(text, encoding="utf-8")
     sys.path.insert(0, str(tmp))
     mods = {m: importlib.import_module(f"old_ingest.{m}") for m in ("body", "schemas", "privacy")}

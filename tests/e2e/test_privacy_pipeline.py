@@ -120,8 +120,8 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     from app.storage.clickhouse import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
-    tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL") for t in ("events", "sessions",
-                                                                                "session_batches")}
+    tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL")
+              for t in ("events", "sessions", "session_batches")}
     ch_rows = tables["events"]
     assert len([r for r in ch_rows if sid in r]) == 4, ch_rows
 
