@@ -48,12 +48,13 @@ system-deps:
 	  command -v clickhouse-server >/dev/null || missing="$$missing clickhouse-server"; \
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	  test -f /usr/share/java/zookeeper.jar || missing="$$missing zookeeper"; \
+	  test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
 	  if [ -n "$$missing" ]; then echo "make test: installing Debian packages:$$missing"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; fi; \
 	  if ! command -v docker-compose >/dev/null; then \
 	    echo "make test: installing Debian package: docker-compose (without its recommended Docker engine)"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; fi; \
-	else echo "make test: not root; clickhouse-server, chromium, zookeeper and docker-compose must already be installed"; fi
+	else echo "make test: not root; clickhouse-server, chromium, zookeeper, rabbitmq-server and docker-compose must already be installed"; fi
 
 run: venv sdk
 	$(PY) scripts/devstack.py

@@ -1,7 +1,7 @@
 """The scale-out topology end to end: two hosts' worth of Observer on engines that scale.
 
 - session state and rate limits on a Redis Cluster (3 masters + 3 replicas);
-- RabbitMQ as the broker (a private vhost);
+- RabbitMQ as the broker (a private node: scripts/toolkit/rabbitmq_server.py);
 - ClickHouse as a cluster of two shards with ZooKeeper (CLICKHOUSE_CLUSTER: replicated local
   tables, Distributed tables under the usual names);
 - two web processes and two sets of workers and beats ("host A" and "host B"), each talking to
@@ -23,11 +23,10 @@ import uuid
 import pytest
 import requests
 
-from tests.e2e.conftest import SECRET, _amqp_vhost, _drop_vhost
+from tests.e2e.conftest import SECRET
 from tests.e2e.stack import ROOT, Stack
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import services  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -37,21 +36,20 @@ SESSIONS, BATCHES, EVENTS = 12, 4, 5  # per session: batches, events per batch
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory, database_url):
     from toolkit.clickhouse_cluster import start_clickhouse_cluster
+    from toolkit.rabbitmq_server import start_rabbitmq
     from toolkit.redis_cluster import start_redis_cluster
     from ufse_sink import Sink
 
-    if not services.rabbitmq_available():
-        pytest.fail("RabbitMQ must answer on 127.0.0.1:5672 for the topology test (Debian's rabbitmq-server)")
     base = tmp_path_factory.mktemp("topology")
     started = time.monotonic()
     ch = start_clickhouse_cluster(base / "ch", shards=2, replicas=1)
     rc = start_redis_cluster(base / "rc", masters=3, replicas=1)
-    vhost = _amqp_vhost()
+    mq = start_rabbitmq(base / "mq")
     sink = Sink(secret=SECRET).start()
     db = f"obs_topo_{uuid.uuid4().hex[:8]}"
     common = {
         "REDIS_URL": rc.url, "SESSIONS_REDIS_URL": rc.url, "RATELIMIT_REDIS_URL": rc.url,
-        "CELERY_BROKER_URL": f"amqp://guest:guest@127.0.0.1:5672/{vhost or ''}", "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": mq.url, "DATABASE_URL": database_url,
         "CLICKHOUSE_CLUSTER": ch.name, "UFSE_URL": sink.url + "ufse", "UFSE_SECRET": SECRET,
         "SESSION_IDLE_TIMEOUT": "3", "SESSION_SWEEP_INTERVAL": "0.5", "EVENTS_FLUSH_INTERVAL": "0.2",
         "REDIS_KEY_PREFIX": f"topo{uuid.uuid4().hex[:6]}:", "RATE_LIMIT_DEFAULT": "1000/second",
@@ -68,16 +66,15 @@ def topology(tmp_path_factory, database_url):
 
         _id, key = KeyStore(database_url).create("topo")
         print(f"topology up in {time.monotonic() - started:.1f} s: ClickHouse 2 shards + ZooKeeper, "
-              f"Redis Cluster 3+3, RabbitMQ vhost {vhost}, 2 web + 2 worker sets + 2 beats")
+              f"Redis Cluster 3+3, RabbitMQ node {mq.url}, 2 web + 2 worker sets + 2 beats")
         yield {"ch": ch, "rc": rc, "sink": sink, "hosts": hosts, "key": key, "db": db}
     finally:
         for h in hosts:
             h.stop()
         sink.stop()
+        mq.stop()
         rc.stop()
         ch.stop()
-        if vhost:
-            _drop_vhost(vhost)
 
 
 def _query(ch_cluster, shard: int, db: str, sql: str):
