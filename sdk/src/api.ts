@@ -50,7 +50,7 @@ for (const m of METHODS) (Observer as unknown as Record<string, unknown>)[m] = (
 
 /** Replays the calls the loader snippet queued (`window.Observer.q`) before the script arrived, in order. */
 export function replay(queue: unknown): void {
-  for (const c of Array.isArray(queue) ? queue : []) {
+  for (const c of (Array.isArray(queue) ? queue : []) as [string, unknown[]][]) {
     try {
       (Observer as unknown as Record<string, (...a: unknown[]) => unknown>)[c[0]](...c[1]);
     } catch { /* never throw into the page */ }

@@ -110,7 +110,7 @@ export class Outbox {
 
   /** Takes in another tab's persisted queue (its frozen batches stay frozen). */
   absorb(p: Persisted, item: (e: ObserverEvent) => Item | null): void {
-    const items = (list: unknown): Item[] => (Array.isArray(list) ? (list.map((e) => (e && typeof e.event_id === 'string' ? item(e) : null)).filter(Boolean) as Item[]) : []);
+    const items = (list: unknown): Item[] => (Array.isArray(list) ? ((list as Partial<ObserverEvent>[]).map((e) => (e && typeof e.event_id === 'string' ? item(e as ObserverEvent) : null)).filter(Boolean) as Item[]) : []);
     for (const raw of Array.isArray(p.b) ? p.b : []) {
       const its = items(raw);
       if (its.length) this.batches.push(batchOf(its));

@@ -76,6 +76,8 @@ export function cutMask(s: string, max: number): string {
  */
 export function sanitizeUrl(raw: unknown): string {
   if (raw == null || raw === '') return '';
+  // URL objects, Location and strings alike: String() is how the browser itself reads a URL value
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string
   const s = String(raw);
   return cutMask(s.slice(0, MAX_URL + SLACK).replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#@]*@/i, '$1'), MAX_URL);
 }

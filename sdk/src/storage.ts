@@ -8,7 +8,7 @@ export interface KV {
 
 /** Wraps localStorage; falls back to memory when storage is missing or blocked. */
 export function webStorage(): KV {
-  let s: Storage | null = null;
+  let s: Storage | null;
   try {
     s = window.localStorage;
     s.setItem('__observer_probe', '1');

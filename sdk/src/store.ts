@@ -100,7 +100,7 @@ export class QueueStore {
 
   read(k: string = this.key): Persisted | null {
     try {
-      const r = JSON.parse(this.kv.get(k) || 'null');
+      const r: unknown = JSON.parse(this.kv.get(k) || 'null');
       return r && typeof r === 'object' ? (r as Persisted) : null;
     } catch {
       return null;

@@ -72,7 +72,7 @@ export function observeErrors(ctx: Ctx, report: ErrorReport): void {
     report('error', e.message, e.error, undefined, e.filename, e.lineno, e.colno);
   });
   ctx.t.listen(window, 'unhandledrejection', (e) => {
-    const r = (e as PromiseRejectionEvent).reason;
+    const r: unknown = (e as PromiseRejectionEvent).reason;
     report('unhandledrejection', r, r);
   });
 }

@@ -15,11 +15,15 @@ export function observeNetwork(ctx: Ctx): void {
       const abs = new URL(String(url), location.href).href;
       if (abs.indexOf(own) === 0) return;
       const md: Record<string, unknown> = {
+        // String() of whatever the page passed is what fetch/XHR do with it themselves (WebIDL ByteString)
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string
         method: String(method || 'GET').toUpperCase(),
         url: sanitizeUrl(abs),
         status,
         duration_ms: Math.max(0, Math.round(ctx.now() - start)),
       };
+      // a rejection may be anything: its message, else whatever String() makes of it
+      // eslint-disable-next-line @typescript-eslint/no-base-to-string
       if (err) md.error = String((err as Error).message || err).slice(0, 500);
       ctx.emit('network', md);
     } catch { /* never let recording affect the request */ }
@@ -28,13 +32,16 @@ export function observeNetwork(ctx: Ctx): void {
   if (typeof window.fetch === 'function') {
     ctx.t.patch(window, 'fetch', (orig) => function (this: unknown, ...args: unknown[]) {
       const start = ctx.now();
-      const result = orig.apply(this, args) as Promise<Response>;
+      // A Promise from the real fetch; typed loosely, since another wrapper may return anything.
+      const result = orig.apply(this, args) as Partial<Promise<Response>> | null | undefined;
       try {
         const input = args[0] as Request | URL | string;
         const init = args[1] as RequestInit | undefined;
         const isReq = typeof Request !== 'undefined' && input instanceof Request;
-        const url = isReq ? (input as Request).url : String(input);
-        const method = (init && init.method) || (isReq ? (input as Request).method : 'GET');
+        // not a Request here: a URL or a string (or what the page passed), read as fetch reads it
+        // eslint-disable-next-line @typescript-eslint/no-base-to-string
+        const url = isReq ? input.url : String(input);
+        const method = (init && init.method) || (isReq ? input.method : 'GET');
         if (result && typeof result.then === 'function')
           result.then(
             (r) => report(method, url, r && typeof r.status === 'number' ? r.status : 0, start),
@@ -54,15 +61,14 @@ export function observeNetwork(ctx: Ctx): void {
   });
   ctx.t.patch(X, 'send', (orig: Fn) => function (this: XMLHttpRequest, ...args: unknown[]) {
     try {
-      const xhr = this;
-      const i = info.get(xhr);
+      const i = info.get(this);
       const start = ctx.now();
       if (i) {
         const done = () => {
-          xhr.removeEventListener('loadend', done);
-          report(i.m, i.u, xhr.status, start, xhr.status ? undefined : 'network error');
+          this.removeEventListener('loadend', done);
+          report(i.m, i.u, this.status, start, this.status ? undefined : 'network error');
         };
-        xhr.addEventListener('loadend', done);
+        this.addEventListener('loadend', done);
       }
     } catch { /* ignore */ }
     return orig.apply(this, args);

@@ -24,14 +24,13 @@ export function observePageViews(ctx: Ctx): (kind?: string) => void {
     last = k;
     if (pending) pending(); // an earlier route that never rendered a frame goes out now
     const p = path();
-    let timer: ReturnType<typeof setTimeout> | undefined;
     const fire = (pending = () => {
       if (pending !== fire) return;
       pending = null;
       clearTimeout(timer);
       ctx.emit('page_view', { title: title(), path: p });
     });
-    timer = setTimeout(fire, TITLE_WAIT_MS);
+    const timer = setTimeout(fire, TITLE_WAIT_MS);
     if (typeof requestAnimationFrame === 'function') requestAnimationFrame(() => setTimeout(fire, 0));
   };
 }
