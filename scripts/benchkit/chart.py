@@ -40,7 +40,8 @@ def draw(doc: dict, path: Path) -> Path:
     stored = [(t, v) for t, v in s["stored_eps"] if isnum(v)] + \
         [(off + t, v) for t, v in o.get("stored_eps", []) if isnum(v)]
     if stored:
-        top.plot([t for t, _ in stored], [v for _, v in stored], color="tab:green", label="stored in ClickHouse, events/s")
+        top.plot([t for t, _ in stored], [v for _, v in stored], color="tab:green",
+                 label="stored in ClickHouse, events/s")
     base = run["baseline"]
     if isnum(base.get("faster_eps")):
         top.axhline(base["faster_eps"] * 0.15, color="tab:red", ls=":", lw=1,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Optional
 from urllib.parse import unquote, urlsplit
 
 PART_LOG = "system.part_log (NEW_PART: one per INSERT and partition, views' target rows included)"
@@ -68,13 +67,13 @@ class Counter:
         self.project = project
 
     def stored(self, tag: str) -> int:
-        sql = (f"SELECT count() FROM {self.db}.{self.table} "
+        sql = (f"SELECT count() FROM {self.db}.{self.table} "  # noqa: S608 -- names from the URL and system.tables
                "WHERE project = %(p)s AND session_id LIKE %(like)s")
         return int(self.ch.execute(sql, {"p": self.project, "like": tag.replace("_", "\\_") + "%"})[0][0])
 
     def seen_sessions(self, prefix: str) -> set[str]:
         """Distinct session ids starting with ``prefix`` that are queryable now."""
-        sql = (f"SELECT DISTINCT session_id FROM {self.db}.{self.table} "
+        sql = (f"SELECT DISTINCT session_id FROM {self.db}.{self.table} "  # noqa: S608 -- as above
                "WHERE project = %(p)s AND session_id LIKE %(like)s")
         return {r[0] for r in self.ch.execute(sql, {"p": self.project, "like": prefix.replace("_", "\\_") + "%"})}
 
@@ -156,14 +155,14 @@ def server_version(ch) -> str:
     return str(ch.execute("SELECT version()")[0][0])
 
 
-def wait_until(check, timeout: float, interval: float = 0.25) -> Optional[float]:
+def wait_until(check, timeout: float, interval: float = 0.25) -> float | None:
     """Poll ``check`` until true; seconds it took, or None after ``timeout``."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
             if check():
                 return time.monotonic() - t0
-        except Exception:
+        except Exception:  # noqa: S110 -- not ready yet (or not reachable): poll again until the timeout
             pass
         time.sleep(interval)
     return None

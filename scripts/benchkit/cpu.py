@@ -9,14 +9,14 @@ each sample: the shared PostgreSQL's backends serving this bench's connections, 
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Optional, Union
+from collections.abc import Callable, Iterable
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
-PidSource = Union[int, Callable[[], Iterable[int]]]
+PidSource = int | Callable[[], Iterable[int]]
 
 
-def _stat(pid: int) -> Optional[list[str]]:
+def _stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()
@@ -45,7 +45,7 @@ def tree(root: int, kids: dict[int, list[int]]) -> list[int]:
     return out
 
 
-def seconds(pids: Iterable[int], *, reaped_of: Optional[int] = None) -> float:
+def seconds(pids: Iterable[int], *, reaped_of: int | None = None) -> float:
     """CPU seconds (user + system) of ``pids``, plus the reaped children of ``reaped_of``."""
     total = 0
     for pid in pids:
@@ -66,7 +66,7 @@ class Meter:
         # figure of each, so one that ended keeps counting and the sum never goes back
         self._seen: dict[str, dict[int, float]] = {}
 
-    def add(self, name: str, source: Optional[PidSource], tree: bool = True) -> None:
+    def add(self, name: str, source: PidSource | None, tree: bool = True) -> None:
         """Measure a PID with its descendants (``tree``), alone, or the PIDs a function gives."""
         if source:
             self.kinds[name] = (source, tree)
@@ -81,7 +81,7 @@ class Meter:
                     for pid in source():
                         if _stat(pid):
                             seen[pid] = seconds([pid])
-                except Exception:  # the source's server is away: keep the last figures
+                except Exception:  # noqa: S110 -- the source's server is away: keep the last figures
                     pass
                 out[name] = sum(seen.values())
             elif whole:

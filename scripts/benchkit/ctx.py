@@ -7,10 +7,11 @@ measured in the next. Every wait is bounded.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 from benchkit import chstats, cpu, load, redismem, rig
 from benchkit.rig import log
@@ -25,10 +26,10 @@ class Ctx:
     shape: load.Shape = load.Shape()
     connections: int = 8
     processes: int = 2
-    sink: Optional[object] = None  # the in-process UFSE sink (None: no delivery figures)
-    broker: Optional[object] = None  # redis clients (None when targeting a stack without them)
-    sessions: Optional[object] = None
-    counter: Optional[chstats.Counter] = None
+    sink: object | None = None  # the in-process UFSE sink (None: no delivery figures)
+    broker: object | None = None  # redis clients (None when targeting a stack without them)
+    sessions: object | None = None
+    counter: chstats.Counter | None = None
     label: str = ""  # "run 1/3" in progress lines
     notes: list = field(default_factory=list)
 
@@ -48,7 +49,7 @@ class Ctx:
                          processes=self.processes, **kw)
 
 
-def progress(ctx: Ctx, phase: str, total: float, stored: Optional[Callable[[], int]] = None):
+def progress(ctx: Ctx, phase: str, total: float, stored: Callable[[], int] | None = None):
     """A tick for load.run: one line every 5 s."""
     last = [0.0]
 
@@ -58,10 +59,8 @@ def progress(ctx: Ctx, phase: str, total: float, stored: Optional[Callable[[], i
         last[0] = elapsed
         extra = ""
         if stored:
-            try:
+            with contextlib.suppress(Exception):  # a progress line without the count, never a failed phase
                 extra = f", {stored():,} stored"
-            except Exception:
-                pass
         log(f"{ctx.label} {phase}: {elapsed:.0f}/{total:.0f} s, {accepted:,} events accepted{extra}")
     return tick
 
@@ -77,7 +76,7 @@ def pending(ctx: Ctx) -> int:
     return sum(pipe.execute())
 
 
-def quiet(ctx: Ctx, timeout: float = 90.0) -> Optional[float]:
+def quiet(ctx: Ctx, timeout: float = 90.0) -> float | None:
     """Wait until the queues were empty at two polls in a row; seconds waited (None: timed out).
 
     Says every 30 s how many messages are left (the pre-issue-9 session step can take minutes).
@@ -109,10 +108,8 @@ class Poller(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_ev.is_set():
-            try:
+            with contextlib.suppress(Exception):  # a missed poll is a gap in the series, not an error
                 self.points.append((time.time(), self.fn(self.counter)))
-            except Exception:
-                pass
             self._stop_ev.wait(self.interval)
 
     def stop(self) -> list:
@@ -122,7 +119,7 @@ class Poller(threading.Thread):
         return self.points
 
 
-def wait_stored(ctx: Ctx, tag: str, want: int, timeout: float) -> tuple[Optional[float], int]:
+def wait_stored(ctx: Ctx, tag: str, want: int, timeout: float) -> tuple[float | None, int]:
     """Poll until ``want`` events of ``tag`` are stored: (wall time reached or None, last count)."""
     deadline = time.time() + timeout
     n = 0

@@ -12,6 +12,7 @@ loop is bounded by a deadline and, optionally, a request count. Targets 127.0.0.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import multiprocessing as mp
@@ -20,8 +21,8 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 FILLER = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
 _EVENT = ('{"event_id":"%s","type":"click","timestamp":%d,"session_id":"%s",'
@@ -122,7 +123,7 @@ class BodyMaker:
         b = self._base
         return f"{b[:8]}-{b[8:12]}-4{b[13:16]}-8{b[17:20]}-{self._n:012x}"
 
-    def body(self, seq: int, sid: Optional[str] = None) -> tuple[bytes, str]:
+    def body(self, seq: int, sid: str | None = None) -> tuple[bytes, str]:
         """Request ``seq`` of this connection (every event in session ``sid`` when given), and
         the session of its first event."""
         s = self.shape
@@ -140,7 +141,7 @@ class BodyMaker:
         return (gzip.compress(body, 1) if s.gzip else body), first
 
 
-def _post(conn: Optional[http.client.HTTPConnection], plan: Plan, body: bytes, headers: dict):
+def _post(conn: http.client.HTTPConnection | None, plan: Plan, body: bytes, headers: dict):
     """One POST on a keep-alive connection: (connection to reuse or None, status, answer)."""
     try:
         if conn is None:
@@ -223,8 +224,8 @@ def _child(plan: Plan, conns: list[int], start: float, results, progress, slot: 
                  "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)})
 
 
-def run(plan: Plan, tick: Optional[Callable[[float, int], None]] = None,
-        at_start: Optional[Callable[[], None]] = None) -> Outcome:
+def run(plan: Plan, tick: Callable[[float, int], None] | None = None,
+        at_start: Callable[[], None] | None = None) -> Outcome:
     """Run one phase; ``at_start()`` when the load begins, ``tick(elapsed seconds, accepted
     events so far)`` about once a second."""
     ctx = mp.get_context("spawn")
@@ -244,10 +245,8 @@ def run(plan: Plan, tick: Optional[Callable[[float, int], None]] = None,
     got: list[dict] = []
     hard_stop = start + plan.seconds + plan.timeout + 60
     while len(got) < len(children) and time.time() < hard_stop:
-        try:
+        with contextlib.suppress(queue.Empty):
             got.append(results.get(timeout=1.0))
-        except queue.Empty:
-            pass
         if tick and time.time() >= start:
             tick(time.time() - start, sum(progress))
     for p in children:

@@ -35,7 +35,7 @@ def summary(doc: dict) -> str:
         f"{mach.get('clickhouse', '?')}; commit {code.get('commit', '?')}"
         f"{' + ' + str(code['dirty_files']) + ' changed files' if code.get('dirty_files') else ''}) ===",
         f"load: {cfg['generator']}; {cfg['batch']} events of ~{cfg['event_bytes']} B per request",
-        f"overrides (all else at its default): " + ", ".join(f"{k}={v}" for k, v in cfg.get("overrides", {}).items())
+        "overrides (all else at its default): " + ", ".join(f"{k}={v}" for k, v in cfg.get("overrides", {}).items())
         + (f"; delivery stack also {', '.join(f'{k}={v}' for k, v in cfg.get('delivery_overrides', {}).items())}"
            if cfg.get("delivery_overrides") else ""),
         "",
@@ -55,7 +55,8 @@ def summary(doc: dict) -> str:
         _row("4", "ClickHouse writes at full load", f"from {ins.get('source', '?')}"),
     ]
     tables = ins.get("tables") or {}
-    lines.append(f"    {'table':<22} {'rows/INSERT':>12} {'INSERTs/s':>10} {'rows/s':>9}   INSERT statements (system.query_log)")
+    lines.append(f"    {'table':<22} {'rows/INSERT':>12} {'INSERTs/s':>10} {'rows/s':>9}   INSERT statements "
+                 "(system.query_log)")
     for name, t in sorted(tables.items()):
         window = ins.get("window_s") or float("nan")
         stmts = t.get("statements")
@@ -66,12 +67,14 @@ def summary(doc: dict) -> str:
                      f"{fmt(t.get('rows', 0) / window if isnum(window) else float('nan'), 0):>9}   {st}")
     mk = red.get("markers") or {}
     lines += [
-        _row("5", "idle timeout passed -> delivered at UFSE", f"p50 {fmt(d.get('p50_s'), 2)} s, p95 {fmt(d.get('p95_s'), 2)} s "
+        _row("5", "idle timeout passed -> delivered at UFSE",
+             f"p50 {fmt(d.get('p50_s'), 2)} s, p95 {fmt(d.get('p95_s'), 2)} s "
              f"({fmt(d.get('delivered'), 0)}/{fmt(d.get('sessions'), 0)} sessions; SESSION_IDLE_TIMEOUT="
              f"{fmt(d.get('idle_timeout_s'), 0)} s; sessions rows/INSERT {fmt(d.get('sessions_rows_per_insert'), 1)})",
              _runs(doc, "delivery.p95_s", 2)),
         _row("6", f"Redis per active session ({fmt(red.get('sessions'), 0)} sessions)",
-             f"{fmt(red.get('bytes_per_session'), 0)} B of used_memory ({fmt(red.get('bytes_per_session_without_markers'), 0)} B "
+             f"{fmt(red.get('bytes_per_session'), 0)} B of used_memory "
+             f"({fmt(red.get('bytes_per_session_without_markers'), 0)} B "
              f"without the batch markers; all counted {fmt(red.get('counted_after_s'), 1)} s after the last request)",
              _runs(doc, "redis.bytes_per_session")),
     ]
@@ -87,7 +90,8 @@ def summary(doc: dict) -> str:
     lines.append(_row("", "  batch markers per 1,000 events/s sustained",
                       f"{fmt(mk.get('mb_per_1k_eps'), 1)} MB = {fmt(mk.get('per_s_per_1k_eps'), 1)} written/s x "
                       f"{fmt(mk.get('ttl_s'), 0)} s TTL x {fmt(mk.get('bytes_each'), 0)} B "
-                      f"(kinds {', '.join(mk.get('found') or []) or 'none'}; TTL from {mk.get('ttl_source', mk.get('setting', '?'))})",
+                      f"(kinds {', '.join(mk.get('found') or []) or 'none'}; TTL from "
+                      f"{mk.get('ttl_source', mk.get('setting', '?'))})",
                       _runs(doc, "redis.markers.mb_per_1k_eps", 1)))
     for name, k in sorted((red.get("ttl_kinds") or {}).items()):
         if name.split(": ", 1)[-1] in (mk.get("found") or []):
@@ -101,7 +105,8 @@ def summary(doc: dict) -> str:
              f"(p99 {fmt(best.get('p99_ms'))} ms)", _runs(doc, "baseline.best.eps")),
         _row("", f"  at Observer's settings ({obs.get('config', '?')})", f"{fmt(obs.get('eps'), 0)} events/s "
              f"(p99 {fmt(obs.get('p99_ms'))} ms)", _runs(doc, "baseline.observer_settings.eps")),
-        _row("", "  Observer end to end / the faster baseline", f"{fmt(b.get('ratio'), 3)}x", _runs(doc, "baseline.ratio", 3)),
+        _row("", "  Observer end to end / the faster baseline", f"{fmt(b.get('ratio'), 3)}x",
+             _runs(doc, "baseline.ratio", 3)),
         _row("8", "CPU seconds per 1,000 events stored", "(sustained phase, from /proc; % of one core in brackets)"),
     ]
     per = m.get("cpu_per_1k_events") or {}

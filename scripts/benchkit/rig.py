@@ -18,7 +18,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -53,7 +52,7 @@ class Postgres:
     def __init__(self, dir: Path, tag: str) -> None:
         from toolkit.net import postgres_available
 
-        self.proc: Optional[Proc] = None
+        self.proc: Proc | None = None
         self.schema = ""
         self.app_name = f"observer-bench-{tag}"
         if postgres_available(SHARED_PG):
@@ -166,7 +165,7 @@ class Stack:
     prefix: str = "obs:"
     overrides: dict = field(default_factory=dict)  # name -> (value, why)
     idle_timeout: float = 1800.0
-    observer: Optional[object] = None  # toolkit ObserverStack when we started it
+    observer: object | None = None  # toolkit ObserverStack when we started it
     queues: tuple = ()
 
     def procs(self) -> dict:
@@ -191,8 +190,8 @@ def create_key(database_url: str, project: str) -> str:
             close(database_url)
 
 
-def start_stack(servers: Servers, name: str, *, db: str, prefix: str, extra: Optional[dict] = None,
-                procfile_env: Optional[dict] = None) -> Stack:
+def start_stack(servers: Servers, name: str, *, db: str, prefix: str, extra: dict | None = None,
+                procfile_env: dict | None = None) -> Stack:
     """Migrate, create a key, start web + every Procfile worker + beat, wait until ready."""
     d = servers.dir / name
     d.mkdir(parents=True, exist_ok=True)
@@ -238,7 +237,7 @@ def start_stack(servers: Servers, name: str, *, db: str, prefix: str, extra: Opt
                  overrides=overrides, idle_timeout=idle, observer=stack, queues=tuple(dict.fromkeys(queues)))
 
 
-def start_stack_or_none(servers: Servers, name: str, *, why: str, **kw) -> Optional[Stack]:
+def start_stack_or_none(servers: Servers, name: str, *, why: str, **kw) -> Stack | None:
     """start_stack, or None (said on stderr) when the stack does not come up."""
     log(why)
     try:

@@ -20,7 +20,6 @@ import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 from urllib.parse import urlsplit
 
 from benchkit import baseline, chstats, cpu, load, redismem, rig, state, throughput
@@ -83,7 +82,7 @@ class RemoteSink:
         self.url = url.rstrip("/") + "/_received"
 
     def snapshot(self) -> list[dict]:
-        with urllib.request.urlopen(self.url, timeout=10) as r:
+        with urllib.request.urlopen(self.url, timeout=10) as r:  # noqa: S310 -- the sink's http URL, given by the operator
             return json.loads(r.read())
 
 
@@ -95,7 +94,8 @@ def machine(extra: dict) -> dict:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        mem = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal"))
+        mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))
     except (OSError, StopIteration):
         mem = 0
     return {"cpus": os.cpu_count(), "model": model, "mem_gb": round(mem / 1024 / 1024, 1),
@@ -111,10 +111,10 @@ def code_version() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
     return {"commit": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
-            "dirty_files": len([l for l in git("status", "--porcelain", "--untracked-files=no").splitlines() if l])}
+            "dirty_files": len([s for s in git("status", "--porcelain", "--untracked-files=no").splitlines() if s])}
 
 
-def add_meter(meter: cpu.Meter, stack: rig.Stack, servers: Optional[rig.Servers], pids: dict) -> None:
+def add_meter(meter: cpu.Meter, stack: rig.Stack, servers: rig.Servers | None, pids: dict) -> None:
     """The process kinds of figure 8: web, each worker queue, beat, servers, this process."""
     for name, p in stack.procs().items():
         meter.add(name, p.pid)
@@ -176,7 +176,7 @@ def one_run(ctx: Ctx, i: int, cfg: Config, base: dict, markers_src: tuple) -> di
     }
 
 
-def run(cfg: Config, target: Optional[Target] = None) -> dict:
+def run(cfg: Config, target: Target | None = None) -> dict:
     """Every run; returns the result document (not yet judged)."""
     from toolkit.redis_server import start_redis
 
@@ -241,7 +241,7 @@ def run(cfg: Config, target: Optional[Target] = None) -> dict:
         if target is not None:
             ctx.sink = RemoteSink(target.sink_url) if target.sink_url else None
             deliveries = [_delivery(ctx, i, cfg) for i in range(1, cfg.runs + 1)]
-        for r, d in zip(runs, deliveries):
+        for r, d in zip(runs, deliveries, strict=False):
             r["delivery"] = d
     finally:
         if stack is not None and target is None:

@@ -85,7 +85,8 @@ def markers(grown: dict, events: int, names: list[str], setting: tuple[str, floa
         return out
     observed = max(v.get("ttl_s", NAN) for v in found.values())
     each = sum(v["bytes_each"] * v["new"] for v in found.values()) / new
-    agree = observed == observed and ttl_setting == ttl_setting and abs(observed - ttl_setting) <= max(120, 0.1 * ttl_setting)
+    both = observed == observed and ttl_setting == ttl_setting  # neither is NaN
+    agree = both and abs(observed - ttl_setting) <= max(120, 0.1 * ttl_setting)
     ttl = ttl_setting if agree else observed
     out.update(redismem.projected(new, events, ttl, each), new_keys=new, ttl_observed_s=observed,
                ttl_source=f"{name} (Redis agrees)" if agree else "the TTL Redis shows (differs from the setting)")
@@ -111,7 +112,8 @@ def delivery(ctx: Ctx, tag: str, sessions: int, batches: int = 2, timeout: float
         return {"sessions": 0, "p50_s": NAN, "p95_s": NAN, "note": "no UFSE sink to read deliveries from"}
     quiet(ctx)
     pool = max(1, sessions // ctx.connections)
-    shape = load.Shape(batch=ctx.shape.batch, event_bytes=ctx.shape.event_bytes, sessions_per_batch=1, session_pool=pool)
+    shape = load.Shape(batch=ctx.shape.batch, event_bytes=ctx.shape.event_bytes, sessions_per_batch=1,
+                       session_pool=pool)
     n0 = len(ctx.sink.snapshot())
     out = load.run(ctx.plan(tag, shape=shape, seconds=60, max_requests=pool * batches))
     last = out.last_answer()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 NAN = float("nan")
 
@@ -95,7 +96,7 @@ def per_second_pct(samples: Iterable[tuple[float, float]], t0: float, t1: float,
 def rate_series(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Discrete derivative of a cumulative counter polled over time: [(t, count)] -> [(t, per s)]."""
     out = []
-    for (ta, a), (tb, b) in zip(points, points[1:]):
+    for (ta, a), (tb, b) in zip(points, points[1:], strict=False):  # consecutive pairs
         if tb > ta:
             out.append((tb, (b - a) / (tb - ta)))
     return out

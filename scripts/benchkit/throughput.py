@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from benchkit import chstats, cpu, load, redismem
 from benchkit.ctx import Ctx, Poller, progress, quiet, scan_all, wait_stored
@@ -17,7 +16,7 @@ from benchkit.stats import NAN, pct, per_second, per_second_pct, rate_series
 
 
 def sustained(ctx: Ctx, tag: str, seconds: float, catchup_max: float = 60.0, scan: bool = True,
-              plan: Optional[dict] = None) -> dict:
+              plan: dict | None = None) -> dict:
     """Closed loop at the maximum for ``seconds``; then until the stored count caught up.
 
     ``scan``: count Redis keys per kind before and after (markers written per event);
