@@ -184,7 +184,8 @@ def test_master_killed_replica_promoted_every_batch_counted_once(rc, cluster, ch
             recovered_at = time.monotonic()
         for b in pending.pop(0):
             expected[b["events"][0]["session_id"]] += len(b["events"])
-    assert not pending, f"still failing after 240 s: {len(errors)} errors, last {errors[-3:]}; cluster healthy: {cluster.healthy()}"
+    assert not pending, (f"still failing after 240 s: {len(errors)} errors, last {errors[-3:]}; "
+                         f"cluster healthy: {cluster.healthy()}")
     print(f"master {victim.name} killed: {len(errors)} flushes failed transiently "
           f"({sorted(set(errors))}), counting again after {recovered_at - killed_at:.1f} s "
           f"(cluster-node-timeout {cluster.node_timeout_ms} ms)")
