@@ -5,14 +5,19 @@ import enum
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
-from kombu import Exchange, Queue as KombuQueue
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class Queue(str, enum.Enum):
+class Queue(enum.StrEnum):
     """The queues; each gets its own worker pool and concurrency."""
 
     EVENTS = "events"
@@ -30,13 +35,14 @@ def batch_message(batch: dict, serializer: str = "msgpack", kwargs: dict | None 
     events and Flower show only the batch id and its size (``argsrepr``), never its contents.
     """
     return {
-        "args": [batch], "kwargs": dict(kwargs or {}), "queue": Queue.EVENTS.value, "serializer": serializer, "compression": "zlib",
-        "headers": {"request_id": batch.get("request_id", "")},
-        "argsrepr": f"[<batch {batch.get('batch_id', '?')}: {len(batch.get('events') or ())} events>]", "kwargsrepr": repr(dict(kwargs or {})),
+        "args": [batch], "kwargs": dict(kwargs or {}), "queue": Queue.EVENTS.value, "serializer": serializer,
+        "compression": "zlib", "headers": {"request_id": batch.get("request_id", "")},
+        "argsrepr": f"[<batch {batch.get('batch_id', '?')}: {len(batch.get('events') or ())} events>]",
+        "kwargsrepr": repr(dict(kwargs or {})),
     }
 
 
-def send_batch(celery, batch: dict, kwargs: dict | None = None, **options) -> None:
+def send_batch(celery: Celery, batch: dict, kwargs: dict | None = None, **options: Any) -> None:
     """Publish ``events.persist(batch)``; a batch msgpack cannot encode (never seen: the API
     refuses lone surrogates) goes as JSON."""
     from kombu.exceptions import EncodeError
@@ -70,11 +76,11 @@ def amqp_queues() -> tuple:
                             durable=True, queue_arguments={"x-queue-type": "quorum"}) for q in Queue)
 
 
-def make_celery(settings, name: str = "observer") -> Celery:
+def make_celery(settings: Settings, name: str = "observer") -> Celery:
     """A Celery app configured from celeryconfig plus the runtime settings."""
     app = Celery(name)
     app.config_from_object("celeryconfig")
-    app.conf.broker_url = settings.celery_broker_url
+    app.conf.update(broker_url=settings.celery_broker_url)  # (celery-types has conf.broker_url read-only)
     opts = dict(app.conf.broker_transport_options or {})
     timeout = settings.broker_socket_timeout
     if settings.celery_broker_url.startswith("redis"):
@@ -204,7 +210,7 @@ class MemoryGuard:
 class Publisher:
     """Publishes one message per accepted batch."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.celery = make_celery(settings, "observer-web")
         redis_broker = settings.celery_broker_url.startswith(("redis", "rediss", "unix"))
         self.guard = MemoryGuard(settings.celery_broker_url, settings.broker_memory_limit) if redis_broker else None
@@ -234,6 +240,8 @@ class Publisher:
         """Publish ``events.persist(batch)``; raises BrokerUnavailable when it cannot."""
         if self.blocked is not None:
             self.blocked.check()
+        # RabbitMQ: the confirm wait is bounded too (a blocked or frozen node sends none).
+        confirm: dict[str, Any] = {"confirm_timeout": self.confirm_timeout} if self.confirm_timeout else {}
         with self.celery.producer_pool.acquire(block=True) as producer:
             try:
                 send_batch(
@@ -242,8 +250,7 @@ class Publisher:
                     # most about two socket timeouts, then the client gets 503 + Retry-After.
                     retry=True,
                     retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
-                    # RabbitMQ: the confirm wait is bounded too (a blocked or frozen node sends none).
-                    **({"confirm_timeout": self.confirm_timeout} if self.confirm_timeout else {}),
+                    **confirm,
                 )
             except Exception as exc:  # kombu/redis/amqp raise many types; all mean "not published"
                 if self.blocked is not None and producer.connection is not None:
