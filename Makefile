@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test venv dev-venv sdk system-deps unit e2e bench clean
+.PHONY: run test lint venv dev-venv sdk system-deps unit e2e bench clean
 
 # Hashed locks (requirements/, from pyproject.toml by `make lock`), installed with
 # --require-hashes: local.txt = runtime + embedded servers + honcho (`make run`), dev.txt =
@@ -59,7 +59,14 @@ system-deps:
 run: venv sdk
 	$(PY) scripts/devstack.py
 
-test: dev-venv sdk system-deps
+# Lint and types, clean (pyproject.toml [tool.ruff], [tool.mypy]; sdk/eslint.config.mjs). Lint
+# only: the tree is not reformatted (ruff format would rewrite most files).
+lint: dev-venv sdk/node_modules/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	cd sdk && npm run --silent lint
+
+test: dev-venv sdk system-deps lint
 	cd sdk && npm run --silent typecheck && npm test
 	$(PY) -m pytest --cov=app --cov=tasks --cov-report=term --cov-fail-under=80 $(PYTEST_ARGS)
 
@@ -76,4 +83,4 @@ faults: dev-venv system-deps
 	$(PY) scripts/faults $(FAULTS_ARGS)
 
 clean:
-	rm -rf $(VENV) sdk/node_modules sdk/dist .pytest_cache .coverage
+	rm -rf $(VENV) sdk/node_modules sdk/dist .pytest_cache .coverage .mypy_cache .ruff_cache
