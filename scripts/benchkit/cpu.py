@@ -99,3 +99,19 @@ def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 def per_1k(spent: dict[str, float], events: float) -> dict[str, float]:
     """CPU seconds per 1,000 events, per name (NaN when no events)."""
     return {k: (v / events * 1000 if events else float("nan")) for k, v in spent.items()}
+
+
+OTHERS = "(other processes on the machine)"
+
+
+def machine_seconds() -> float:
+    """CPU seconds every process of the machine used so far (busy time of all cores, /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal: everything but idle and iowait
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)) / TICK
+
+
+def others(machine_s: float, ours: dict[str, float]) -> float:
+    """CPU seconds of the machine not spent by any kind measured (other jobs on a shared host)."""
+    return max(0.0, machine_s - sum(v for v in ours.values() if v == v))

@@ -34,7 +34,8 @@ def saturation(cpu_pct: dict[str, float], capacity: dict[str, int], cores: int, 
     return flags
 
 
-def top(cpu_pct: dict[str, float], n: int = 3, skip: tuple = ("load generator", "bench (sink, pollers)")) -> str:
+def top(cpu_pct: dict[str, float], n: int = 3,
+        skip: tuple = ("load generator", "bench (sink, pollers)", "(other processes on the machine)")) -> str:
     """The ``n`` busiest kinds, 'web 120, clickhouse 40, events 30' (% of one core)."""
     busy = sorted(((k, v) for k, v in cpu_pct.items() if isnum(v) and k not in skip), key=lambda kv: -kv[1])
     return ", ".join(f"{k} {v:.0f}" for k, v in busy[:n])

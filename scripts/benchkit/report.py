@@ -113,6 +113,10 @@ def summary(doc: dict) -> str:
     pcts = m.get("cpu_pct") or {}
     for name, v in sorted(per.items(), key=lambda kv: -(kv[1] if isnum(kv[1]) else 0)):
         lines.append(f"    {name:<30} {fmt(v, 3):>7} s   ({fmt(pcts.get(name), 0)} %)")
+    others = "(other processes on the machine)"
+    if others in pcts:
+        lines.append(f"    {others:<30} {'':>7}     ({fmt(pcts[others], 0)} % during the sustained load, "
+                     f"{fmt(lat.get('others_cpu_pct'), 0)} % during the open loop: other jobs on a shared host)")
     bl = best.get("cpu_per_1k_events") or {}
     if bl:
         lines.append("    baseline (best): " + ", ".join(f"{k} {fmt(v, 3)} s" for k, v in bl.items()))
