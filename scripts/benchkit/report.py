@@ -101,8 +101,8 @@ def summary(doc: dict) -> str:
                          f"({fmt(k['per_s_per_1k_eps'], 1)}/s x {fmt(k['ttl_s'], 0)} s x {fmt(k['bytes_each'], 0)} B)")
     best, obs = b.get("best") or {}, b.get("observer_settings") or {}
     lines += [
-        _row("7", f"baseline, best gunicorn setting ({best.get('config', '?')})", f"{fmt(best.get('eps'), 0)} events/s "
-             f"(p99 {fmt(best.get('p99_ms'))} ms)", _runs(doc, "baseline.best.eps")),
+        _row("7", f"baseline, calibration's fastest ({best.get('config', '?')})",
+             f"{fmt(best.get('eps'), 0)} events/s (p99 {fmt(best.get('p99_ms'))} ms)", _runs(doc, "baseline.best.eps")),
         _row("", f"  at Observer's settings ({obs.get('config', '?')})", f"{fmt(obs.get('eps'), 0)} events/s "
              f"(p99 {fmt(obs.get('p99_ms'))} ms)", _runs(doc, "baseline.observer_settings.eps")),
         _row("", "  Observer end to end / the faster baseline", f"{fmt(b.get('ratio'), 3)}x",
