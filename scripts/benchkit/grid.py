@@ -7,7 +7,7 @@ events-worker concurrency (1, 4: the Procfile's ``EVENTS_CONCURRENCY``, a restar
 gzip bodies at the base point (what the retired ``bench_ingest.py`` also measured).
 Each point: one sustained phase (accepted, stored, catch-up, CPU per kind, INSERTs), one
 open-loop phase at 70 % of that point's end-to-end rate (p99), and the baseline under the same
-shape (shape points only; the others share the base point's). One run per point, bounded so
+shape (at every point, so each ratio compares figures of the same minutes). One run per point, bounded so
 the whole grid stays under 30 minutes on 2 cores.
 """
 from __future__ import annotations
@@ -59,14 +59,10 @@ def point(ctx: Ctx, i: int, factor: str, value, cfg: runner.Config, seconds: dic
     e = s["e2e"]
     rate = 0.7 * (e["e2e_eps"] if isnum(e["e2e_eps"]) and e["e2e_eps"] > 0 else e["accepted_eps"])
     o = throughput.open_loop(pctx, f"g{i}o-", rate, seconds["open"])
-    if factor in ("batch size", "event size", "content encoding") or "eps" not in base:
-        b = baseline.baseline(base["dir"], base["redis"], base["best"], shape, seconds["baseline"],
-                            cfg.connections, cfg.processes, label=f"{pctx.label}: ")
-        if factor == BASE[0]:
-            base["eps"] = b["eps"]
-        b_eps = b["eps"]
-    else:
-        b_eps = base["eps"]
+    # the baseline at every point, so each ratio compares two figures of the same minutes
+    b = baseline.baseline(base["dir"], base["redis"], base["best"], shape, seconds["baseline"],
+                          cfg.connections, cfg.processes, label=f"{pctx.label}: ")
+    b_eps = b["eps"]
     tables = s["inserts"]["tables"]
     row = {
         "factor": factor, "value": value, "shape": dataclasses.asdict(shape),
@@ -82,6 +78,7 @@ def point(ctx: Ctx, i: int, factor: str, value, cfg: runner.Config, seconds: dic
         "backlog_s": e["backlog_s"],
         "saturates": limits.saturation(s["cpu_pct"], cap, os.cpu_count() or 1, e["backlog_s"]),
         "busiest": limits.top(s["cpu_pct"]),
+        "others_pct": s["cpu_pct"].get(cpu.OTHERS, float("nan")),
     }
     log(f"{pctx.label}: end to end {fmt(row['e2e_eps'], 0)} events/s, p99 at 70% {fmt(row['p99_70_ms'])} ms; "
         f"saturates: {'; '.join(row['saturates']) or 'nothing'}")
@@ -138,7 +135,7 @@ def table(doc: dict) -> str:
     """The grid as a Markdown table (the README's "How cost grows")."""
     head = ("| factor | value | accepted events/s (req/s) | end to end events/s | catch-up s | p99 at 70 % ms "
             "| events rows/INSERT, INSERTs/s | session_batches rows/INSERT | baseline events/s (ratio) "
-            "| busiest (% of one core) | saturates |")
+            "| busiest (% of one core) | other jobs % | saturates |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in doc["grid"]:
         ev = r["inserts"].get("events", {})
@@ -153,5 +150,5 @@ def table(doc: dict) -> str:
             f"| {fmt(r['catchup_s'], 2)} | {fmt(r['p99_70_ms'])} | {fmt(ev.get('rows_per_insert'), 0)}, "
             f"{fmt(ev.get('inserts_per_s'), 2)} | {fmt(sb.get('rows_per_insert'), 0)} "
             f"| {fmt(r['baseline_eps'], 0)} ({fmt(r['ratio'], 2)}x) | {r['busiest']} "
-            f"| {'; '.join(r['saturates']) or '-'} |")
+            f"| {fmt(r.get('others_pct'), 0)} | {'; '.join(r['saturates']) or '-'} |")
     return "\n".join(lines)

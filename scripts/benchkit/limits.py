@@ -9,6 +9,7 @@ interval and an INSERT account for about 1.5 s: more means the broker's queue wa
 """
 from __future__ import annotations
 
+from benchkit.cpu import OTHERS
 from benchkit.stats import isnum
 
 PART_FULL = 0.85
@@ -26,8 +27,12 @@ def saturation(cpu_pct: dict[str, float], capacity: dict[str, int], cores: int, 
         flags.append(f"storage behind ingest ({backlog_s:.1f} s of ingest not stored at the end)")
     total = sum(v for v in cpu_pct.values() if isnum(v))
     if total >= MACHINE_FULL * cores * 100:
-        flags.append(f"machine CPU ({total:.0f} of {cores * 100} %)")
+        other = cpu_pct.get(OTHERS, 0.0)
+        flags.append(f"machine CPU ({total:.0f} of {cores * 100} %"
+                     + (f", {other:.0f} of it other jobs)" if isnum(other) and other >= 5 else ")"))
     for name, used in sorted(cpu_pct.items(), key=lambda kv: -(kv[1] if isnum(kv[1]) else 0)):
+        if name == OTHERS:
+            continue
         cap = min(capacity.get(name, cores), cores) * 100
         if isnum(used) and used >= PART_FULL * cap:
             flags.append(f"{name} ({used:.0f} of {cap} %)")
@@ -35,7 +40,7 @@ def saturation(cpu_pct: dict[str, float], capacity: dict[str, int], cores: int, 
 
 
 def top(cpu_pct: dict[str, float], n: int = 3,
-        skip: tuple = ("load generator", "bench (sink, pollers)", "(other processes on the machine)")) -> str:
+        skip: tuple = ("load generator", "bench (sink, pollers)", OTHERS)) -> str:
     """The ``n`` busiest kinds, 'web 120, clickhouse 40, events 30' (% of one core)."""
     busy = sorted(((k, v) for k, v in cpu_pct.items() if isnum(v) and k not in skip), key=lambda kv: -kv[1])
     return ", ".join(f"{k} {v:.0f}" for k, v in busy[:n])

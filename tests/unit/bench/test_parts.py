@@ -103,3 +103,10 @@ def test_gzip_bodies_decompress_to_the_same_shape():
     body, sid = BodyMaker(Shape(batch=20, gzip=True), "z-", 1).body(4)
     events = json.loads(gzip.decompress(body))["events"]
     assert len(events) == 20 and events[0]["session_id"] == sid == "z-c1-s4"
+
+
+def test_a_full_machine_says_how_much_other_jobs_took():
+    from benchkit.limits import OTHERS, saturation
+
+    flags = saturation({"web": 120.0, OTHERS: 70.0}, {"web": 2}, 2, 0.0)
+    assert flags == ["machine CPU (190 of 200 %, 70 of it other jobs)"]  # other jobs are never "a part"
