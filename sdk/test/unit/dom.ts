@@ -5,20 +5,57 @@ import { Window } from 'happy-dom';
 const KEYS = ['window', 'document', 'location', 'history', 'navigator', 'localStorage', 'sessionStorage', 'Event', 'CustomEvent', 'MouseEvent',
   'ErrorEvent', 'PromiseRejectionEvent', 'StorageEvent', 'PageTransitionEvent', 'HTMLElement', 'Element', 'Node', 'CSS', 'XMLHttpRequest', 'requestAnimationFrame'];
 
-/** Web Locks semantics the SDK relies on: exclusive locks, `ifAvailable` answers null when held. */
+/**
+ * Web Locks semantics the SDK relies on: exclusive locks granted in request order, `ifAvailable`
+ * answers null when held, a waiting request is granted when the holder releases and rejects
+ * with AbortError when its `signal` aborts. Waiting uses no timer (a pending wait does not keep
+ * the test process alive).
+ */
 export class FakeLocks {
   held = new Set<string>();
-  async request(name: string, opts: { ifAvailable?: boolean }, cb: (lock: unknown) => unknown): Promise<unknown> {
+  private queues = new Map<string, Array<() => void>>();
+
+  async request(name: string, opts: { ifAvailable?: boolean; signal?: AbortSignal }, cb: (lock: unknown) => unknown): Promise<unknown> {
+    if (opts.signal?.aborted) throw new DOMException('aborted', 'AbortError');
     if (this.held.has(name)) {
       if (opts.ifAvailable) return cb(null);
-      while (this.held.has(name)) await new Promise((r) => setTimeout(r, 1));
+      await new Promise<void>((resolve, reject) => {
+        const q = this.queues.get(name) ?? [];
+        this.queues.set(name, q);
+        const grant = () => {
+          opts.signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          const i = q.indexOf(grant);
+          if (i >= 0) q.splice(i, 1);
+          reject(new DOMException('aborted', 'AbortError'));
+        };
+        opts.signal?.addEventListener('abort', onAbort);
+        q.push(grant);
+      });
     }
     this.held.add(name);
     try {
       return await cb({ name });
     } finally {
-      this.held.delete(name);
+      this.release(name);
     }
+  }
+
+  /** Frees `name` (its holder is gone) and grants it to the oldest waiter. */
+  release(name: string): void {
+    this.held.delete(name);
+    const next = this.queues.get(name)?.shift();
+    if (next) {
+      this.held.add(name);
+      next();
+    }
+  }
+
+  /** Requests waiting for `name`. */
+  waiting(name: string): number {
+    return this.queues.get(name)?.length ?? 0;
   }
 }
 
