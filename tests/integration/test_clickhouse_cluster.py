@@ -308,6 +308,7 @@ def test_a_row_inserted_on_one_replica_is_on_the_other(clickhouse_clusters):
     assert first.execute(f"SELECT count() FROM {db}.events_local")[0][0] == 5  # dropped by block deduplication
 
 
+@pytest.mark.outage
 def test_zookeeper_away_for_30_s_inserts_fail_transiently_and_resume_with_nothing_lost(clickhouse_clusters, redis_url):
     """Flushes keep coming every 0.5 s; while ZooKeeper is stopped each is requeued (never parked or
     dead-lettered), then all of them are stored once it is back."""

@@ -151,6 +151,7 @@ def ch_server(clickhouse_server):
     clickhouse.close_all()
 
 
+@pytest.mark.outage
 def test_master_killed_replica_promoted_every_batch_counted_once(rc, cluster, ch_server):
     """kill -9 of the master serving some sessions while flushes run: calls fail with errors the
     flush classifies as transient (so it requeues), the replica takes over after the cluster's
