@@ -31,8 +31,12 @@ import { uuid } from './uuid.js';
 export const ANON_KEY = '__observer_anon';
 /** Writes of the outbox are at most this frequent (each one is a `storage` event in other tabs). */
 const SAVE_MS = 1000;
-/** Ownerless queues of closed tabs are looked for this often, and when a tab writes one. */
-const ADOPT_MS = 30000;
+/**
+ * Ownerless queues of closed tabs are looked for at start, when a tab writes one, and this
+ * often: a tab still closing when this page looked (its lock not yet free) is adopted at the
+ * next look. One pass reads the key list and asks for each other queue's lock if free.
+ */
+export const ADOPT_MS = 5000;
 
 /** One running SDK: observers feed events through privacy and limits into the outbox. */
 export class Client implements ObserverInstance {

@@ -9,7 +9,7 @@ export const STORE_CAP = 256 * 1024;
 export const ORPHAN_MS = 60000;
 
 type Locks = {
-  request(name: string, opts: { ifAvailable?: boolean; signal?: AbortSignal }, cb: (lock: unknown) => Promise<void> | void): Promise<unknown>;
+  request(name: string, opts: { ifAvailable?: boolean }, cb: (lock: unknown) => Promise<void> | void): Promise<unknown>;
 };
 
 /** The Web Locks API where the page has it (secure contexts), else null. */
@@ -26,18 +26,13 @@ export function webLocks(): Locks | null {
  * This page's persisted queue. Every page load gets a fresh key (never one copied with
  * sessionStorage, so duplicated and restored tabs cannot share one) and holds a Web Lock
  * named after it while alive; a queue whose lock is free has no owner, and the one page
- * that gets its lock adopts it. A queue whose lock is held (a live tab, or one still closing)
- * is waited for: the browser grants the lock the moment that page is gone, so a closed tab's
- * events move to a live page at once, not at the next poll. Without Web Locks, owners
- * refresh `t` and a queue left unrefreshed for ORPHAN_MS is adopted.
+ * that gets its lock adopts it. Without Web Locks, owners refresh `t` and a queue left
+ * unrefreshed for ORPHAN_MS is adopted.
  */
 export class QueueStore {
   id = uuid();
   owned = false;
   private unlock: (() => void) | null = null;
-  /** Other pages' queues this page waits on the lock of; cancelled when it hides. */
-  private waits = new Set<string>();
-  private abort: AbortController | null = null;
 
   constructor(private readonly kv: KV, private readonly locks: Locks | null, private readonly now: () => number) {}
 
@@ -62,26 +57,18 @@ export class QueueStore {
       .catch(() => {});
   }
 
-  /** Gives up the lock and every wait (page hide: a page holding locks is kept out of the back/forward cache). */
+  /** Gives up the lock (page hide: a page holding locks is kept out of the back/forward cache). */
   unclaim(): void {
     this.owned = false;
     if (this.unlock) this.unlock();
     this.unlock = null;
-    if (this.abort) this.abort.abort();
-    this.abort = null;
-    this.waits.clear();
   }
 
-  /**
-   * Hands every ownerless queue of another page to `take`, then deletes it. With Web Locks, a
-   * queue whose owner is alive is waited for (once per queue): when its page closes, the first
-   * waiter granted the lock adopts it and later ones find it gone.
-   */
+  /** Hands every ownerless queue of another page to `take`, then deletes it. */
   adoptOrphans(take: (p: Persisted) => void): void {
     for (const k of this.kv.keys()) {
       if (k.indexOf(QUEUE_PREFIX) !== 0 || k === this.key) continue;
       const grab = () => {
-        if (!this.owned) return; // hidden meanwhile: the next page (or this one, restored) adopts it
         const p = this.read(k);
         this.kv.remove(k);
         if (p) take(p);
@@ -89,17 +76,12 @@ export class QueueStore {
       if (!this.locks) {
         const p = this.read(k);
         if (!p || this.now() - (p as Persisted & { t: number }).t > ORPHAN_MS) grab();
-      } else if (!this.waits.has(k)) {
-        this.waits.add(k);
-        if (!this.abort) this.abort = typeof AbortController === 'function' ? new AbortController() : null;
-        const opts = this.abort ? { signal: this.abort.signal } : { ifAvailable: true };
+      } else
         void this.locks
-          .request(k, opts, (lock) => {
+          .request(k, { ifAvailable: true }, (lock) => {
             if (lock) grab();
           })
-          .catch(() => {})
-          .then(() => this.waits.delete(k));
-      }
+          .catch(() => {});
     }
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { afterEach, test } from 'node:test';
-import { Client } from '../../src/client.js';
+import { afterEach, mock, test } from 'node:test';
+import { ADOPT_MS, Client } from '../../src/client.js';
 import { QUEUE_PREFIX } from '../../src/store.js';
 import type { ObserverEvent, ObserverOptions } from '../../src/types.js';
 import { installDom, tick } from './dom.js';
@@ -61,6 +61,31 @@ test('events stay persisted until a 2xx: a 503 keeps them, and a new page load a
   await next.c.flush();
   assert.deepEqual(dom.requests[0].body.events.map((e) => e.event_id), first, 'same events, same order');
   assert.ok(seen.every((e) => sentIds().includes(e.event_id)));
+});
+
+test("a tab still closing when this page starts: its queue is adopted at the next look once its lock is free", async () => {
+  dom = installDom();
+  const closing = QUEUE_PREFIX + 'closing-tab';
+  const ev = (id: string) => ({ event_id: id, type: 'custom', name: 'n', timestamp: Date.now(), session_id: 's', url: 'https://shop.test/', metadata: {} });
+  localStorage.setItem(closing, JSON.stringify({ t: Date.now(), b: [[ev('c1'), ev('c2')]], e: [] }));
+  dom.locks.held.add(closing); // its page is going away, its lock not yet released
+  mock.timers.enable({ apis: ['setInterval'] });
+  try {
+    const { c } = start({ capture: { clicks: false, errors: false, network: false, navigation: false, pageViews: false } });
+    await tick(20);
+    await c.flush();
+    assert.ok(!sentIds().includes('c1'), 'held at start: left alone');
+    assert.ok(localStorage.getItem(closing));
+    dom.locks.release(closing); // the page is gone
+    mock.timers.tick(ADOPT_MS);
+    await tick(20);
+    await c.flush();
+    assert.deepEqual(dom.requests.map((r) => r.body.events.map((e) => e.event_id)).find((ids) => ids.includes('c1')), ['c1', 'c2'], 'the frozen batch, as it was');
+    assert.equal(localStorage.getItem(closing), null);
+  } finally {
+    mock.timers.reset();
+  }
+  assert.ok(ADOPT_MS <= 5000, 'a closed tab waits seconds, not half a minute');
 });
 
 test('DNT/GPC: nothing stored and nothing sent; optIn starts capture', async () => {

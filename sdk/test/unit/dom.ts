@@ -52,11 +52,6 @@ export class FakeLocks {
       next();
     }
   }
-
-  /** Requests waiting for `name`. */
-  waiting(name: string): number {
-    return this.queues.get(name)?.length ?? 0;
-  }
 }
 
 export interface Dom {

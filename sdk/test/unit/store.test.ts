@@ -41,46 +41,6 @@ test("an ownerless queue is adopted by exactly one page; a live page's queue is 
   assert.ok(kv.get(QUEUE_PREFIX + 'alive'), "the live tab's queue stays");
 });
 
-test("a closing tab's queue is adopted the moment its lock is free, by exactly one waiting page", async () => {
-  const kv = memoryKV();
-  const locks = new FakeLocks();
-  const closing = QUEUE_PREFIX + 'closing';
-  kv.set(closing, persisted([['c1', 'c2']]));
-  locks.held.add(closing); // its page is still going away when the new pages look
-  const taken: string[][] = [[], []];
-  const pages = [new QueueStore(kv, locks, Date.now), new QueueStore(kv, locks, Date.now)];
-  pages.forEach((p, i) => p.claim(() => p.adoptOrphans((q) => taken[i].push(...q.b.flat().map((e) => e.event_id)))));
-  await tick(5);
-  pages[0].adoptOrphans(() => assert.fail('a second look adds no second wait'));
-  assert.deepEqual(taken.flat(), [], 'held: nothing adopted yet');
-  assert.equal(locks.waiting(closing), 2, 'each page waits once for the lock');
-  locks.release(closing); // the page is gone: the browser frees its locks
-  await tick(5);
-  assert.deepEqual(taken.flat(), ['c1', 'c2'], 'one adopter, at once (no 30 s poll)');
-  assert.ok(!kv.get(closing));
-  assert.equal(locks.waiting(closing), 0);
-});
-
-test('a hiding page gives up its waits: it adopts nothing while hidden', async () => {
-  const kv = memoryKV();
-  const locks = new FakeLocks();
-  const other = QUEUE_PREFIX + 'other';
-  kv.set(other, persisted([['o1']]));
-  locks.held.add(other);
-  const s = new QueueStore(kv, locks, Date.now);
-  const got: string[] = [];
-  s.claim(() => s.adoptOrphans((q) => got.push(...q.b.flat().map((e) => e.event_id))));
-  await tick(5);
-  assert.equal(locks.waiting(other), 1);
-  s.unclaim(); // pagehide
-  await tick(5);
-  assert.equal(locks.waiting(other), 0, 'the wait was aborted');
-  locks.release(other);
-  await tick(5);
-  assert.deepEqual(got, []);
-  assert.ok(kv.get(other), 'left for a live page');
-});
-
 test('without Web Locks, a queue is adopted only once its owner stopped writing it for a minute', () => {
   const kv = memoryKV();
   let now = 1_700_000_000_000;
