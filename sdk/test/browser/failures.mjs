@@ -34,6 +34,17 @@ async function launch(dir, ctx) {
   return context;
 }
 
+/**
+ * Closes a page as a user would (pagehide and visibilitychange run) and waits until it is gone:
+ * with runBeforeUnload Playwright does not wait, and on a busy machine a closing page can hold
+ * its queue's lock for seconds after the next load has started.
+ */
+async function closeAndWait(page, timeoutMs = 20000) {
+  const gone = new Promise((resolve) => page.once('close', resolve));
+  await page.close({ runBeforeUnload: true });
+  await Promise.race([gone, sleep(timeoutMs).then(() => { throw new Error('the page did not close within ' + timeoutMs + ' ms'); })]);
+}
+
 const captured = (page) => page.evaluate(() => window.__captured.map((e) => e.id));
 const queued = (page) => page.evaluate(() => window.obs.stats().queued);
 const storageKeys = (page) => page.evaluate(() => Object.keys(localStorage).sort());
@@ -100,13 +111,22 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     await track(page, 'during_outage', 20);
     const first = await captured(page);
     const before = proxy.log.length;
-    await page.close({ runBeforeUnload: true }); // pagehide + visibilitychange: the hide flush
+    await closeAndWait(page); // pagehide + visibilitychange: the hide flush
     await sleep(1500);
     const hideRequests = proxy.log.slice(before).filter((r) => r.plain).length;
     proxy.set('pass');
     const next = await context.newPage();
     await next.goto(origin + '/auto');
-    await waitFor(async () => (await queued(next)) === 0 && proxy.delivered().has(first[first.length - 1]), 30000, 'the next load to deliver');
+    try {
+      await waitFor(async () => (await queued(next)) === 0 && proxy.delivered().has(first[first.length - 1]), 30000, 'the next load to deliver');
+    } catch (e) {
+      // What the pages and the proxy saw, so a timeout says which step stalled.
+      const seen = await next.evaluate(() => ({ stats: window.obs.stats(), keys: Object.keys(localStorage) })).catch((x) => String(x));
+      const delivered = proxy.delivered();
+      throw new Error(`${e.message}: ${JSON.stringify({ pages_open: context.pages().length, hide_requests: hideRequests, first: first.length,
+        first_delivered: first.filter((id) => delivered.has(id)).length, next: seen,
+        requests: proxy.log.slice(before).map((x) => [x.status, x.ids.length, x.plain ? 'text/plain' : 'json', x.t || '']) })}`);
+    }
     const produced = first.concat(await captured(next));
     await context.close();
     return { produced, checks: { hide_sent_keepalive: hideRequests >= 1 }, notes: { hide_requests_503: hideRequests } };
@@ -124,7 +144,7 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     await track(b, 'tab_b', 8);
     await sleep(1200);
     const fromA = await captured(a);
-    await a.close({ runBeforeUnload: true });
+    await closeAndWait(a);
     await sleep(1000);
     proxy.set('pass');
     await b.evaluate(() => window.obs.flush());
@@ -291,7 +311,7 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     const first = await captured(page);
     proxy.set('hold');
     const heldFrom = proxy.log.length;
-    await page.close({ runBeforeUnload: true });
+    await closeAndWait(page);
     await sleep(7000); // past SESSION_IDLE_TIMEOUT=4 + the sweep: version 1 is finalized and forwarded
     proxy.set('pass');
     const next = await context.newPage();
