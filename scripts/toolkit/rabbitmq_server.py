@@ -195,10 +195,20 @@ class RabbitMQ(Proc):
             "O = rabbit_global_counters:overview(), P = maps:get([{protocol, amqp091}], O), "
             "Q = [M || {[{protocol, amqp091}, {queue_type, _}], M} <- maps:to_list(O)], "
             "S = fun(F) -> lists:sum([maps:get(F, M, 0) || M <- Q]) end, "
-            "[maps:get(messages_received_total, P), maps:get(messages_received_confirm_total, P), "
+            "{maps:get(messages_received_total, P), maps:get(messages_received_confirm_total, P), "
             "maps:get(messages_confirmed_total, P), S(messages_delivered_total), "
-            "S(messages_redelivered_total), S(messages_acknowledged_total)].")
-        return dict(zip(names, json.loads(text), strict=True))
+            "S(messages_redelivered_total), S(messages_acknowledged_total)}.")
+        # A tuple, not a list: Erlang prints a list whose integers are all printable (32-126, as
+        # counters are soon after a restart) as a string, e.g. "ddd" for [100,100,100].
+        return dict(zip(names, parse_int_tuple(text), strict=True))
+
+def parse_int_tuple(text: str) -> list[int]:
+    """The integers of an Erlang tuple as ``rabbitmqctl eval`` prints it: ``{1,2,3}``."""
+    text = text.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"not an Erlang tuple: {text[:80]!r}")
+    return [int(v) for v in text[1:-1].replace("\n", " ").split(",") if v.strip()]
+
 
 def _write_files(dir: Path, config: dict) -> None:
     (dir / "rabbitmq-env.conf").write_text("# empty: shadows /etc/rabbitmq/rabbitmq-env.conf\n")

@@ -71,6 +71,17 @@ def test_node_is_private(mq):
     assert mq.startup_seconds > 0
 
 
+def test_counters_parse_when_every_count_is_a_printable_character(mq):
+    """Erlang prints a list of integers 32-126 as a string ([100,100] as "dd"), which broke
+    counters() once every count was in that range after a restart (fault case 14 crashed with
+    a TypeError). counters() asks for a tuple, which is never printed as a string."""
+    from toolkit.rabbitmq_server import parse_int_tuple
+
+    assert mq.eval("[100, 100, 100].") == '"ddd"'  # the trap, on the real node
+    assert parse_int_tuple(mq.eval("{100, 100, 100, 80, 0, 80}.")) == [100, 100, 100, 80, 0, 80]
+    assert set(mq.counters()) >= {"published", "confirmed", "redelivered"}
+
+
 def test_durable_quorum_queues_persistent_messages_publisher_confirms(mq, publisher):
     before = mq.counters()
     publisher.publish_batch(_batch("b1"), "r")
