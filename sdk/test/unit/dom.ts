@@ -7,31 +7,19 @@ const KEYS = ['window', 'document', 'location', 'history', 'navigator', 'localSt
 
 /**
  * Web Locks semantics the SDK relies on: exclusive locks granted in request order, `ifAvailable`
- * answers null when held, a waiting request is granted when the holder releases and rejects
- * with AbortError when its `signal` aborts. Waiting uses no timer (a pending wait does not keep
- * the test process alive).
+ * answers null when held, a waiting request is granted when the holder releases. Waiting uses
+ * no timer (a pending wait does not keep the test process alive).
  */
 export class FakeLocks {
   held = new Set<string>();
   private queues = new Map<string, Array<() => void>>();
 
-  async request(name: string, opts: { ifAvailable?: boolean; signal?: AbortSignal }, cb: (lock: unknown) => unknown): Promise<unknown> {
-    if (opts.signal?.aborted) throw new DOMException('aborted', 'AbortError');
+  async request(name: string, opts: { ifAvailable?: boolean }, cb: (lock: unknown) => unknown): Promise<unknown> {
     if (this.held.has(name)) {
       if (opts.ifAvailable) return cb(null);
-      await new Promise<void>((resolve, reject) => {
+      await new Promise<void>((grant) => {
         const q = this.queues.get(name) ?? [];
         this.queues.set(name, q);
-        const grant = () => {
-          opts.signal?.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        const onAbort = () => {
-          const i = q.indexOf(grant);
-          if (i >= 0) q.splice(i, 1);
-          reject(new DOMException('aborted', 'AbortError'));
-        };
-        opts.signal?.addEventListener('abort', onAbort);
         q.push(grant);
       });
     }
