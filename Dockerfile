@@ -19,13 +19,15 @@ RUN npm run build
 FROM scratch AS sdk-dist
 COPY --from=sdk /build/sdk/dist/ /
 
-# Runtime dependencies into a virtualenv, every file checked against the lock's hashes,
-# wheels only (no compiler in the image).
+# Runtime dependencies into a virtualenv: exactly the lock (--no-deps: pip resolves nothing
+# itself), every file checked against its hashes, wheels only (no compiler in the image);
+# `pip check` fails the build when the lock misses a dependency.
 FROM ${PYTHON_IMAGE} AS deps
 RUN python -m venv /opt/venv
 COPY requirements/runtime.txt /tmp/runtime.txt
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-      --require-hashes --only-binary=:all: -r /tmp/runtime.txt
+      --require-hashes --no-deps --only-binary=:all: -r /tmp/runtime.txt \
+ && /opt/venv/bin/pip check --disable-pip-version-check
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 observer \
@@ -40,7 +42,7 @@ COPY celeryconfig.py gunicorn.conf.py flowerconfig.py ./
 COPY docker/ docker/
 COPY app/ app/
 COPY tasks/ tasks/
-COPY scripts/ufse_sink.py scripts/
+COPY devtools/__init__.py devtools/sink.py devtools/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/srv \
     PYTHONUNBUFFERED=1 \

@@ -1,11 +1,14 @@
-"""Celery settings (lowercase only). Broker URL and timeouts come from app.settings at bind time."""
+"""Celery settings (lowercase only). Broker URL and timeouts come from app.settings when the app
+is configured (app.broker.configure); queue and task names from app.names."""
 from kombu import Queue
+
+from app.names import ROUTES
+from app.names import Queue as QueueName
 
 task_serializer = "json"
 result_serializer = "json"
-# Batches travel as zlib-compressed msgpack (app.broker.batch_message); every other task as
-# JSON. Workers accept both, so a rolling deploy that upgrades workers before web processes
-# keeps consuming what older web processes published.
+# Batches travel as zlib-compressed msgpack (app.broker.batch_message); a batch msgpack cannot
+# encode, and every other task, as JSON.
 accept_content = ["json", "msgpack"]
 task_ignore_result = True
 result_backend = None
@@ -25,26 +28,19 @@ worker_send_task_events = True
 # events (received, started, succeeded; workers run with -E).
 task_send_sent_event = False
 
-task_default_queue = "events"
+task_default_queue = QueueName.EVENTS.value
 # The Redis broker's queues. On RabbitMQ app.broker.amqp_queues() replaces them with durable
 # quorum queues on topic exchanges (same names and routing).
-task_queues = (Queue("events"), Queue("sessions"), Queue("forward"), Queue("maintenance"))
-task_routes = {
-    "sessions.reconcile": {"queue": "maintenance"},  # first match wins: before "sessions.*"
-    "forward.record": {"queue": "events"},  # a batches task: the worker that holds many messages
-    "events.*": {"queue": "events"},
-    "sessions.*": {"queue": "sessions"},
-    "forward.*": {"queue": "forward"},
-    "maintenance.*": {"queue": "maintenance"},
-}
+task_queues = tuple(Queue(q.value) for q in QueueName)
+task_routes = {task.value: {"queue": queue.value} for task, queue in ROUTES.items()}
 task_create_missing_queues = False
 
 broker_connection_retry_on_startup = True
 broker_connection_timeout = 2
 broker_pool_limit = 10
-# Publisher confirms on RabbitMQ: "published" means the broker has the message. Messages are
-# persistent (Celery's default delivery mode; a quorum queue keeps every message on disk anyway).
-broker_transport_options = {"confirm_publish": True}
+# Messages are persistent (Celery's default delivery mode; a quorum queue keeps every message on
+# disk anyway). The transport options (publisher confirms on RabbitMQ, the visibility timeout on
+# Redis) follow the settings: app.broker.transport_options.
 task_default_delivery_mode = "persistent"
 # Quorum queues (RabbitMQ): per-consumer prefetch instead of global QoS, and countdowns through
 # Celery's native delayed delivery (celery_delayed_* quorum queues), so no worker holds one.

@@ -2,7 +2,14 @@
 import os
 
 # Every interface unless HOST narrows it: the web tier is what clients reach.
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+_public = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+# The operator listener (/ready, /metrics answer only there; app/web/health.py): loopback unless
+# OPERATOR_HOST widens it (0.0.0.0 in a container or pod, for a scraper or a probe; never publish
+# it to the world). OPERATOR_PORT equal to PORT would put them on the public listener: refused.
+_operator = f"{os.environ.get('OPERATOR_HOST', '127.0.0.1')}:{os.environ.get('OPERATOR_PORT', '8001')}"
+if _operator.rsplit(":", 1)[1] == _public.rsplit(":", 1)[1]:
+    raise SystemExit("OPERATOR_PORT must differ from PORT: /ready and /metrics are not for the public listener")
+bind = [_public, _operator]
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"

@@ -1,7 +1,6 @@
 """Handing work to Celery from the web process, by task name (no task bodies imported)."""
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -11,20 +10,12 @@ from celery import Celery, signals
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
+from app.names import Queue, TaskName
+
 if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Queue(enum.StrEnum):
-    """The queues; each gets its own worker pool and concurrency."""
-
-    EVENTS = "events"
-    SESSIONS = "sessions"
-    FORWARD = "forward"
-    # beat's sweeps: a queue of their own so a backlog of work never delays finalization
-    MAINTENANCE = "maintenance"
 
 
 def batch_message(batch: dict, serializer: str = "msgpack", kwargs: dict | None = None) -> dict:
@@ -48,9 +39,35 @@ def send_batch(celery: Celery, batch: dict, kwargs: dict | None = None, **option
     from kombu.exceptions import EncodeError
 
     try:
-        celery.send_task("events.persist", **batch_message(batch, kwargs=kwargs), **options)
+        celery.send_task(TaskName.EVENTS_PERSIST, **batch_message(batch, kwargs=kwargs), **options)
     except EncodeError:
-        celery.send_task("events.persist", **batch_message(batch, serializer="json", kwargs=kwargs), **options)
+        celery.send_task(TaskName.EVENTS_PERSIST, **batch_message(batch, serializer="json", kwargs=kwargs), **options)
+
+
+def send_forward(celery: Celery, project: str, session_id: str, version: int, **kwargs: Any) -> None:
+    """Publish ``forward.deliver`` for one session version (ids only: Flower shows them as they are)."""
+    celery.send_task(TaskName.FORWARD_DELIVER, args=[project, session_id, int(version)], kwargs=kwargs,
+                     queue=Queue.FORWARD.value)
+
+
+def summary_repr(summary: dict) -> str:
+    """argsrepr of a ``sessions.update`` message: its batch id and counts."""
+    sessions = summary.get("sessions") or {}
+    events = sum(c[0] for c in sessions.values())
+    return f"[<summary {summary.get('batch_id', '?')}: {len(sessions)} sessions, {events} events>]"
+
+
+def send_session_update(celery: Celery, summary: dict, request_id: str) -> None:
+    """Publish ``sessions.update(summary)``; task events and Flower show ids and counts only."""
+    celery.send_task(TaskName.SESSIONS_UPDATE, args=[summary], queue=Queue.SESSIONS.value,
+                     argsrepr=summary_repr(summary), kwargsrepr="{}", headers={"request_id": request_id},
+                     retry=True, retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+
+
+def send_sessions_row(celery: Celery, row: list, webhook_id: str) -> None:
+    """Publish ``forward.record(row)``: the events worker writes many sessions rows per INSERT."""
+    celery.send_task(TaskName.FORWARD_RECORD, args=[row], queue=Queue.EVENTS.value,
+                     argsrepr=f"[<sessions row {webhook_id}>]", kwargsrepr="{}")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -59,6 +76,19 @@ class BrokerUnavailable(RuntimeError):
 
 class BrokerBlocked(BrokerUnavailable):
     """RabbitMQ blocks publishers (memory or disk alarm): it reads nothing until the alarm clears."""
+
+
+def queue_depth(celery: Celery, settings: Settings, queue: Queue) -> int:
+    """Messages ready in ``queue`` on the broker (held ones not included): the Redis list's
+    length, or RabbitMQ's count from a passive declare. Raises when the broker does not answer."""
+    if settings.celery_broker_url.startswith(("redis", "rediss", "unix")):
+        from app.storage import redis_clients
+
+        return int(redis_clients.client(settings.celery_broker_url).llen(queue.value))
+    with celery.connection_for_read() as conn:
+        channel: Any = conn.default_channel  # py-amqp's channel; kombu's stubs only know StdChannel
+        _name, depth, _consumers = channel.queue_declare(queue.value, passive=True)
+        return int(depth)
 
 
 def amqp_queues() -> tuple:
@@ -70,45 +100,57 @@ def amqp_queues() -> tuple:
     a worker whose prefetch can no longer grow. That needs a non-direct exchange, hence topic
     (routing key = queue name, so it routes like direct). RabbitMQ cannot change a declared
     queue's type or an exchange's: a broker that has classic ``events``... queues needs a new
-    vhost (or drained and deleted queues) before this runs (README, RabbitMQ).
+    vhost (or drained and deleted queues) before this runs (docs/SCALE-OUT.md, RabbitMQ).
     """
     return tuple(KombuQueue(q.value, Exchange(q.value, type="topic", durable=True), routing_key=q.value,
                             durable=True, queue_arguments={"x-queue-type": "quorum"}) for q in Queue)
 
 
 def make_celery(settings: Settings, name: str = "observer") -> Celery:
-    """A Celery app configured from celeryconfig plus the runtime settings."""
+    """A Celery app configured now from celeryconfig plus ``settings`` (the web's publisher)."""
     app = Celery(name)
     app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=settings.celery_broker_url)  # (celery-types has conf.broker_url read-only)
-    opts = dict(app.conf.broker_transport_options or {})
-    timeout = settings.broker_socket_timeout
-    if settings.celery_broker_url.startswith("redis"):
-        # The redelivery delay after a worker dies, and longer than anything a live worker
-        # holds unacked (checked in settings), so a held message is never handed out twice.
-        vt = settings.broker_visibility_timeout
-        opts = {
-            "visibility_timeout": vt,
-            # kombu scans for abandoned (unacked past the timeout) messages every
-            # interval x throttle seconds (100 s by default); scan every vt/10 instead.
-            "unacked_restore_interval": max(1, min(60, vt // 10)),
-            "unacked_restore_throttle": 1,
-            # Without a socket timeout a half-open broker connection (a stopped or partitioned
-            # Redis) blocks the caller for ever; kombu's docs warn about it. Must exceed
-            # kombu's BRPOP timeout (1 s).
-            "socket_timeout": max(timeout, 2.0),
-            "socket_connect_timeout": min(timeout, 2.0),
-            "socket_keepalive": True,
-            "health_check_interval": 10,
-        }
-    elif settings.celery_broker_url.startswith(("amqp", "pyamqp")):
-        # confirm_publish (celeryconfig) stays: a publish returns once RabbitMQ has the message.
-        opts.update({"read_timeout": timeout, "write_timeout": timeout,
-                     "on_blocked": _log_blocked, "on_unblocked": _log_unblocked})
-        app.conf.task_queues = amqp_queues()
-        signals.worker_init.connect(_declare_queues, weak=False, dispatch_uid="observer-declare-queues")
-    app.conf.broker_transport_options = opts
+    configure(app, settings)
     return app
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply what the settings decide: the broker, its transport options, RabbitMQ's queues.
+
+    Only writes to ``app.conf``: called from ``on_configure`` too, before the configuration is
+    built (a read there would build it).
+    """
+    app.conf.update(broker_url=settings.celery_broker_url,  # (celery-types has conf.broker_url read-only)
+                    broker_transport_options=transport_options(settings))
+    if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
+        app.conf.update(task_queues=amqp_queues())
+        signals.worker_init.connect(_declare_queues, weak=False, dispatch_uid="observer-declare-queues")
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu's transport options for the broker the settings name."""
+    timeout = settings.broker_socket_timeout
+    if settings.celery_broker_url.startswith(("amqp", "pyamqp")):
+        # A publish returns once RabbitMQ has the message (publisher confirms).
+        return {"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout,
+                "on_blocked": _log_blocked, "on_unblocked": _log_unblocked}
+    # The redelivery delay after a worker dies, and longer than anything a live worker
+    # holds unacked (checked in settings), so a held message is never handed out twice.
+    vt = settings.broker_visibility_timeout
+    return {
+        "visibility_timeout": vt,
+        # kombu scans for abandoned (unacked past the timeout) messages every
+        # interval x throttle seconds (100 s by default); scan every vt/10 instead.
+        "unacked_restore_interval": max(1, min(60, vt // 10)),
+        "unacked_restore_throttle": 1,
+        # Without a socket timeout a half-open broker connection (a stopped or partitioned
+        # Redis) blocks the caller for ever; kombu's docs warn about it. Must exceed
+        # kombu's BRPOP timeout (1 s).
+        "socket_timeout": max(timeout, 2.0),
+        "socket_connect_timeout": min(timeout, 2.0),
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
 
 
 def _declare_queues(sender: object = None, **_kw: object) -> None:
@@ -197,9 +239,9 @@ class MemoryGuard:
             if now - self._checked < self.interval:
                 return self._full
             self._checked = now
-        from app.storage import redis as redis_pool
+        from app.storage import redis_clients
 
-        info = redis_pool.client(self.url).info("memory")
+        info = redis_clients.client(self.url).info("memory")
         maxmemory = int(info.get("maxmemory") or 0)
         full = bool(maxmemory) and int(info.get("used_memory") or 0) > self.limit * maxmemory
         with self._lock:

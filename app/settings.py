@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -65,7 +65,7 @@ def env_url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
 
 
 def env_rate(name: str, raw: str) -> str:
-    """Check a rate limit such as '100/second' (flask-limiter notation)."""
+    """Check a rate limit such as '100/second' (the limits library's notation)."""
     if not _RATE.match(raw.strip()):
         raise ConfigError(f"{name}: expected a rate like '100/second', got {raw!r}")
     return raw.strip()
@@ -81,10 +81,6 @@ def env_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 def env_list(name: str, raw: str) -> tuple[str, ...]:
     """Parse a comma-separated list."""
     return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _redis(n: str, r: str) -> str:
-    return env_url(n, r, ("redis", "rediss", "unix"))
 
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -115,185 +111,122 @@ def _schedule(n: str, r: str) -> tuple[float, ...]:
     return tuple(env_float(n, item, 0.001) for item in items)
 
 
-# name -> (default, parser, one-line meaning). Defaults of ``None`` derive from another setting.
-SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
-    "PORT": ("8000", _pos, "HTTP port of the web process"),
-    "REDIS_URL": ("redis://127.0.0.1:6379/0", _redis_or_cluster, "default Redis for every role below"),
-    "CELERY_BROKER_URL": (None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")),
-                          "Celery broker (defaults to REDIS_URL; amqp:// works)"),
-    "SESSIONS_REDIS_URL": (None, _redis_or_cluster,
-                           "Redis holding live session state (defaults to REDIS_URL); a Redis Cluster as "
-                           "redis+cluster://host:port,host:port"),
-    "RATELIMIT_REDIS_URL": (None, _redis_or_cluster,
-                            "Redis for rate-limit counters (defaults to REDIS_URL); a Redis Cluster as "
-                            "redis+cluster://host:port,host:port"),
-    "REDIS_KEY_PREFIX": ("obs:", _str, "prefix of every non-broker Redis key"),
-    "DATABASE_URL": ("postgresql://postgres@127.0.0.1:5432/observer",
-                     lambda n, r: env_url(n, r, ("postgresql", "postgres")),
-                     "PostgreSQL for projects, keys, dead letters"),
-    "DATABASE_POOL_MAX": ("10", _pos, "max pooled PostgreSQL connections per process"),
-    "CLICKHOUSE_URL": ("clickhouse://default:@127.0.0.1:9000/observer",
-                       lambda n, r: env_url(n, r, ("clickhouse", "chdb")),
-                       "clickhouse://user:pass@host:9000/db (server) or chdb:///path (embedded)"),
-    "CLICKHOUSE_POOL_SIZE": ("8", _pos, "max pooled native connections per process"),
-    "CLICKHOUSE_CLUSTER": ("", _str, "cluster name for DDL ON CLUSTER + Replicated tables (empty = single node)"),
-    "CLICKHOUSE_TTL_DAYS": ("90", lambda n, r: env_int(n, r, 0), "event retention where the server has TTL (0 = keep)"),
-    "UFSE_URL": ("", _str, "where finished sessions are POSTed (empty: forwards are dead-lettered)"),
-    "UFSE_SECRET": ("", _str, "Standard Webhooks secret, whsec_<base64>"),
-    "UFSE_TIMEOUT": ("10", _secs, "seconds per UFSE request"),
-    "SESSION_IDLE_TIMEOUT": ("1800", _pos, "seconds of inactivity that finalize a session"),
-    "SESSION_MAX_DURATION": ("86400", _pos, "seconds after which a session is finalized anyway"),
-    "SESSION_SWEEP_INTERVAL": ("5", _secs, "seconds between beat sweeps for idle sessions"),
-    "SESSION_BUCKETS": ("16", _pos, "idle-index buckets (hash tags) for Redis Cluster spread"),
-    "SESSION_CLAIM_BATCH": ("500", _pos, "max sessions claimed per bucket per sweep"),
-    "FORWARD_RETRY_SCHEDULE": ("5,300,1800,7200,18000,36000,36000", _schedule,
-                               "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), "
-                               "then dead letter"),
-    "FORWARD_CIRCUIT_THRESHOLD": ("5", _pos, "consecutive retryable UFSE failures that open the destination's circuit"),
-    "FORWARD_CIRCUIT_MAX": ("60", _secs,
-                            "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after "
-                            "UFSE is back)"),
-    "FORWARD_DRAIN_RATE": ("20", _pos, "parked forwards released per second once UFSE answers again"),
-    "FORWARD_VISIBILITY_RETRIES": ("30", _pos, "times a forward waits for ClickHouse to show all counted batches"),
-    "FORWARD_MAX_EVENTS": ("5000", _pos, "events per UFSE payload (more sets truncated=true)"),
-    "FORWARD_MAX_REQUEST_IDS": ("100", _pos, "request ids listed per UFSE payload"),
-    "FORWARD_OUTBOX_STALE": ("120", _secs,
-                             "seconds after which a claimed, unforwarded session is re-enqueued (a lost forward "
-                             "message costs this long)"),
-    "EVENTS_FLUSH_EVERY": ("500", _pos, "events tasks buffered before one ClickHouse INSERT"),
-    "EVENTS_FLUSH_INTERVAL": ("1", _secs, "max seconds a buffered events task waits for its INSERT"),
-    "EVENTS_RETRY_SCHEDULE": ("60,300,900,3600", _schedule,
-                              "seconds before each retry of a batch ClickHouse rejects as data (scaled; ~1.4 h), then "
-                              "poison_batch"),
-    "EVENTS_PAUSE_MAX": ("30", _secs,
-                         "longest pause of the events worker between probes while ClickHouse is unavailable"),
-    "CLICKHOUSE_TIMEOUT": ("20", _secs,
-                           "seconds a ClickHouse call may take (bounded well under the visibility timeout)"),
-    "SESSIONS_RETRY_MAX": ("30", _secs,
-                           "cap of a sessions.update retry countdown, seconds (held by the worker, so < visibility "
-                           "timeout)"),
-    "BATCH_MARKER_TTL": ("900", _pos,
-                         "seconds a (batch, session) counted-marker is kept in Redis: the redelivery window of a "
-                         "message (visibility timeout, journal re-publish); later redeliveries are recognized from "
-                         "ClickHouse's session_batches"),
-    "DEDUP_WINDOW": ("86400", _pos,
-                     "seconds within which an event_id of a project counts once, whichever batch carries it"),
-    "RETRY_TIME_SCALE": ("1", lambda n, r: env_float(n, r, 0.0001),
-                         "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility "
-                         "timeout"),
-    "BROKER_VISIBILITY_TIMEOUT": ("60", _pos,
-                                  "seconds before a Redis-broker message held by a dead worker is redelivered"),
-    "JOURNAL_GRACE": ("90", _secs,
-                      "seconds after which an accepted batch not yet counted, with the queues empty, is re-published "
-                      "from the ingest journal"),
-    "BROKER_MEMORY_LIMIT": ("0.9", lambda n, r: env_float(n, r, 0.1),
-                            "fraction of the Redis broker's maxmemory above which the API answers 503 (the rest is the "
-                            "workers' headroom)"),
-    "BROKER_SOCKET_TIMEOUT": ("5", _secs,
-                              "socket timeout of broker connections (a half-open broker never hangs a request)"),
-    "BEAT_STALE_AFTER": ("60", _secs, "seconds without a finished sweep after which /ready reports beat as down"),
-    "MAX_BODY_BYTES": ("1048576", _pos, "request body limit, before and after gzip"),
-    "MAX_BODY_DRAIN": ("16777216", lambda n, r: env_int(n, r, 0),
-                       "bytes of an over-limit body read and discarded so the client can read its 413"),
-    "MAX_EVENTS_PER_REQUEST": ("1000", _pos, "events per request"),
-    "MAX_EVENT_BYTES": ("10240", _pos, "serialized bytes per event"),
-    "TIMESTAMP_MAX_PAST": ("604800", _pos, "seconds an event timestamp may lie before received_at"),
-    "TIMESTAMP_MAX_FUTURE": ("3600", _pos, "seconds an event timestamp may lie after received_at"),
-    "KEY_CACHE_TTL": ("30", _secs, "seconds a key lookup (hit or miss) is cached per web process"),
-    "KEY_CACHE_STALE_MAX": ("3600", lambda n, r: env_float(n, r, 0.0),
-                            "seconds a known key keeps working from the cache while PostgreSQL is unreachable (0 = "
-                            "never)"),
-    "KEY_ROTATE_GRACE": ("86400", _pos, "seconds an old key stays valid after rotate"),
-    "RATE_LIMIT_DEFAULT": ("200/second", env_rate, "requests per key unless the key has its own"),
-    "RATE_LIMIT_PER_IP": ("50/second", env_rate, "requests per client IP per key"),
-    "RATELIMIT_FAIL_OPEN": ("true", env_bool, "accept traffic when the limiter's Redis is down"),
-    "TRUSTED_PROXY_COUNT": ("0", lambda n, r: env_int(n, r, 0),
-                            "proxies in front of the web tier (X-Forwarded-For hops to trust)"),
-    "SENSITIVE_QUERY_PARAMS": ("", env_list, "extra query parameter names whose values are masked"),
-    "CORS_MAX_AGE": ("600", lambda n, r: env_int(n, r, 0), "seconds browsers may cache a preflight"),
-    "LOG_LEVEL": ("INFO", lambda n, r: env_choice(n, r.upper(), ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
-                  "log level of web and workers (takes precedence over celery --loglevel)"),
-    "LOG_FORMAT": ("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text"),
-    "SENTRY_DSN": ("", _str, "Sentry DSN; empty disables Sentry"),
-    "WORKER_METRICS_PORT": ("0", lambda n, r: env_int(n, r, 0), "port where a Celery worker serves /metrics (0 = off)"),
-    "OBSERVER_ENV": ("production", _str, "environment name in logs and Sentry"),
-}
+def _setting(default: str | None, parse: Callable[[str, str], Any], doc: str) -> Any:
+    """One setting: its default (as the environment would spell it; None derives from REDIS_URL),
+    the parser that checks and converts it, and its one-line meaning for the configuration table."""
+    return field(metadata={"default": default, "parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings: one typed attribute per SPEC entry, named as its variable in lowercase.
+    """Every setting once: an attribute per variable (named as it in lowercase), its type, its
+    default, parser and meaning. Values other settings imply are properties, not settings."""
 
-    The attributes follow SPEC's order and its parsers' types (tests/unit/core/test_settings.py
-    keeps the two equal), so a type checker sees ``settings.broker_visibility_timeout: int``.
-    """
-
-    port: int
-    redis_url: str
-    celery_broker_url: str
-    sessions_redis_url: str
-    ratelimit_redis_url: str
-    redis_key_prefix: str
-    database_url: str
-    database_pool_max: int
-    clickhouse_url: str
-    clickhouse_pool_size: int
-    clickhouse_cluster: str
-    clickhouse_ttl_days: int
-    ufse_url: str
-    ufse_secret: str
-    ufse_timeout: float
-    session_idle_timeout: int
-    session_max_duration: int
-    session_sweep_interval: float
-    session_buckets: int
-    session_claim_batch: int
-    forward_retry_schedule: tuple[float, ...]
-    forward_circuit_threshold: int
-    forward_circuit_max: float
-    forward_drain_rate: int
-    forward_visibility_retries: int
-    forward_max_events: int
-    forward_max_request_ids: int
-    forward_outbox_stale: float
-    events_flush_every: int
-    events_flush_interval: float
-    events_retry_schedule: tuple[float, ...]
-    events_pause_max: float
-    clickhouse_timeout: float
-    sessions_retry_max: float
-    batch_marker_ttl: int
-    dedup_window: int
-    retry_time_scale: float
-    broker_visibility_timeout: int
-    journal_grace: float
-    broker_memory_limit: float
-    broker_socket_timeout: float
-    beat_stale_after: float
-    max_body_bytes: int
-    max_body_drain: int
-    max_events_per_request: int
-    max_event_bytes: int
-    timestamp_max_past: int
-    timestamp_max_future: int
-    key_cache_ttl: float
-    key_cache_stale_max: float
-    key_rotate_grace: int
-    rate_limit_default: str
-    rate_limit_per_ip: str
-    ratelimit_fail_open: bool
-    trusted_proxy_count: int
-    sensitive_query_params: tuple[str, ...]
-    cors_max_age: int
-    log_level: str
-    log_format: str
-    sentry_dsn: str
-    worker_metrics_port: int
-    observer_env: str
+    port: int = _setting("8000", _pos, "HTTP port of the web process")
+    # The operator listener: gunicorn binds it beside PORT (OPERATOR_HOST, 127.0.0.1 by default);
+    # /ready and /metrics answer there only, never on the public PORT.
+    operator_port: int = _setting("8001", _pos,
+            "port of the web process's operator listener, the only one serving /ready and /metrics "
+            "(bound to OPERATOR_HOST)")
+    ready_timeout: float = _setting("2", _secs,
+            "seconds /ready waits for its checks together (run at once); one still running is reported "
+            "failed")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_or_cluster, "default Redis for every role below")
+    celery_broker_url: str = _setting(None, lambda n, r: env_url(n, r, ("redis", "rediss", "amqp", "amqps", "pyamqp")),
+            "Celery broker (defaults to REDIS_URL; amqp:// works)")
+    sessions_redis_url: str = _setting(None, _redis_or_cluster,
+            "Redis holding live session state (defaults to REDIS_URL); a Redis Cluster as "
+            "redis+cluster://host:port,host:port")
+    ratelimit_redis_url: str = _setting(None, _redis_or_cluster,
+            "Redis for rate-limit counters (defaults to REDIS_URL); a Redis Cluster as "
+            "redis+cluster://host:port,host:port")
+    redis_key_prefix: str = _setting("obs:", _str, "prefix of every non-broker Redis key")
+    database_url: str = _setting("postgresql://postgres@127.0.0.1:5432/observer",
+            lambda n, r: env_url(n, r, ("postgresql", "postgres")),
+            "PostgreSQL for projects, keys, dead letters")
+    database_pool_max: int = _setting("10", _pos, "max pooled PostgreSQL connections per process")
+    clickhouse_url: str = _setting("clickhouse://default:@127.0.0.1:9000/observer",
+            lambda n, r: env_url(n, r, ("clickhouse", "chdb")),
+            "clickhouse://user:pass@host:9000/db (server) or chdb:///path (embedded)")
+    clickhouse_pool_size: int = _setting("8", _pos, "max pooled native connections per process")
+    clickhouse_cluster: str = _setting("", _str,
+            "cluster name for DDL ON CLUSTER + Replicated tables (empty = single node)")
+    retention_days: int = _setting("90", _pos,
+            "days events are kept (whole partitions dropped by the daily retention job); a project's "
+            "override: flask projects set P --retention-days N")
+    dead_letter_retention_days: int = _setting("30", _pos, "days dead letters are kept (deleted by the retention job)")
+    ufse_url: str = _setting("", _str, "where finished sessions are POSTed (empty: forwards are dead-lettered)")
+    ufse_secret: str = _setting("", _str, "Standard Webhooks secret, whsec_<base64>")
+    ufse_timeout: float = _setting("10", _secs, "seconds per UFSE request")
+    session_idle_timeout: int = _setting("1800", _pos, "seconds of inactivity that finalize a session")
+    session_max_duration: int = _setting("86400", _pos, "seconds after which a session is finalized anyway")
+    session_sweep_interval: float = _setting("5", _secs, "seconds between beat sweeps for idle sessions")
+    forward_retry_schedule: tuple[float, ...] = _setting("5,300,1800,7200,18000,36000,36000", _schedule,
+            "seconds before each UFSE retry (jittered, scaled by RETRY_TIME_SCALE; ~27.6 h in all), "
+            "then dead letter")
+    forward_circuit_threshold: int = _setting("5", _pos,
+            "consecutive retryable UFSE failures that open the destination's circuit")
+    forward_circuit_max: float = _setting("60", _secs,
+            "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after "
+            "UFSE is back)")
+    forward_drain_rate: int = _setting("20", _pos, "parked forwards released per second once UFSE answers again")
+    forward_max_events: int = _setting("5000", _pos, "events per UFSE payload (more sets truncated=true)")
+    forward_max_request_ids: int = _setting("100", _pos, "request ids listed per UFSE payload")
+    events_flush_every: int = _setting("500", _pos, "events tasks buffered before one ClickHouse INSERT")
+    events_flush_interval: float = _setting("1", _secs, "max seconds a buffered events task waits for its INSERT")
+    events_retry_schedule: tuple[float, ...] = _setting("60,300,900,3600", _schedule,
+            "seconds before each retry of a batch ClickHouse rejects as data (scaled; ~1.4 h), then "
+            "poison_batch")
+    clickhouse_timeout: float = _setting("20", _secs,
+            "seconds a ClickHouse call may take (bounded well under the visibility timeout)")
+    dedup_window: int = _setting("86400", _pos,
+            "seconds within which an event_id of a project counts once, whichever batch carries it")
+    retry_time_scale: float = _setting("1", lambda n, r: env_float(n, r, 0.0001),
+            "multiplies every retry delay (tests compress hours with e.g. 0.01); not the visibility "
+            "timeout")
+    broker_visibility_timeout: int = _setting("60", _pos,
+            "seconds before a Redis-broker message held by a dead worker is redelivered")
+    broker_memory_limit: float = _setting("0.9", lambda n, r: env_float(n, r, 0.1),
+            "fraction of the Redis broker's maxmemory above which the API answers 503 (the rest is the "
+            "workers' headroom)")
+    broker_socket_timeout: float = _setting("5", _secs,
+            "socket timeout of broker connections (a half-open broker never hangs a request)")
+    max_body_bytes: int = _setting("1048576", _pos, "request body limit, before and after gzip")
+    max_events_per_request: int = _setting("1000", _pos, "events per request")
+    max_event_bytes: int = _setting("10240", _pos, "serialized bytes per event")
+    timestamp_max_past: int = _setting("604800", _pos, "seconds an event timestamp may lie before received_at")
+    timestamp_max_future: int = _setting("3600", _pos, "seconds an event timestamp may lie after received_at")
+    key_cache_ttl: float = _setting("30", _secs, "seconds a key lookup (hit or miss) is cached per web process")
+    key_cache_stale_max: float = _setting("3600", lambda n, r: env_float(n, r, 0.0),
+            "seconds a known key keeps working from the cache while PostgreSQL is unreachable (0 = "
+            "never)")
+    key_rotate_grace: int = _setting("86400", _pos, "seconds an old key stays valid after rotate")
+    rate_limit_default: str = _setting("200/second", env_rate, "requests per key unless the key has its own")
+    rate_limit_per_ip: str = _setting("50/second", env_rate, "requests per client IP per key")
+    ratelimit_fail_open: bool = _setting("true", env_bool, "accept traffic when the limiter's Redis is down")
+    event_rate_limit: str = _setting("10000/second", env_rate, "accepted events per key")
+    event_rate_limit_per_ip: str = _setting("2000/second", env_rate, "accepted events per client IP per key")
+    session_rate_limit: str = _setting("100/second", env_rate,
+                                       "new sessions per key (a session id unseen for SESSION_IDLE_TIMEOUT)")
+    session_rate_limit_per_ip: str = _setting("20/second", env_rate, "new sessions per client IP per key")
+    key_lookup_rate_per_ip: str = _setting("60/minute", env_rate,
+                                           "key lookups per client IP that reach PostgreSQL (uncached keys)")
+    trusted_proxy_count: int = _setting("0", lambda n, r: env_int(n, r, 0),
+            "proxies in front of the web tier (X-Forwarded-For hops to trust)")
+    sensitive_query_params: tuple[str, ...] = _setting("", env_list,
+            "extra query parameter names whose values are masked")
+    log_level: str = _setting("INFO", lambda n, r: env_choice(n, r.upper(), ("DEBUG", "INFO", "WARNING", "ERROR",
+            "CRITICAL")),
+            "log level of web and workers (takes precedence over celery --loglevel)")
+    log_format: str = _setting("json", lambda n, r: env_choice(n, r, ("json", "text")), "json (production) or text")
+    sentry_dsn: str = _setting("", _str, "Sentry DSN; empty disables Sentry")
+    worker_metrics_port: int = _setting("0", lambda n, r: env_int(n, r, 0),
+            "port where a Celery worker serves /metrics (0 = off)")
+    observer_env: str = _setting("production", _str, "environment name in logs and Sentry")
 
     def __getitem__(self, item: str) -> Any:
         """The value of a setting by its variable name (``settings["PORT"]``)."""
-        if item not in SPEC:
+        if item not in SPEC and item not in DERIVED:
             raise KeyError(item)
         return getattr(self, item.lower())
 
@@ -302,6 +235,53 @@ class Settings:
         """Data directory when CLICKHOUSE_URL is ``chdb:///path``, else None."""
         parsed = urlparse(self.clickhouse_url)
         return parsed.path if parsed.scheme == "chdb" else None
+
+    # Timings the broker's visibility timeout implies. Nothing may wait unacked on a live worker
+    # longer than it, or the Redis broker hands the message to a second worker meanwhile.
+    @property
+    def sessions_retry_max(self) -> float:
+        """Cap of a held countdown retry (sessions.update, forward storage waits): half the
+        visibility timeout."""
+        return self.broker_visibility_timeout / 2
+
+    @property
+    def journal_grace(self) -> float:
+        """Seconds before an accepted, uncounted batch is re-published from the ingest journal
+        (queues empty): 1.5 x the visibility timeout. Younger entries may still be held by a
+        worker or await their restore; one that is merely slow is published twice, which dedup
+        absorbs."""
+        return 1.5 * self.broker_visibility_timeout
+
+    @property
+    def batch_marker_ttl(self) -> int:
+        """Seconds a (batch, session) counted-marker is kept once its session_batches row is
+        written: a restored message comes back within about the visibility timeout, a lost one
+        from the journal after its grace; later redeliveries are recognized from ClickHouse's
+        session_batches. 15 x the timeout. Until written, a marker lives as long as a frozen
+        snapshot (14 days), whatever the length of a storage outage."""
+        return 15 * self.broker_visibility_timeout
+
+    @property
+    def beat_stale_after(self) -> float:
+        """Seconds without a finished sweep after which /ready reports beat as down."""
+        return max(60.0, 12 * self.session_sweep_interval)
+
+
+SPEC: dict[str, tuple[str | None, Callable[[str, str], Any], str]] = {
+    f.name.upper(): (f.metadata["default"], f.metadata["parse"], f.metadata["doc"]) for f in fields(Settings)
+}
+# Implied by other settings (properties above), shown in the configuration table as such.
+# Settings that no longer exist, with what replaces them: set, they stop start-up with that message.
+RETIRED = {
+    "CLICKHOUSE_TTL_DAYS": "set RETENTION_DAYS instead (events now expire as whole partitions on every engine, "
+                           "by the daily retention job; docs/OPERATIONS.md#retention)",
+}
+DERIVED = {
+    "SESSIONS_RETRY_MAX": "BROKER_VISIBILITY_TIMEOUT / 2",
+    "JOURNAL_GRACE": "1.5 x BROKER_VISIBILITY_TIMEOUT",
+    "BATCH_MARKER_TTL": "15 x BROKER_VISIBILITY_TIMEOUT",
+    "BEAT_STALE_AFTER": "max(60, 12 x SESSION_SWEEP_INTERVAL)",
+}
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -324,7 +304,13 @@ def _sources(environ: Mapping[str, str]) -> dict[str, str]:
         raise ConfigError(f"OBSERVER_ENV_FILE: no such file {file_name!r}")
     if path.is_file():
         merged.update(read_env_file(path))
-    merged.update({k: v for k, v in environ.items() if k in SPEC})
+    merged.update({k: v for k, v in environ.items() if k in SPEC or k in DERIVED or k in RETIRED})
+    retired = sorted(set(merged) & set(RETIRED))
+    if retired:
+        raise ConfigError(f"{retired[0]}: retired; {RETIRED[retired[0]]}")
+    derived = sorted(set(merged) & set(DERIVED))
+    if derived:
+        raise ConfigError(f"{derived[0]}: derived ({derived[0]} = {DERIVED[derived[0]]}), not settable; unset it")
     return merged
 
 
@@ -335,6 +321,16 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
     unknown = set(overrides or {}) - set(SPEC)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return _build(raw)
+
+
+def defaults() -> Settings:
+    """Every setting at its default: no environment, no env file (what the tables and the
+    benchmark compare against)."""
+    return _build({})
+
+
+def _build(raw: Mapping[str, str]) -> Settings:
     values: dict[str, Any] = {}
     for name, (default, parse, _doc) in SPEC.items():
         text = raw.get(name, default)
@@ -366,32 +362,24 @@ def _cross_check(v: dict[str, Any]) -> None:
     if v["SESSION_MAX_DURATION"] < v["SESSION_IDLE_TIMEOUT"]:
         raise ConfigError("SESSION_MAX_DURATION: must be >= SESSION_IDLE_TIMEOUT")
     # Nothing may wait unacked on a live worker longer than the visibility timeout, or the
-    # Redis broker hands it to a second worker while the first still holds it. The longest
-    # waits are: a countdown retry of sessions.update; a buffered events message held while
-    # ClickHouse is paused (half the timeout); a flush (interval + its budget, half the timeout
-    # less the interval, + the one ClickHouse call that may start just before the budget ends).
-    # Longer waits (UFSE and data-error retries) live in the due-time index, not in messages.
+    # Redis broker hands it to a second worker while the first still holds it. The countdown
+    # retries are derived from it (Settings.sessions_retry_max); what remains to check: a
+    # buffered events message held while ClickHouse is paused (half the timeout) and a flush
+    # (interval + its budget, half the timeout less the interval, + the one ClickHouse call that
+    # may start just before the budget ends). Longer waits (UFSE and data-error retries) live in
+    # the due-time index, not in messages.
     vt = v["BROKER_VISIBILITY_TIMEOUT"]
-    if vt < 2 * v["SESSIONS_RETRY_MAX"]:
-        raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice SESSIONS_RETRY_MAX")
     if vt < 2 * (v["EVENTS_FLUSH_INTERVAL"] + v["CLICKHOUSE_TIMEOUT"]):
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice "
                           "EVENTS_FLUSH_INTERVAL + CLICKHOUSE_TIMEOUT")
-    if v["JOURNAL_GRACE"] < 1.5 * vt:
-        # Younger entries may still be held by a worker or await their restore (an older one
-        # that is merely slow is published twice, which dedup absorbs; one that is lost is not).
-        raise ConfigError("JOURNAL_GRACE: must be at least 1.5 x BROKER_VISIBILITY_TIMEOUT")
     if vt < 2 * v["BROKER_SOCKET_TIMEOUT"]:
         raise ConfigError("BROKER_VISIBILITY_TIMEOUT: must be at least twice BROKER_SOCKET_TIMEOUT")
-    if v["BATCH_MARKER_TTL"] < v["JOURNAL_GRACE"] + 2 * vt:
-        # A restored message comes back within about the visibility timeout, a lost one from the
-        # journal after its grace: the marker must still be there (ClickHouse answers later ones).
-        raise ConfigError("BATCH_MARKER_TTL: must be at least JOURNAL_GRACE + 2 x BROKER_VISIBILITY_TIMEOUT")
+    # Journal entries live DEDUP_WINDOW and are re-published once JOURNAL_GRACE (1.5 x the
+    # visibility timeout) has passed: a shorter window drops them before the sweep may re-publish
+    # them, and a re-published batch must still find its first copy's events to count once.
+    if v["DEDUP_WINDOW"] < 2 * 1.5 * vt:
+        raise ConfigError(f"DEDUP_WINDOW: must be at least twice JOURNAL_GRACE (1.5 x BROKER_VISIBILITY_TIMEOUT"
+                          f" = {1.5 * vt:g} s), got {v['DEDUP_WINDOW']}")
 
 
-def settings_table() -> list[tuple[str, str, str]]:
-    """(name, default, meaning) rows for the README's configuration table."""
-    return [(name, default if default is not None else "REDIS_URL", doc) for name, (default, _p, doc) in SPEC.items()]
-
-
-__all__ = ["ConfigError", "Settings", "load_settings", "settings_table", "SPEC"]
+__all__ = ["DERIVED", "SPEC", "ConfigError", "Settings", "defaults", "load_settings"]

@@ -7,20 +7,17 @@
 ``--from`` is the single node (a server URL, or ``chdb:///path`` with its owning worker
 stopped); ``--to`` and ``--cluster`` default to ``CLICKHOUSE_URL`` and ``CLICKHOUSE_CLUSTER``.
 Prints one line per table (rows and distinct keys on both sides) and exits 1 on any mismatch.
-The procedure around it is in README "ClickHouse cluster" (app/storage/cluster_move.py).
+The procedure around it is in docs/SCALE-OUT.md, "ClickHouse cluster" (app/storage/clickhouse/cluster_move.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app.settings import load_settings  # noqa: E402
-from app.storage import cluster_move  # noqa: E402
-from app.storage.clickhouse import close_all, get_clickhouse  # noqa: E402
+from app.settings import load_settings
+from app.storage.clickhouse import cluster_move
+from app.storage.clickhouse.client import close_all, get_clickhouse
 
 
 def main(argv=None) -> int:
@@ -37,7 +34,7 @@ def main(argv=None) -> int:
     started = time.monotonic()
     try:
         reports = cluster_move.move(get_clickhouse(args.source), get_clickhouse(args.target, timeout=300),
-                                    cluster=args.cluster, ttl_days=s.clickhouse_ttl_days, dedup_window=s.dedup_window)
+                                    cluster=args.cluster, ttl_days=s.retention_days, dedup_window=s.dedup_window)
     finally:
         close_all()
     for report in reports:

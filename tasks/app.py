@@ -1,46 +1,100 @@
-"""The Celery app: configured from celeryconfig + settings, with signals for logging and chDB."""
+"""The Celery app, with beat's schedule and the worker signals (logging, prefetch cap, Sentry,
+metrics, heartbeats, chDB ownership).
+
+Nothing reads the settings at import: the app takes them (the broker, beat's interval) when its
+configuration is first read, which ``celery -A tasks`` does after the import, and the signal
+handlers when they run.
+"""
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
 from typing import Any
 
-from celery import signals
+from celery import Celery, Task, signals
+from celery.exceptions import Reject, Retry
 
-from app.broker import make_celery
+from app import broker, resources
+from app.names import Queue, TaskName
+from app.observability import heartbeats, restores
 from app.observability import logging as obs_logging
 from app.observability.context import request_id_var, task_id_var
-from tasks import runtime
+from app.retry.countdown import Countdown
+from app.settings import ConfigError, Settings
+from tasks.batching import AckOnSuccessBatches
 
 log = logging.getLogger(__name__)
 
-_settings = runtime.settings()
-celery = make_celery(_settings)
-celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward", "tasks.maintenance", "tasks.reconcile"]
-celery.conf.beat_schedule = {
-    "maintenance.sweep": {
-        "task": "maintenance.sweep",
-        "schedule": _settings.session_sweep_interval,
-        # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
-        # intervals is dropped instead of piling up (the next one does the same work).
-        "options": {"expires": max(5.0, 3 * _settings.session_sweep_interval), "queue": "maintenance"},
-    },
-    # Versions ClickHouse knows and the sessions Redis lost (a failover, a flush): rare, and
-    # each run reads ClickHouse, so once a minute.
-    "sessions.reconcile": {
-        "task": "sessions.reconcile",
-        "schedule": 60.0,
-        "options": {"expires": 60.0, "queue": "maintenance"},
-    },
-}
+celery = Celery("observer")
+celery.config_from_object("celeryconfig")
+celery.conf.include = ["tasks.events", "tasks.sessions", "tasks.forward", "tasks.maintenance"]
+
+
+@celery.on_configure.connect
+def _configure(sender: Celery, **_kw: Any) -> None:
+    """The settings' part of the configuration, applied as it is first read."""
+    try:
+        settings = resources.settings()
+    except ConfigError as exc:
+        # Celery logs and swallows a receiver's Exception: a bad setting must stop the process.
+        raise SystemExit(f"observer: {exc}") from exc
+    broker.configure(sender, settings)
+    sender.conf.update(beat_schedule=beat_schedule(settings))
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict]:
+    """Beat's entries, each on the maintenance queue, each expiring so late ticks do not pile up."""
+    return {
+        TaskName.MAINTENANCE_SWEEP.value: {
+            "task": TaskName.MAINTENANCE_SWEEP.value,
+            "schedule": settings.session_sweep_interval,
+            # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
+            # intervals is dropped instead of piling up (the next one does the same work).
+            "options": {"expires": max(5.0, 3 * settings.session_sweep_interval), "queue": Queue.MAINTENANCE.value},
+        },
+        # Versions ClickHouse knows and the sessions Redis lost (a failover, a flush): rare, and
+        # each run reads ClickHouse, so once a minute.
+        TaskName.MAINTENANCE_RECONCILE.value: {
+            "task": TaskName.MAINTENANCE_RECONCILE.value,
+            "schedule": 60.0,
+            "options": {"expires": 60.0, "queue": Queue.MAINTENANCE.value},
+        },
+        # Deletion requests (app/deletion/job.py): each run moves every open one a stage on;
+        # `data delete` asks for a run at once.
+        TaskName.MAINTENANCE_DELETIONS.value: {
+            "task": TaskName.MAINTENANCE_DELETIONS.value,
+            "schedule": 60.0,
+            "options": {"expires": 60.0, "queue": Queue.MAINTENANCE.value},
+        },
+        # Retention (app/retention.py): expired partitions dropped whole, once a day.
+        TaskName.MAINTENANCE_RETENTION.value: {
+            "task": TaskName.MAINTENANCE_RETENTION.value,
+            "schedule": 86400.0,
+            "options": {"expires": 3600.0, "queue": Queue.MAINTENANCE.value},
+        },
+    }
+
+
+def retry_in(task: Task, countdown: Countdown, **options: Any) -> Retry:
+    """``task.retry`` after ``countdown`` (its kwargs replace the message's); requeues the message
+    instead of dropping it when the retry cannot be published (the broker is down too)."""
+    if countdown.kwargs:
+        options["kwargs"] = {**(task.request.kwargs or {}), **countdown.kwargs}
+    if countdown.cause is not None:
+        options["exc"] = countdown.cause
+    try:
+        return task.retry(countdown=countdown.seconds, **options)
+    except Retry:
+        raise
+    except Reject as exc:  # Celery drops the message when publishing the retry fails; keep it
+        raise Reject(exc, requeue=True) from None
 
 
 @signals.setup_logging.connect
 def _setup_logging(**_kw: Any) -> None:
-    obs_logging.configure(_settings.log_level, _settings.log_format)
+    s = resources.settings()
+    obs_logging.configure(s.log_level, s.log_format)
 
 
 @signals.worker_init.connect
@@ -52,10 +106,10 @@ def _cap_prefetch(sender: Any = None, **_kw: Any) -> None:
     settings check keeps under the visibility timeout, so a live worker's message is never
     handed to another worker.
     """
-    if sender is None or "events" not in (celery.amqp.queues.consume_from or {}):
+    if sender is None or Queue.EVENTS.value not in (celery.amqp.queues.consume_from or {}):
         return
     concurrency = max(1, int(getattr(sender, "concurrency", 1) or 1))
-    cap = max(1, (2 * _settings.events_flush_every) // concurrency)
+    cap = max(1, (2 * resources.settings().events_flush_every) // concurrency)
     if int(sender.prefetch_multiplier or 1) > cap:
         log.warning("events prefetch capped", extra={"requested": sender.prefetch_multiplier, "cap": cap,
                                                      "concurrency": concurrency})
@@ -64,23 +118,23 @@ def _cap_prefetch(sender: Any = None, **_kw: Any) -> None:
 
 @signals.celeryd_init.connect
 def _sentry(**_kw: Any) -> None:
-    if _settings.sentry_dsn:
+    s = resources.settings()
+    if s.sentry_dsn:
         import sentry_sdk
         from sentry_sdk.integrations.celery import CeleryIntegration
 
         from app.observability.sentry import safe_options
 
-        sentry_sdk.init(dsn=_settings.sentry_dsn, environment=_settings.observer_env,
+        sentry_sdk.init(dsn=s.sentry_dsn, environment=s.observer_env,
                         integrations=[CeleryIntegration()], **safe_options())
 
 
 @signals.worker_ready.connect
 def _metrics_server(**_kw: Any) -> None:
     """Serve this worker's (and, with PROMETHEUS_MULTIPROC_DIR, its children's) metrics."""
-    if not _settings.worker_metrics_port:
+    port = resources.settings().worker_metrics_port
+    if not port:
         return
-    import os
-
     from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
     registry = REGISTRY  # start_http_server's default
@@ -90,89 +144,74 @@ def _metrics_server(**_kw: Any) -> None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     # Every interface: /metrics is scraped from outside the host (a container's published port).
-    start_http_server(_settings.worker_metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104
-    log.info("worker metrics", extra={"port": _settings.worker_metrics_port})
+    start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104
+    log.info("worker metrics", extra={"port": port})
 
 
 @signals.worker_init.connect
 def _watch_restores(**_kw: Any) -> None:
-    """Count the broker's visibility-timeout restores (see tasks.watch)."""
-    from tasks import watch
-
-    watch.install_restore_counter()
+    """Count the broker's visibility-timeout restores (app/observability/restores.py)."""
+    restores.install_restore_counter()
 
 
 @signals.worker_ready.connect
 def _worker_heartbeat(sender: Any = None, **_kw: Any) -> None:
     """Publish this worker's holding/progress state (read by /ready and /metrics)."""
-    from celery.worker import state as wstate
-
-    from tasks import watch
-    from tasks.batching import AckOnSuccessBatches
-
-    batches = celery.tasks.get("events.persist")
     consumer = getattr(sender, "consumer", None) if sender is not None else None
-    queues = sorted(celery.amqp.queues.consume_from or {}) if celery.amqp.queues.consume_from else []
-    last = {"count": -1, "at": time.time()}
-
-    def probe() -> tuple[int, float]:
-        done = sum(wstate.total_count.values())
-        if done != last["count"]:
-            last.update(count=done, at=time.time())
-        held = len(wstate.reserved_requests)
-        progress = last["at"]
-        if "events" in queues and isinstance(batches, AckOnSuccessBatches):
-            held += batches.held()
-            progress = max(progress, batches.last_progress)
-        return held, progress
-
     name = getattr(sender, "hostname", None) or getattr(consumer, "hostname", None) or f"worker-{os.getpid()}"
-    watch.Heartbeat(runtime.sessions_redis, _settings.redis_key_prefix, name, probe).start()
+    queues = sorted(celery.amqp.queues.consume_from or {})
+    batches = celery.tasks.get(TaskName.EVENTS_PERSIST.value) if Queue.EVENTS.value in queues else None
+    heartbeats.Heartbeat(resources.sessions_redis, resources.settings().redis_key_prefix, name,
+                         WorkerProbe(batches)).start()
+
+
+class WorkerProbe:
+    """(messages held, epoch of the last progress) of this worker, for its heartbeat: what the
+    consumer reserved plus, on the events worker, what its batching buffers or flushes."""
+
+    def __init__(self, batches: Any = None) -> None:
+        self.batches = batches if isinstance(batches, AckOnSuccessBatches) else None
+        self.count, self.at = -1, time.time()
+
+    def __call__(self) -> tuple[int, float]:
+        from celery.worker import state
+
+        done = sum(state.total_count.values())
+        if done != self.count:
+            self.count, self.at = done, time.time()
+        held, progress = len(state.reserved_requests), self.at
+        if self.batches is not None:
+            held += self.batches.held()
+            progress = max(progress, self.batches.last_progress)
+        return held, progress
 
 
 @signals.worker_process_init.connect
 def _after_fork(**_kw: Any) -> None:
-    runtime.reset()
+    resources.reset()
 
 
 @signals.task_prerun.connect
-def _bind_context(task_id: str | None = None, task: Any = None, args: Any = None, **_kw: Any) -> None:
+def _bind_context(task_id: str | None = None, task: Any = None, **_kw: Any) -> None:
     task_id_var.set(task_id)
     headers = getattr(task.request, "headers", None) or {}
     rid = headers.get("request_id") if isinstance(headers, dict) else None
-    rid = rid or getattr(task.request, "request_id", None)
-    request_id_var.set(rid)
+    request_id_var.set(rid or getattr(task.request, "request_id", None))
 
 
 @signals.worker_ready.connect
-def _owner_start(sender: Any = None, **_kw: Any) -> None:
-    """With chDB this worker owns ClickHouse: migrate it and publish a heartbeat for /ready."""
-    if not _settings.chdb_path:
+def _owner_start(**_kw: Any) -> None:
+    """With chDB this worker owns ClickHouse: apply its pending migrations and publish a heartbeat for /ready."""
+    s = resources.settings()
+    if not s.chdb_path:
         return
-    from app.storage import clickhouse_migrations
+    from app.storage.clickhouse import migrations
 
-    features = clickhouse_migrations.migrate(runtime.clickhouse(), _settings.clickhouse_ttl_days,
-                                             _settings.clickhouse_cluster,
-                                           dedup_window=_settings.dedup_window)
-    log.info("chdb migrated", extra={"version": features.version})
-    threading.Thread(target=_heartbeat, name="clickhouse-heartbeat", daemon=True).start()
-
-
-def heartbeat_key() -> str:
-    """Redis key of the ClickHouse owner's heartbeat."""
-    return f"{_settings.redis_key_prefix}hb:clickhouse"
-
-
-def _heartbeat() -> None:
-    r = runtime.sessions_redis()
-    while True:
-        try:
-            version = runtime.clickhouse().execute("SELECT version()")[0][0]
-            state = {"ok": True, "version": version, "at": time.time()}
-        except Exception as exc:  # reported through /ready, not fatal here
-            state = {"ok": False, "error": str(exc)[:200], "at": time.time()}
-        try:
-            r.set(heartbeat_key(), json.dumps(state), ex=20)
-        except Exception:
-            log.warning("heartbeat write failed", exc_info=True)
-        time.sleep(5)
+    # The owner applies ClickHouse's pending versioned migrations itself: `flask migrate` cannot open
+    # chDB, and no lock is needed because chDB admits one process per directory (docs/OPERATIONS.md#migrations).
+    features, applied = migrations.apply(resources.clickhouse(), s.retention_days, s.clickhouse_cluster,
+                                         dedup_window=s.dedup_window)
+    log.info("chdb migrated", extra={"version": features.version,
+                                     "applied": [f"{m.version} {m.name}" for m in applied]})
+    heartbeats.start_clickhouse_owner_heartbeat(resources.sessions_redis, resources.clickhouse,
+                                                s.redis_key_prefix)

@@ -17,8 +17,8 @@ so the broker stops delivering) for at most ``hold_limit`` seconds before requeu
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import random
 import threading
 import time
 from collections.abc import Collection
@@ -29,6 +29,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 
 from app.observability import metrics
+from app.retry.backoff import pause_delay
 
 log = logging.getLogger(__name__)
 
@@ -86,27 +87,28 @@ class AckOnSuccessBatches(Batches):
         serializable = ([SimpleRequest.from_request(r) for r in requests],)
         with self._state_lock:
             self.in_flight += len(requests)
-
-        def on_return(result: Any) -> None:
-            verdicts = result.get("verdicts", {}) if isinstance(result, dict) else {}
-            for req in requests:
-                if verdicts.get(req.id) == "ack":
-                    req.acknowledge()
-                else:  # requeue, or a flush that failed outright: back to the broker now
-                    req.reject(requeue=True)
-            self._settled(len(requests), pause=bool(isinstance(result, dict) and result.get("pause")))
-
-        def on_error(exc_info: Any) -> None:
-            # The pool child died (WorkerLostError) or the pool refused the job.
-            metrics.FLUSH_LOST.inc()
-            log.error("events flush lost its pool child; requeueing",
-                      extra={"requests": len(requests), "error": str(exc_info)[:300]})
-            for req in requests:
-                req.reject(requeue=True)
-            self._settled(len(requests), pause=False)
-
         return self._pool.apply_async(apply_batches_task, (self, serializable, 0, None),
-                                      callback=on_return, error_callback=on_error)
+                                      callback=functools.partial(self._returned, requests),
+                                      error_callback=functools.partial(self._lost, requests))
+
+    def _returned(self, requests: Collection[Any], result: Any) -> None:
+        """The flush's verdicts: ack what it stored, requeue the rest (all of a failed flush)."""
+        verdicts = result.get("verdicts", {}) if isinstance(result, dict) else {}
+        for req in requests:
+            if verdicts.get(req.id) == "ack":
+                req.acknowledge()
+            else:  # requeue, or a flush that failed outright: back to the broker now
+                req.reject(requeue=True)
+        self._settled(len(requests), pause=bool(isinstance(result, dict) and result.get("pause")))
+
+    def _lost(self, requests: Collection[Any], exc_info: Any) -> None:
+        """The pool child died (WorkerLostError) or the pool refused the job: requeue all now."""
+        metrics.FLUSH_LOST.inc()
+        log.error("events flush lost its pool child; requeueing",
+                  extra={"requests": len(requests), "error": str(exc_info)[:300]})
+        for req in requests:
+            req.reject(requeue=True)
+        self._settled(len(requests), pause=False)
 
     def _settled(self, n: int, *, pause: bool) -> None:
         with self._state_lock:
@@ -115,8 +117,8 @@ class AckOnSuccessBatches(Batches):
             if pause:
                 # Exponential pause with jitter between probes: while ClickHouse is away the
                 # worker neither hammers it nor churns messages through the broker.
-                step = min(self.pause_max, 2.0 ** self._pauses) * self.time_scale
-                self._paused_until = time.monotonic() + step * (0.5 + 0.5 * random.random())  # noqa: S311 -- jitter, not a secret
+                self._paused_until = time.monotonic() + pause_delay(self._pauses, cap=self.pause_max,
+                                                                    scale=self.time_scale)
                 self._pauses += 1
                 metrics.EVENTS_PAUSES.inc()
             else:

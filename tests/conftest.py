@@ -2,7 +2,7 @@
 
 Redis is always a private server started for the run; PostgreSQL on 5432 is used when it
 answers, else an embedded one is started under a temp dir. ClickHouse 18.16 is always
-started by the suite (Debian's clickhouse-server; installed by `make test` when root).
+started by the suite (Debian's client-server; installed by `make test` when root).
 Isolation: a fresh Redis db number + key prefix per test, a fresh PostgreSQL schema per
 session, a fresh ClickHouse database per test module.
 """
@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from devtools import servers as services
 
-import services  # noqa: E402  (scripts/services.py)
+ROOT = Path(__file__).resolve().parents[1]
 
 _tmp = Path(tempfile.mkdtemp(prefix="observer-test-"))
 # Never pick up ./var/observer.env from a `make run` in the same checkout.
@@ -101,9 +99,9 @@ def clean_pg(database_url):
 
 @pytest.fixture(scope="session")
 def clickhouse_server():
-    """A real ClickHouse 18.16 server for the session (clickhouse://... URL without database)."""
+    """A real ClickHouse 18.16 server for the session (client://... URL without database)."""
     services.ensure_clickhouse_server()
-    svc = services.start_clickhouse_server(_tmp / "clickhouse")
+    svc = services.start_clickhouse_server(_tmp / "client")
     yield svc.url.rsplit("/", 1)[0]
     svc.stop()
 
@@ -112,7 +110,7 @@ def clickhouse_server():
 def clickhouse_clusters():
     """``get(shards, replicas)``: a ZooKeeper + ClickHouse 18.16 cluster named ``observer`` in that
     layout, started on first use (about 2 s) and stopped at the end of the session."""
-    from toolkit.clickhouse_cluster import start_clickhouse_cluster
+    from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
 
     started = {}
 
@@ -122,9 +120,9 @@ def clickhouse_clusters():
                                                                    shards=shards, replicas=replicas)
         return started[(shards, replicas)]
     yield get
-    from app.storage import clickhouse
+    from app.storage.clickhouse import client
 
-    clickhouse.close_all()  # a server waits for its clients' connections before it exits
+    client.close_all()  # a server waits for its clients' connections before it exits
     for cluster in started.values():
         cluster.stop()
 
@@ -144,14 +142,14 @@ def clickhouse_url(request):
 @pytest.fixture
 def ch(clickhouse_url):
     """A migrated ClickHouse backend (closed after the test)."""
-    from app.storage import clickhouse, clickhouse_migrations
+    from app.storage.clickhouse import client, migrations
 
-    backend = clickhouse.get_clickhouse(clickhouse_url)
-    clickhouse_migrations.migrate(backend)
+    backend = client.get_clickhouse(clickhouse_url)
+    migrations.migrate(backend)
     yield backend
     if backend.kind == "server":
         backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
-    clickhouse.close_all()
+    client.close_all()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -161,3 +159,46 @@ def _remove_run_dir():
     import shutil
 
     shutil.rmtree(_tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ per-group times, printed at the end
+# A group is a test's xdist_group when it has one, else its folder under tests/ (unit, integration,
+# e2e, faults, deploy). With -n, groups run at once: wall is first start to last end of the group,
+# busy the sum of its tests' own times (setup + call + teardown).
+_group_times: dict[str, list[float]] = {}
+
+
+def _group_of(report) -> str:
+    for key, value in getattr(report, "user_properties", []):
+        if key == "xdist_group":
+            return str(value)
+    parts = report.nodeid.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    mark = item.get_closest_marker("xdist_group")
+    if mark:
+        item.user_properties.append(("xdist_group", mark.args[0] if mark.args else mark.kwargs.get("name")))
+
+
+def pytest_runtest_logreport(report):
+    start, stop = getattr(report, "start", 0), getattr(report, "stop", 0)
+    if not start:
+        return
+    t = _group_times.setdefault(_group_of(report), [float("inf"), 0.0, 0.0, 0])
+    t[0], t[1], t[2] = min(t[0], start), max(t[1], stop), t[2] + (stop - start)
+    t[3] += report.when == "call"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _group_times or hasattr(terminalreporter.config, "workerinput"):
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "time per group (wall: first start to last end; busy: sum of its tests)")
+    first = min(t[0] for t in _group_times.values())
+    last = max(t[1] for t in _group_times.values())
+    for name, (start, stop, busy, n) in sorted(_group_times.items(), key=lambda kv: kv[1][0] - kv[1][1]):
+        tr.write_line(f"{name:<22} {n:>4} tests  wall {stop - start:7.1f} s  busy {busy:7.1f} s")
+    tr.write_line(f"{'all':<22} {sum(t[3] for t in _group_times.values()):>4} tests  wall {last - first:7.1f} s")

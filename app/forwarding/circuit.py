@@ -9,30 +9,11 @@ down it sees one probe per pause, not one request per waiting session.
 from __future__ import annotations
 
 import time
+from typing import Any, cast
 
-from app.storage.redis import RedisClient
-
-# KEYS: circuit hash. ARGV: now, threshold, base_pause, max_pause, ttl.
-# Returns open_until (0 while closed).
-_FAILURE = """
-local f = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local opened_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
-if f >= tonumber(ARGV[2]) then
-  local opened = tonumber(redis.call('HGET', KEYS[1], 'opened') or '0')
-  local pause = math.min(tonumber(ARGV[4]), tonumber(ARGV[3]) * (2 ^ opened))
-  opened_until = tonumber(ARGV[1]) + pause
-  redis.call('HSET', KEYS[1], 'open_until', tostring(opened_until), 'opened', opened + 1)
-end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-return tostring(opened_until)
-"""
-# KEYS: circuit hash, probe lock. Returns 1 when the circuit was open.
-_SUCCESS = """
-local was = redis.call('HGET', KEYS[1], 'open_until')
-redis.call('DEL', KEYS[1], KEYS[2])
-if was and tonumber(was) > 0 then return 1 end
-return 0
-"""
+from app.retry.backoff import doubling_schedule
+from app.storage import lua, redis_keys
+from app.storage.redis_clients import RedisClient
 
 
 class Circuit:
@@ -41,14 +22,36 @@ class Circuit:
     def __init__(self, redis: RedisClient, prefix: str, name: str, *, threshold: int, max_pause: float,
                  base_pause: float = 5.0, scale: float = 1.0, ttl_s: int = 2 * 86400) -> None:
         self.r = redis
-        tag = f"{prefix}circuit:{{{name}}}"
-        self.key, self.probe_key = tag, f"{tag}:probe"
+        self.prefix = prefix
+        self.key, self.probe_key = redis_keys.circuit(prefix, name), redis_keys.circuit_probe(prefix, name)
         self.threshold = threshold
         self.max_pause = max_pause * scale
         self.base_pause = base_pause * scale
         self.ttl = ttl_s
-        self._failure = redis.register_script(_FAILURE)
-        self._success = redis.register_script(_SUCCESS)
+        # The pause after each opening, computed here so the script does no backoff arithmetic.
+        self.pauses = doubling_schedule(base=self.base_pause, cap=self.max_pause)
+        self._failure = redis.register_script(lua.load(__file__, "circuit_failure"))
+        self._success = redis.register_script(lua.load(__file__, "circuit_success"))
+
+    def adopt(self, old_name: str) -> bool:
+        """Take over the state an earlier name of this destination kept, and delete its keys.
+
+        Before the circuit was named by the destination's origin it was named by the URL's
+        netloc, user info included: a ``user:pass@`` in UFSE_URL sat in a Redis key name. An
+        open circuit under that name moves here (unless this one has state already), so an
+        upgrade neither forgets an outage nor leaves the credentials in Redis.
+        """
+        old, old_probe = redis_keys.circuit(self.prefix, old_name), redis_keys.circuit_probe(self.prefix, old_name)
+        if old == self.key:
+            return False
+        state = cast(dict[Any, Any], self.r.hgetall(old))
+        if state and not self.r.exists(self.key):
+            self.r.hset(self.key, mapping=state)
+            self.r.expire(self.key, self.ttl)
+        # One key per call: the old and new names hash to different Redis Cluster slots.
+        self.r.delete(old)
+        self.r.delete(old_probe)
+        return bool(state)
 
     def open_until(self) -> float:
         """Epoch seconds until which the circuit is open (0 when closed)."""
@@ -70,8 +73,7 @@ class Circuit:
     def failure(self, now: float | None = None) -> float:
         """Count a retryable failure; returns open_until (0 while still closed)."""
         now = time.time() if now is None else now
-        until = self._failure(keys=[self.key],
-                              args=[f"{now:.3f}", self.threshold, self.base_pause, self.max_pause, self.ttl])
+        until = self._failure(keys=[self.key], args=[f"{now:.3f}", self.threshold, self.ttl, *self.pauses])
         self.r.delete(self.probe_key)
         return float(until)
 

@@ -10,13 +10,19 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from app.forwarding.destination import redact, redacted_url
 from app.forwarding.signing import decode_secret, webhook_headers
-from app.pipeline.backoff import retry_after_seconds
+from app.retry.backoff import retry_after_seconds
 
 USER_AGENT = "observer-forwarder/1"
 ERROR_BODY_CAP = 2048  # bytes of a failed answer kept for logs
 _DRAIN_LIMIT = 64 * 1024  # read this much at most so small answers free their pooled connection
 _RETRY_STATUSES = frozenset({408, 429})
+# The longest wait a receiver's Retry-After may impose, seconds. It only lengthens the schedule's
+# own step (app/forwarding/deliver.py), so an hour bounds what one answer adds to the ~27.6 h
+# FORWARD_RETRY_SCHEDULE (at most ~2.5 h in all, over its three short steps), and no header, a
+# typo (ms sent as s) or an HTTP-date years ahead, can park a delivery past its snapshot.
+RETRY_AFTER_CAP = 3600.0
 # Retrying cannot fix a malformed UFSE_URL; these go to the dead-letter table at once.
 _PERMANENT_ERRORS = (
     requests.exceptions.MissingSchema,
@@ -28,7 +34,11 @@ _PERMANENT_ERRORS = (
 
 @dataclass(frozen=True)
 class DeliveryResult:
-    """What one delivery attempt did: outcome is "delivered", "retry" or "permanent"."""
+    """What one delivery attempt did: outcome is "delivered", "retry" or "permanent".
+
+    ``error`` never contains UFSE_URL's credentials (app/forwarding/destination.py);
+    ``retry_after`` is the receiver's Retry-After, at most RETRY_AFTER_CAP.
+    """
 
     outcome: str
     status: int | None
@@ -49,7 +59,8 @@ class UfseClient:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.url = url
+        self.url = url  # only ever handed to requests; shown as ``display_url``
+        self.display_url = redacted_url(url)
         self.timeout = timeout
         self._secret = decode_secret(secret)  # fail at start-up, not on the first delivery
         self._clock = clock
@@ -71,18 +82,28 @@ class UfseClient:
                 stream=True, allow_redirects=False,
             )
         except _PERMANENT_ERRORS as exc:
-            return DeliveryResult("permanent", None, _describe(exc), None, _since(started))
+            return DeliveryResult("permanent", None, self._describe(exc), None, _since(started))
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return DeliveryResult("retry", None, _describe(exc), None, _since(started))
+            return DeliveryResult("retry", None, self._describe(exc), None, _since(started))
         text = _read_capped(resp)
         status = resp.status_code
         if 200 <= status < 300:
             return DeliveryResult("delivered", status, None, None, _since(started))
-        error = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+        error = redact(f"HTTP {status}: {text}" if text else f"HTTP {status}", self.url)
         if status in _RETRY_STATUSES or status >= 500:
             retry_after = retry_after_seconds(resp.headers.get("Retry-After"), now=self._clock())
+            if retry_after is not None and retry_after > RETRY_AFTER_CAP:
+                error = f"{error} (Retry-After {resp.headers.get('Retry-After')!r} capped at {RETRY_AFTER_CAP:.0f} s)"
+                retry_after = RETRY_AFTER_CAP
             return DeliveryResult("retry", status, error, retry_after, _since(started))
         return DeliveryResult("permanent", status, error, None, _since(started))
+
+    def __repr__(self) -> str:
+        return f"UfseClient({self.display_url!r})"
+
+    def _describe(self, exc: BaseException) -> str:
+        """A short description of a transport error; requests quotes the URL's path and query."""
+        return redact(f"{type(exc).__name__}: {exc}", self.url)[:ERROR_BODY_CAP]
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -115,11 +136,6 @@ def _read_capped(resp: requests.Response) -> str:
     finally:
         resp.close()
     return kept.decode("utf-8", "replace")
-
-
-def _describe(exc: BaseException) -> str:
-    """Return a short log-friendly description of a transport error."""
-    return f"{type(exc).__name__}: {exc}"[:ERROR_BODY_CAP]
 
 
 def _since(started: float) -> float:

@@ -18,6 +18,8 @@ _UTF8_CHARSETS = frozenset({"utf-8", "utf8"})
 _IDENTITY = frozenset({"", "identity"})
 _GZIP = frozenset({"gzip", "x-gzip"})
 _CHUNK = 64 * 1024
+# Bytes of an over-limit body read and discarded so the client can read its 413.
+MAX_DRAIN = 16 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 # Digits -> "0" and "{" -> "[" in one C pass, to count containers and find long digit runs.
 _PROBE = bytes.maketrans(b"0123456789{", b"0000000000[")
@@ -36,7 +38,7 @@ def read_json_body(stream: IO[bytes], *, content_type: str | None, content_encod
     return _parse(raw)
 
 
-def drain(stream: IO[bytes], limit: int) -> int:
+def drain(stream: IO[bytes], limit: int = MAX_DRAIN) -> int:
     """Read and discard up to ``limit`` bytes of what is left of a body; returns bytes read."""
     seen = 0
     while seen < limit:

@@ -1,8 +1,14 @@
-"""Card numbers in free text: Luhn-valid digit runs of 13-19 digits (rules in privacy_rules.json)."""
+"""Card numbers in free text: Luhn-valid digit runs of 13-19 digits (rules in privacy_rules.json).
+
+The work is bounded by the caller's budget (app/ingest/privacy.py): each window of groups
+looked at costs a unit, and when the budget is spent ``BudgetSpent`` is raised so the caller
+redacts what is left instead of leaving it unchecked.
+"""
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 from app.ingest.rules import MASKS, RULES
 
@@ -13,17 +19,31 @@ _CARD = RULES["card"]
 DIGIT_RUN = re.compile(r"(?<![0-9A-Za-z])" + _CARD["digit_run"])
 MIN_DIGITS = _CARD["min_digits"]
 _SEPARATOR = re.compile(r"[ -]")
-_MAX, _FIRST, _MAX_GROUPS = _CARD["max_digits"], _CARD["first_digits"], _CARD["max_groups"]
+_MAX, _FIRST = _CARD["max_digits"], frozenset(_CARD["first_digits"])
+# Luhn: a digit at an odd position from the right counts doubled, minus 9 when over 9.
+_DOUBLED = str.maketrans("0123456789", "0246813579")
+
+
+class BudgetSpent(Exception):
+    """The event's budget for exact checks is spent: the caller redacts the rest."""
+
+
+class Budget(Protocol):
+    def spend(self, units: int) -> bool: ...
+
+
+class _Unlimited:
+    def spend(self, units: int) -> bool:
+        return True
+
+
+UNLIMITED: Budget = _Unlimited()
 
 
 def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+    # Both halves are summed by C code: the string's bytes, with the doubled digits translated.
+    plain, doubled = digits[::-2].encode(), digits[-2::-2].translate(_DOUBLED).encode()
+    return (sum(plain) + sum(doubled) - 48 * len(digits)) % 10 == 0
 
 
 def _is_card(digits: str) -> bool:
@@ -31,10 +51,16 @@ def _is_card(digits: str) -> bool:
     return MIN_DIGITS <= len(digits) <= _MAX and digits[0] in _FIRST and _luhn_ok(digits)
 
 
-def _card_end(groups: list[str], start: int) -> int:
+def _card_end(groups: list[str], start: int, budget: Budget) -> int:
     """Return the end of the shortest card-valid window of groups from start, else 0."""
+    if not budget.spend(1):
+        raise BudgetSpent
+    if groups[start][0] not in _FIRST:  # no window from here can be a card
+        return 0
     total = 0
     for end in range(start, len(groups)):
+        if not budget.spend(1):
+            raise BudgetSpent
         total += len(groups[end])
         if total > _MAX:
             return 0
@@ -43,16 +69,21 @@ def _card_end(groups: list[str], start: int) -> int:
     return 0
 
 
-def _mask_run(run: str) -> tuple[str, int]:
-    if _is_card(_SEPARATOR.sub("", run)):
+def _mask_run(run: str, budget: Budget) -> tuple[str, int]:
+    if not budget.spend(1 + len(run) // 16):  # the C scans of the run
+        raise BudgetSpent
+    digits = _SEPARATOR.sub("", run)
+    if len(digits) <= _MAX and _is_card(digits):
         return CARD_MASK, 1
     groups, separators = _SEPARATOR.split(run), _SEPARATOR.findall(run)
-    if len(groups) < 2 or len(groups) > _MAX_GROUPS:
+    if len(groups) < 2:
         return run, 0
-    # A card next to other numbers ("4111 1111 1111 1111 12/25"): mask the card alone.
+    # A card next to other numbers ("4111 1111 1111 1111 12/25"): mask the card alone. No cap
+    # on the number of groups (the SDK's max_groups): the budget bounds the work, and a cap
+    # that left long runs unchecked would let a card through behind 64 other numbers.
     parts, count, i = [], 0, 0
     while i < len(groups):
-        end = _card_end(groups, i)
+        end = _card_end(groups, i, budget)
         parts.append(CARD_MASK if end else groups[i])
         count += bool(end)
         i = end or i + 1
@@ -61,14 +92,19 @@ def _mask_run(run: str) -> tuple[str, int]:
     return "".join(parts), count
 
 
-def mask_cards(s: str) -> tuple[str, int]:
-    """Return s with every card number in it masked, and how many were."""
+def mask_cards(s: str, budget: Budget = UNLIMITED) -> tuple[str, int]:
+    """Return s with every card number in it masked, and how many were.
+
+    Raises BudgetSpent (s unchanged) when ``budget`` runs out before every run was checked.
+    """
     pieces, last, count = [], 0, 0
     for match in DIGIT_RUN.finditer(s):
+        if not budget.spend(1):
+            raise BudgetSpent
         start, end = match.span()
         if end - start < MIN_DIGITS or (end < len(s) and s[end].isalnum()):
             continue
-        masked, n = _mask_run(match.group())
+        masked, n = _mask_run(match.group(), budget)
         if n:
             pieces += [s[last:start], masked]
             last, count = end, count + n

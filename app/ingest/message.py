@@ -25,10 +25,9 @@ def metadata_json(metadata: dict, plain: bool) -> str:
 def batch_id_for(project: str, events: list[dict]) -> str:
     """Content hash of a batch: the same batch posted twice gets the same id downstream."""
     # The bytes hashed are json.dumps([project, events], sort_keys=True, separators=(",", ":"),
-    # ensure_ascii=False) in UTF-8, as before orjson wrote them: for the view's events (str
-    # and int values, ASCII keys, so orjson's sort is json's) orjson writes the same bytes
-    # (tests/unit/ingest/test_message.py), so a batch retried against a web process of the
-    # previous release during a rolling deploy gets the same batch_id.
+    # ensure_ascii=False) in UTF-8. For the view's events (str and int values, ASCII keys, so
+    # orjson's sort is json's) orjson writes the same bytes (tests/unit/ingest/test_message.py),
+    # and json itself writes what orjson refuses, so one batch has one id however it is hashed.
     try:
         canon = orjson.dumps([project, events], option=orjson.OPT_SORT_KEYS)
     except TypeError:  # lone surrogates (json keeps them, encoded with surrogatepass), huge ints

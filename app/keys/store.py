@@ -15,16 +15,22 @@ class KeyStore:
         self.maxconn = maxconn
 
     def create(self, project: str, origins: list[str] | None = None, rate_limit: str | None = None) -> tuple[int, str]:
-        """Create a key (and its project if new); returns (id, plaintext key)."""
+        """Create a key (and its project if new); returns (id, plaintext key).
+
+        Each origin is normalized as browsers send it (``model.normalize_origin``); one that is
+        not an origin raises ValueError naming it."""
         if not model.PROJECT_SHAPE.match(project):
             raise ValueError("project: 1-64 of [A-Za-z0-9._-], starting with a letter or digit")
+        return self._insert(project, [model.normalize_origin(o) for o in origins or []], rate_limit)
+
+    def _insert(self, project: str, origins: list[str], rate_limit: str | None) -> tuple[int, str]:
         key = model.generate()
         with postgres.cursor(self.url, self.maxconn) as cur:
             cur.execute("INSERT INTO projects (name) VALUES (%s) ON CONFLICT DO NOTHING", (project,))
             cur.execute(
                 "INSERT INTO api_keys (project, prefix, key_hash, origins, rate_limit) VALUES (%s, %s, %s, %s, %s) "
                 "RETURNING id",
-                (project, model.display_prefix(key), model.digest(key), list(origins or []), rate_limit),
+                (project, model.display_prefix(key), model.digest(key), list(dict.fromkeys(origins)), rate_limit),
             )
             return int(postgres.returned(cur)["id"]), key
 
@@ -42,7 +48,10 @@ class KeyStore:
             row = cur.fetchone()
         if row is None or not model.same_digest(bytes(row["key_hash"]), wanted):
             return None
-        return model.KeyInfo(row["id"], row["project"], tuple(row["origins"] or ()), row["rate_limit"])
+        # Keys created before origins were normalized may hold "https://Shop.test/": compare
+        # what a browser would send for each.
+        origins = tuple(dict.fromkeys(model.origin_or_raw(o) for o in row["origins"] or ()))
+        return model.KeyInfo(row["id"], row["project"], origins, row["rate_limit"])
 
     def list(self) -> list[dict]:
         """Every key (without secrets)."""
@@ -76,6 +85,9 @@ class KeyStore:
         """New key with the same project/origins/limit; the old one stays valid for ``grace_s``."""
         with postgres.cursor(self.url, self.maxconn) as cur:
             row = self._resolve(cur, key_or_id)
-        new_id, key = self.create(row["project"], list(row["origins"] or []), row["rate_limit"])
+        # An origin stored before they were checked is carried over (normalized where it can be),
+        # not refused: rotating must not fail on a key that works.
+        new_id, key = self._insert(row["project"], [model.origin_or_raw(o) for o in row["origins"] or []],
+                                   row["rate_limit"])
         self.revoke(str(row["id"]), grace_s)
         return new_id, key

@@ -4,8 +4,8 @@ Under gunicorn and prefork Celery, ``PROMETHEUS_MULTIPROC_DIR`` must name an exi
 directory per host (or container) so every process writes its samples there and ``/metrics``
 sums them. The Procfile does not set it: the environment does. The image sets it and its entry
 point (docker/entrypoint.sh) creates and empties it; ``make run`` uses ``var/prometheus``; the
-test stacks use their own. The README's metrics table is generated from the help texts here
-(scripts/settings_table.py --metrics), so they say what an operator needs to know.
+test stacks use their own. docs/CONFIGURATION.md's metrics table is generated from the help texts here
+(python -m devtools.settings_table), so they say what an operator needs to know.
 """
 from __future__ import annotations
 
@@ -19,12 +19,19 @@ HTTP_LATENCY = Histogram("observer_http_request_seconds", "HTTP latency by route
 EVENTS_ACCEPTED = Counter("observer_events_accepted_total", "Events accepted at ingest")
 EVENTS_REJECTED = Counter("observer_events_rejected_total", "Events rejected at ingest, by rejection code", ["code"])
 PII_MASKED = Counter("observer_pii_masked_total", "Values masked by the privacy scrub")
+EVENTS_SUPPRESSED = Counter("observer_events_suppressed_total",
+                            "Events dropped at ingest: their person's data is being deleted (app/deletion/)")
+DELETION_MUTATIONS = Counter("observer_deletion_mutations_total", "ClickHouse ALTER ... DELETE mutations issued")
+DELETIONS_VERIFIED = Counter("observer_deletions_verified_total", "Deletion requests verified (0 left in every store)")
 ENQUEUE_FAILURES = Counter("observer_enqueue_failures_total", "Batches not published (broker down): answered 503")
 KEY_CACHE = Counter("observer_key_cache_total",
                     "API key lookups by the per-process cache, by result (hit, load, unavailable, malformed)",
                     ["result"])
 RATE_LIMITED = Counter("observer_rate_limited_total",
-                       "Requests answered 429, by the limit that refused them (scope: key or ip)", ["scope"])
+                       "Requests answered 429, by the limit that refused them (scope: key, ip, key_events, "
+                       "ip_events, key_sessions, ip_sessions, lookup)", ["scope"])
+RATELIMIT_FALLBACK = Counter("observer_ratelimit_fallback_total",
+                             "Limit checks counted in process memory because the rate-limit Redis was unreachable")
 CH_INSERT_ROWS = Counter("observer_clickhouse_rows_total", "Rows inserted into ClickHouse, by table", ["table"])
 CH_INSERT_SECONDS = Histogram("observer_clickhouse_insert_seconds", "ClickHouse INSERT latency by table, seconds",
                               ["table"])
@@ -56,6 +63,13 @@ DUE_REPUBLISHED = Counter("observer_due_republished_total",
                           "Parked retries re-published by the sweep, by index (events, forward)", ["index"])
 KEY_CACHE_STALE = Counter("observer_key_cache_stale_total",
                           "Keys served from an expired cache entry while PostgreSQL was unreachable")
+RETENTION_LAST_SUCCESS = Gauge("observer_retention_last_success_timestamp",
+                               "Epoch seconds of the last retention run that finished (retention run, beat daily)",
+                               multiprocess_mode="max")
+RETENTION_BYTES = Counter("observer_retention_bytes_dropped_total",
+                          "Bytes on disk of the ClickHouse partitions the retention job dropped, by table", ["table"])
+RETENTION_PARTITIONS = Counter("observer_retention_partitions_dropped_total",
+                               "ClickHouse partitions the retention job dropped, by table", ["table"])
 SWEEP_LAST = Gauge("observer_beat_last_sweep_timestamp",
                    "Epoch seconds of the last finished maintenance sweep (alert when it stops moving)",
                    multiprocess_mode="max")

@@ -32,6 +32,20 @@ def scrub_event(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
     return event
 
 
+def scrub_breadcrumb(crumb: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
+    """before_breadcrumb: an outgoing request's breadcrumb (the stdlib integration records every
+    one, UFSE's included) keeps its URL without credentials, query or fragment."""
+    from app.forwarding.destination import redacted_url
+
+    data = crumb.get("data")
+    if isinstance(data, dict):
+        for k in ("http.query", "http.fragment"):
+            data.pop(k, None)
+        if isinstance(data.get("url"), str):
+            data["url"] = redacted_url(data["url"].split("?", 1)[0].split("#", 1)[0])
+    return crumb
+
+
 def safe_options() -> dict[str, Any]:
     """Keyword arguments for ``sentry_sdk.init`` shared by the web and the workers."""
     return {
@@ -40,4 +54,5 @@ def safe_options() -> dict[str, Any]:
         "max_request_body_size": "never",
         "traces_sample_rate": 0.0,
         "before_send": scrub_event,
+        "before_breadcrumb": scrub_breadcrumb,
     }

@@ -1,6 +1,7 @@
 """Python face of the session scripts: apply a batch, claim idle sessions, complete a forward."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,8 +13,10 @@ from typing import cast
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from app.sessions import scripts
-from app.storage.redis import RedisClient
+from app.storage import lua, redis_keys
+from app.storage.redis_clients import RedisClient
+
+log = logging.getLogger(__name__)
 
 SEP = "\x1f"  # cannot occur in a project name or a session_id (both validated)
 # How far back the reconciliation sweep looks past the idle timeout, and so how long a completed
@@ -49,6 +52,12 @@ class Entry:
     counted_version: int = -1  # the version ClickHouse maps it to already (-1: none known)
 
 
+# Idle-index buckets, each its own Redis Cluster hash tag so sessions spread over the slots.
+# Fixed: a session's keys and deadline live in the bucket its id hashes to, so another number
+# would orphan every deadline already written.
+BUCKETS = 16
+
+
 def now_ms() -> int:
     """Wall-clock epoch milliseconds."""
     return int(time.time() * 1000)
@@ -57,7 +66,7 @@ def now_ms() -> int:
 class SessionStore:
     """Session state for one Redis and key prefix."""
 
-    def __init__(self, redis: RedisClient, *, prefix: str, buckets: int, idle_s: int, max_s: int,
+    def __init__(self, redis: RedisClient, *, prefix: str, idle_s: int, max_s: int, buckets: int = BUCKETS,
                  marker_ttl_s: int) -> None:
         self.r = redis
         self.prefix = prefix
@@ -71,34 +80,42 @@ class SessionStore:
         # version is every new version's floor): hours are plenty; kept as long as a tombstone.
         self.ver_ttl = idle_s + RECONCILE_HORIZON_S
         self.final_ttl = 14 * 86400
+        # A counted batch whose session_batches row is not written yet holds its version's
+        # 'pending': its marker must outlive any storage outage, as long as the snapshot waits.
+        self.pending_marker_ttl = self.final_ttl
         self.tombstone_ttl = idle_s + RECONCILE_HORIZON_S
-        self._apply = redis.register_script(scripts.APPLY_BATCH)
-        self._written = redis.register_script(scripts.MARK_WRITTEN)
-        self._recover = redis.register_script(scripts.RECOVER)
-        self._claim = redis.register_script(scripts.CLAIM)
-        self._complete = redis.register_script(scripts.COMPLETE)
-        self._restamp = redis.register_script(scripts.RESTAMP_STALE)
+        # The scripts (app/sessions/*.lua): every key one touches arrives through KEYS and
+        # shares one hash tag.
+        self._apply = redis.register_script(lua.load(__file__, "apply_batch"))
+        self._written = redis.register_script(lua.load(__file__, "mark_written"))
+        self._recover = redis.register_script(lua.load(__file__, "recover"))
+        self._claim = redis.register_script(lua.load(__file__, "claim"))
+        self._complete = redis.register_script(lua.load(__file__, "complete"))
+        self._restamp = redis.register_script(lua.load(__file__, "restamp_stale"))
 
     # -- keys -------------------------------------------------------------------------------
     def bucket_of(self, project: str, session_id: str) -> int:
         """Stable bucket of a session."""
         return zlib.crc32(f"{project}{SEP}{session_id}".encode()) % self.buckets
 
-    def _base(self, bucket: int) -> str:
-        return f"{self.prefix}s:{{b{bucket}}}:"
-
     def keys(self, project: str, session_id: str) -> dict[str, str]:
-        """Every key of one session (all in the session's bucket slot)."""
-        base = self._base(self.bucket_of(project, session_id))
-        ident = f"{project}:{session_id}"
+        """The version-less keys of one session (all in the session's bucket slot)."""
+        b, p = self.bucket_of(project, session_id), self.prefix
         return {
-            "live": f"{base}live:{ident}", "ver": f"{base}ver:{ident}",
-            "deadline": f"{base}deadline", "outbox": f"{base}outbox", "final": f"{base}final:{ident}:",
-            "applied": f"{base}applied:", "done": f"{base}done:{ident}:",
+            "live": redis_keys.session_live(p, b, project, session_id),
+            "ver": redis_keys.session_ver(p, b, project, session_id),
+            "deadline": redis_keys.session_deadline(p, b), "outbox": redis_keys.session_outbox(p, b),
         }
 
-    def _marker(self, k: dict[str, str], project: str, batch_id: str, session_id: str) -> str:
-        return f"{k['applied']}{batch_id}:{project}:{session_id}"
+    def _final(self, project: str, session_id: str, version: int | str) -> str:
+        return redis_keys.session_final(self.prefix, self.bucket_of(project, session_id), project, session_id, version)
+
+    def _done(self, project: str, session_id: str, version: int | str) -> str:
+        return redis_keys.session_done(self.prefix, self.bucket_of(project, session_id), project, session_id, version)
+
+    def _marker(self, project: str, batch_id: str, session_id: str) -> str:
+        return redis_keys.session_applied(self.prefix, self.bucket_of(project, session_id), batch_id, project,
+                                          session_id)
 
     # -- update -----------------------------------------------------------------------------
     def apply_batch(self, project: str, batch_id: str, per_session: dict[str, tuple[int, int, int]],
@@ -146,9 +163,9 @@ class SessionStore:
     def _apply_call(self, e: Entry, floor: int) -> tuple[list[str], list]:
         k = self.keys(e.project, e.session_id)
         n, first_ts, last_ts = e.counts
-        keys = [k["live"], k["ver"], self._marker(k, e.project, e.batch_id, e.session_id), k["deadline"]]
+        keys = [k["live"], k["ver"], self._marker(e.project, e.batch_id, e.session_id), k["deadline"]]
         args = [e.at_ms, self.idle_ms, self.max_ms, n, first_ts, last_ts, f"{e.project}{SEP}{e.session_id}",
-                self.marker_ttl, self.live_ttl, self.ver_ttl, int(floor), int(e.counted_version)]
+                self.pending_marker_ttl, self.live_ttl, int(floor), int(e.counted_version)]
         return keys, args
 
     def mark_written(self, project: str, batch_id: str, versions: dict[str, int]) -> None:
@@ -160,8 +177,8 @@ class SessionStore:
         calls = []
         for project, batch_id, sid, version in written:
             k = self.keys(project, sid)
-            calls.append(([self._marker(k, project, batch_id, sid), k["live"], f"{k['final']}{version}"],
-                          [str(int(version))]))
+            calls.append(([self._marker(project, batch_id, sid), k["live"], self._final(project, sid, version)],
+                          [str(int(version)), self.marker_ttl]))
         self._run_many(self._written, calls)
 
     def _run_many(self, script: Script, calls: list[tuple[list[str], list]]) -> list:
@@ -202,7 +219,7 @@ class SessionStore:
         waits for the slowest one that reported lately, not for whichever wrote last.
         """
         now = now_ms() if at_ms is None else at_ms
-        key = f"{self.prefix}sessions:lag"
+        key = redis_keys.sessions_lag(self.prefix)
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, who or _process_id(), f"{max(0, int(lag_ms))}:{now}")
         pipe.expire(key, 3600)
@@ -211,33 +228,48 @@ class SessionStore:
     def lag_ms(self, at_ms: int | None = None) -> int:
         """The largest lag reported within the last LAG_FRESH_S seconds (0 when none); stale
         fields (a process that stopped, or has had nothing to count) are dropped."""
+        return self.lag(at_ms)[0]
+
+    def lag(self, at_ms: int | None = None) -> tuple[int, int]:
+        """(the largest fresh lag in ms, how many processes reported one within LAG_FRESH_S)."""
         now = now_ms() if at_ms is None else at_ms
-        key = f"{self.prefix}sessions:lag"
-        worst, stale = 0, []
+        key = redis_keys.sessions_lag(self.prefix)
+        worst, fresh, stale = 0, 0, []
         for who, value in (self.r.hgetall(key) or {}).items():
             lag, _, at = str(value).partition(":")
             if not at or now - int(at) > LAG_FRESH_S * 1000:
                 stale.append(who)
                 continue
-            worst = max(worst, int(lag))
+            worst, fresh = max(worst, int(lag)), fresh + 1
         if stale:
             self.r.hdel(key, *stale)
-        return worst
+        return worst, fresh
 
-    def claim_due(self, at_ms: int | None = None, limit: int = 500) -> list[Claimed]:
+    def claim_due(self, at_ms: int | None = None, limit: int = 500,
+                  backlog: Callable[[], int] | None = None) -> list[Claimed]:
         """Freeze every session whose deadline passed; each version is claimed exactly once.
 
         Deadlines are receive times plus the idle timeout, so they are compared with a watermark,
         now minus the pipeline's lag: while the queues run behind, a session is not finalized
-        before the batches already received for it have been counted.
+        before the batches already received for it have been counted. When no process reported a
+        lag lately while ``backlog()`` (the events queue's ready messages) says batches wait,
+        nothing is counting them (every events worker stopped): nothing is claimed until one
+        reports again, or those sessions would be split into two versions.
         """
         now = now_ms() if at_ms is None else at_ms
-        watermark = now - self.lag_ms()
+        worst, fresh = self.lag(now)
+        if not fresh and backlog is not None:
+            waiting = backlog()
+            if waiting:
+                log.warning("claims held: batches wait in the events queue and no events worker reported",
+                            extra={"queued": waiting})
+                return []
+        watermark = now - worst
         claimed: list[Claimed] = []
         for bucket in range(self.buckets):
-            base = self._base(bucket)
-            # The clients decode responses (app/storage/redis.py): members and values are str.
-            members = cast(list[str], self.r.zrangebyscore(f"{base}deadline", "-inf", watermark, start=0, num=limit))
+            deadline = redis_keys.session_deadline(self.prefix, bucket)
+            # The clients decode responses (app/storage/redis_clients.py): members and values are str.
+            members = cast(list[str], self.r.zrangebyscore(deadline, "-inf", watermark, start=0, num=limit))
             for member in members:
                 got = self._claim_one(member, now, watermark)
                 if got:
@@ -252,7 +284,7 @@ class SessionStore:
             if version is None:
                 version = "0"  # the script removes the stale index entry
             result = self._claim(
-                keys=[k["live"], k["deadline"], k["outbox"], f"{k['final']}{version}", k["ver"]],
+                keys=[k["live"], k["deadline"], k["outbox"], self._final(project, sid, version), k["ver"]],
                 args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark, self.ver_ttl],
             )
             if result == 1:
@@ -266,7 +298,7 @@ class SessionStore:
         now = now_ms() if at_ms is None else at_ms
         out: list[Claimed] = []
         for bucket in range(self.buckets):
-            members = self._restamp(keys=[f"{self._base(bucket)}outbox"],
+            members = self._restamp(keys=[redis_keys.session_outbox(self.prefix, bucket)],
                                     args=[now - int(older_than_s * 1000), now, limit])
             for m in members:
                 project, sid, version = m.split(SEP)
@@ -276,13 +308,14 @@ class SessionStore:
     # -- forward side -----------------------------------------------------------------------
     def snapshot(self, project: str, session_id: str, version: int) -> dict[str, str] | None:
         """The frozen state of a claimed version, or None once completed/expired."""
-        data = cast(dict[str, str], self.r.hgetall(f"{self.keys(project, session_id)['final']}{version}"))
+        data = cast(dict[str, str], self.r.hgetall(self._final(project, session_id, version)))
         return data or None
 
     def complete(self, project: str, session_id: str, version: int) -> None:
         """Forget a forwarded (or dead-lettered) version, leaving a short tombstone for the reconciler."""
         k = self.keys(project, session_id)
-        self._complete(keys=[k["outbox"], f"{k['final']}{version}", f"{k['done']}{version}"],
+        self._complete(keys=[k["outbox"], self._final(project, session_id, version),
+                             self._done(project, session_id, version)],
                        args=[f"{project}{SEP}{session_id}{SEP}{version}", self.tombstone_ttl])
 
     def recover(self, project: str, session_id: str, version: int, batches: int, at_ms: int | None = None) -> bool:
@@ -290,7 +323,8 @@ class SessionStore:
         now = now_ms() if at_ms is None else at_ms
         k = self.keys(project, session_id)
         got = self._recover(
-            keys=[k["live"], f"{k['final']}{version}", k["outbox"], f"{k['done']}{version}", k["ver"]],
+            keys=[k["live"], self._final(project, session_id, version), k["outbox"],
+                  self._done(project, session_id, version), k["ver"]],
             args=[str(int(version)), now, self.final_ttl, f"{project}{SEP}{session_id}{SEP}{version}",
                   int(batches), self.ver_ttl])
         return bool(got == 1)

@@ -1,4 +1,5 @@
-"""PostgreSQL: a thread-safe connection pool per process and the schema."""
+"""PostgreSQL: a thread-safe connection pool per process and the schema (migration 1 of
+app/storage/schema.py, which applies it)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ import psycopg2
 import psycopg2.extras
 import psycopg2.pool
 
+# PostgreSQL migration 1 (app/storage/schema.py): released, never edited; later changes are new migrations.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
     name        text PRIMARY KEY,
@@ -87,10 +89,10 @@ def returned(cur: psycopg2.extras.RealDictCursor) -> psycopg2.extras.RealDictRow
 
 
 def migrate(url: str) -> None:
-    """Create the tables (idempotent)."""
-    with cursor(url) as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(7150001)")  # two migrators never interleave DDL
-        cur.execute(SCHEMA)
+    """Apply PostgreSQL's pending versioned migrations under the release lock (app/storage/schema.py)."""
+    from app.storage import schema
+
+    schema.migrate_postgres(url)
 
 
 def ping(url: str) -> None:

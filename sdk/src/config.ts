@@ -31,7 +31,7 @@ export interface Config {
 export const MAX_EVENT_BYTES = 10240;
 export const MAX_BATCH_SIZE = 50;
 
-/** [option, default, min, max] of every numeric option (ms, counts, bytes). */
+/** [option, default, min, max] of every numeric option (ms, counts, bytes); out of range is clamped. */
 const NUMBERS: Array<[keyof Config & keyof ObserverOptions, number, number, number]> = [
   ['sampleRate', 1, 0, 1],
   ['flushInterval', 5000, 100, 3600000],
@@ -39,7 +39,9 @@ const NUMBERS: Array<[keyof Config & keyof ObserverOptions, number, number, numb
   ['maxBatchBytes', KEEPALIVE_BYTES / 2, MAX_EVENT_BYTES, KEEPALIVE_BYTES],
   ['maxQueueSize', 1000, 1, 5000],
   ['maxQueueBytes', 200000, MAX_EVENT_BYTES, 240000],
-  ['dedupWindow', 86400000, 60000, 30 * 86400000],
+  // At most the server's default DEDUP_WINDOW (app/settings.py, one day): a stored event resent
+  // after the server forgot its id would be stored twice (test/unit/config.test.ts reads it).
+  ['dedupWindow', 86400000, 60000, 86400000],
   ['sessionIdleTimeout', 30 * 60000, 1000, 1e10],
   ['sessionMaxDuration', 24 * 3600000, 1000, 1e10],
 ];

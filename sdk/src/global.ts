@@ -6,10 +6,14 @@ export type { ObserverGlobal, ObserverInstance, ObserverOptions } from './types.
 try {
   const w = window as unknown as { Observer?: { q?: unknown } };
   const stub = w.Observer;
-  // The loader snippet leaves a stub with a queue `q`: replace it and replay its calls.
-  if (!stub || Array.isArray(stub.q)) {
-    w.Observer = Observer as unknown as { q?: unknown };
-    if (stub) replay(stub.q);
+  if (!stub) w.Observer = Observer as unknown as { q?: unknown };
+  else if (Array.isArray(stub.q)) {
+    // The loader snippet's stub (a queue `q`): it becomes the real object in place, so a reference
+    // the page kept to it forwards to the running instance too; then its calls are replayed.
+    const q = stub.q;
+    delete stub.q;
+    Object.assign(stub, Observer);
+    replay(q);
   }
 } catch {
   /* not a browser */

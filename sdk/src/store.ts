@@ -40,17 +40,20 @@ export class QueueStore {
     return QUEUE_PREFIX + this.id;
   }
 
-  /** Takes the lock of this page's queue; `ready` runs once it is held. */
+  /**
+   * Takes the lock of this page's queue; `ready` runs once it is held. The queue is this page's
+   * to write from the request on, not from the grant: a page that hides before a busy browser
+   * grants its lock still keeps its queue (the key is new, so no other page asks for its lock
+   * first; were one to, the server's dedup on event_id counts a resent event once).
+   */
   claim(ready: () => void): void {
     const { locks } = this;
-    if (!locks || this.owned) {
-      this.owned = true;
-      return ready();
-    }
-    const name = this.key;
+    const asked = this.owned;
+    this.owned = true;
+    if (!locks || asked) return ready();
     void locks
-      .request(name, {}, () => {
-        this.owned = true;
+      .request(this.key, {}, () => {
+        if (!this.owned) return; // given up (page hide) before the grant: released at once
         ready();
         return new Promise<void>((r) => (this.unlock = r));
       })

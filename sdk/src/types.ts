@@ -58,7 +58,11 @@ export interface ObserverOptions {
   maxBatchBytes?: number;
   maxQueueSize?: number;
   maxQueueBytes?: number;
-  /** The server's dedup window (ms): persisted events older than this are dropped, not resent. */
+  /**
+   * The server's dedup window (ms): persisted events older than this are dropped, not resent.
+   * At most the server's default `DEDUP_WINDOW` (one day; longer values are clamped to it); set it
+   * lower when the server's is lower.
+   */
   dedupWindow?: number;
   sessionIdleTimeout?: number;
   sessionMaxDuration?: number;
@@ -90,17 +94,14 @@ export interface ObserverInstance {
   stats(): Stats;
 }
 
-/** `window.Observer` (script builds and the snippet). */
-export interface ObserverGlobal {
+/**
+ * `window.Observer` (script builds, and the loader snippet once the script has loaded): `init`,
+ * `version`, and every instance method, forwarded to the running instance (while none runs, the
+ * getters answer `''` and zeroed stats and the other methods do nothing).
+ */
+export interface ObserverGlobal extends ObserverInstance {
   init(options: ObserverOptions): ObserverInstance;
   version: string;
-  track(name: string, metadata?: Metadata): void;
-  captureException(error: unknown, metadata?: Metadata): void;
-  setProperties(properties: Metadata): void;
-  flush(): Promise<void>;
-  shutdown(): Promise<void>;
-  optOut(): void;
-  optIn(): void;
 }
 
 declare global {

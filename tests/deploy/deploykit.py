@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +114,7 @@ def docker_context() -> list[str]:
         rel_dir = os.path.relpath(dirpath, ROOT)
         rel_dir = "" if rel_dir == "." else rel_dir
         # Docker still walks an excluded directory when a "!" pattern could re-include below it;
-        # .dockerignore here has none, so pruning is exact.
+        # here the only "!" patterns re-include files of a directory that is itself walked.
         dirnames[:] = [d for d in dirnames if not ignored(f"{rel_dir}/{d}".lstrip("/"), patterns)]
         files += [f"{rel_dir}/{f}".lstrip("/") for f in filenames
                   if not ignored(f"{rel_dir}/{f}".lstrip("/"), patterns)]
@@ -140,18 +138,3 @@ def local_argv(argv: list[str], tmp: Path, name: str, ports: dict) -> list[str]:
         out.append("--address=127.0.0.1")
     return out
 
-
-def until(check, what: str, proc=None, timeout: float = 90) -> float:
-    """Poll ``check`` until true (seconds waited); fail when ``proc`` exits or time runs out."""
-    t0 = time.monotonic()
-    last = ""
-    while time.monotonic() - t0 < timeout:
-        if proc is not None and not proc.alive():
-            pytest.fail(f"{proc.name} exited with {proc.proc.returncode}:\n{proc.log_tail(40)}")
-        try:
-            if check():
-                return time.monotonic() - t0
-        except Exception as exc:  # not ready yet
-            last = repr(exc)
-        time.sleep(0.2)
-    pytest.fail(f"{what} not ready within {timeout:.0f}s ({last})" + (f":\n{proc.log_tail(40)}" if proc else ""))

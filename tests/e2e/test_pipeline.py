@@ -6,7 +6,6 @@ thread-pool worker), and with RabbitMQ as the broker when one answers on 5672.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 
@@ -14,11 +13,9 @@ import pytest
 import requests
 import standardwebhooks
 
+from devtools import servers as services
+from devtools.wait import until
 from tests.e2e.conftest import SECRET
-from tests.e2e.stack import ROOT
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import services  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -35,12 +32,12 @@ def stack(request, make_stack):
     engine, broker = request.param
     extra = {}
     if engine == "chdb":  # one worker only: it can serve its own /metrics on a fixed port
-        from tests.e2e.stack import free_port
+        from devtools.net import free_port
 
         extra["WORKER_METRICS_PORT"] = free_port()
     # RETRY_TIME_SCALE=0.01 compresses the UFSE retry schedule (5 s, 5 min, ...) to 0.05 s, 3 s, ...
     # so the 500, 500, 200 path below finishes in seconds; the schedule itself is tested at its
-    # defaults in tests/unit/pipeline/test_flush.py and by scripts/faults.
+    # defaults in tests/unit/events/test_flush.py and by scripts/faults.
     extra["RETRY_TIME_SCALE"] = "0.01"
     s = make_stack(engine=engine, broker=broker, **extra)
     s.worker_metrics_port = extra.get("WORKER_METRICS_PORT")
@@ -74,7 +71,7 @@ def _wait_delivered(stack, webhook_id, timeout=60):
 
 
 def _ch_rows(stack, sql):
-    from app.storage.clickhouse import get_clickhouse
+    from app.storage.clickhouse.client import get_clickhouse
 
     if stack.engine == "chdb":
         return None  # chDB is owned by the worker process; checked through UFSE payloads instead
@@ -122,9 +119,7 @@ def test_pipeline_end_to_end(stack):
 
     _wait_delivered(stack, f"shop:{b}:1")
     # d answered 400: dead-lettered, then replayed by the CLI under the same webhook-id
-    deadline = time.time() + 30
-    while time.time() < deadline and "1 dead letter" not in stack.flask("dlq", "list").stdout:
-        time.sleep(0.5)
+    until(lambda: "1 dead letter" in stack.flask("dlq", "list").stdout, "a dead letter", timeout=30, raises=False)
     listing = stack.flask("dlq", "list").stdout
     assert f"shop:{d}:1" in listing, listing + stack.logs()
     assert "replay(s) enqueued" in stack.flask("dlq", "replay", "--all").stdout
@@ -149,16 +144,12 @@ def test_pipeline_end_to_end(stack):
         sql = "SELECT uniqExact(event_id), count() FROM {db}.events FINAL WHERE session_id = '" + a + "'"
         assert _ch_rows(stack, sql)[0] == (4, 4)
         want = [(a, 1, 3, "delivered"), (a, 2, 1, "delivered")]
-        deadline = time.time() + 10  # the row is written just after UFSE's 200
-        while time.time() < deadline:
-            sess = _ch_rows(stack,
-                            "SELECT session_id, version, event_count, status FROM {db}.sessions FINAL "
-                            "WHERE session_id = '" + a + "' ORDER BY version")
-            if sess == want:
-                break
-            time.sleep(0.3)
-        assert sess == want
-    metrics = requests.get(f"{stack.url}/metrics", timeout=5).text
+        sql = ("SELECT session_id, version, event_count, status FROM {db}.sessions FINAL "
+               "WHERE session_id = '" + a + "' ORDER BY version")
+        # the row is written just after UFSE's 200
+        until(lambda: _ch_rows(stack, sql) == want, "sessions rows", timeout=10, raises=False)
+        assert _ch_rows(stack, sql) == want
+    metrics = requests.get(f"{stack.operator_url}/metrics", timeout=5).text
     assert "observer_events_accepted_total" in metrics
     assert 'observer_queue_depth{queue="events"}' in metrics and "observer_live_sessions" in metrics
     if stack.worker_metrics_port:

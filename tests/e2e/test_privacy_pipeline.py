@@ -117,7 +117,7 @@ def test_pii_never_reaches_clickhouse_or_ufse(make_stack):
     payload = deliveries[-1]["body"]
     assert len(payload["events"]) == 4
 
-    from app.storage.clickhouse import get_clickhouse
+    from app.storage.clickhouse.client import get_clickhouse
 
     ch = get_clickhouse(stack.ch_url)
     tables = {t: ch.execute(f"SELECT * FROM {ch.database}.{t} FINAL")

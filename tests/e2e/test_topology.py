@@ -1,7 +1,7 @@
 """The scale-out topology end to end: two hosts' worth of Observer on engines that scale.
 
 - session state and rate limits on a Redis Cluster (3 masters + 3 replicas);
-- RabbitMQ as the broker (a private node: scripts/toolkit/rabbitmq_server.py);
+- RabbitMQ as the broker (a private node: devtools/servers/rabbitmq.py);
 - ClickHouse as a cluster of two shards with ZooKeeper (CLICKHOUSE_CLUSTER: replicated local
   tables, Distributed tables under the usual names);
 - two web processes and two sets of workers and beats ("host A" and "host B"), each talking to
@@ -16,17 +16,16 @@ EVENTS_FLUSH_INTERVAL=0.2 so sessions finalize within the test.
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 
 import pytest
 import requests
 
+from devtools.keys import create_key
+from devtools.stack import ObserverStack
+from devtools.wait import until
 from tests.e2e.conftest import SECRET
-from tests.e2e.stack import ROOT, Stack
-
-sys.path.insert(0, str(ROOT / "scripts"))
 
 pytestmark = pytest.mark.e2e
 
@@ -35,10 +34,10 @@ SESSIONS, BATCHES, EVENTS = 12, 4, 5  # per session: batches, events per batch
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory, database_url):
-    from toolkit.clickhouse_cluster import start_clickhouse_cluster
-    from toolkit.rabbitmq_server import start_rabbitmq
-    from toolkit.redis_cluster import start_redis_cluster
-    from ufse_sink import Sink
+    from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
+    from devtools.servers.rabbitmq import start_rabbitmq
+    from devtools.servers.redis_cluster import start_redis_cluster
+    from devtools.sink import Sink
 
     base = tmp_path_factory.mktemp("topology")
     started = time.monotonic()
@@ -59,12 +58,10 @@ def topology(tmp_path_factory, database_url):
     hosts = []
     try:
         for shard in (1, 2):
-            hosts.append(Stack(dict(common, CLICKHOUSE_URL=ch.url(db, shard=shard)), chdb=False))
-        hosts[0].start()  # migrates ON CLUSTER
-        hosts[1].start()  # migrates again: nothing to do
-        from app.keys.store import KeyStore
-
-        _id, key = KeyStore(database_url).create("topo")
+            hosts.append(ObserverStack.for_tests(dict(common, CLICKHOUSE_URL=ch.url(db, shard=shard)), chdb=False))
+        hosts[0].start_migrated()  # migrates ON CLUSTER
+        hosts[1].start_migrated()  # migrates again: nothing to do
+        key = create_key(database_url, "topo")
         print(f"topology up in {time.monotonic() - started:.1f} s: ClickHouse 2 shards + ZooKeeper, "
               f"Redis Cluster 3+3, RabbitMQ node {mq.url}, 2 web + 2 worker sets + 2 beats")
         yield {"ch": ch, "rc": rc, "sink": sink, "hosts": hosts, "key": key, "db": db}
@@ -112,14 +109,12 @@ def test_two_hosts_on_the_cluster_topology_store_once_and_deliver_once(topology)
     assert set(statuses) == {202} and again.status_code == 202, statuses
     total = sum(len(v) for v in expected.values())
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        delivered = {d["headers"]["webhook-id"] for d in sink.snapshot() if d["status"] == 200}
-        if len(delivered) >= SESSIONS:
-            break
+    def all_delivered() -> bool:
         for h in hosts:
             h.check_alive()
-        time.sleep(0.5)
+        return len({d["headers"]["webhook-id"] for d in sink.snapshot() if d["status"] == 200}) >= SESSIONS
+
+    until(all_delivered, "every session delivered", timeout=120, raises=False)
     deliveries = [d for d in sink.snapshot() if d["status"] == 200]
     by_id: dict[str, list[dict]] = {}
     for d in deliveries:
@@ -135,9 +130,8 @@ def test_two_hosts_on_the_cluster_topology_store_once_and_deliver_once(topology)
 
     # The sessions rows are batched (forward.record flushes about once a second): wait for them.
     sessions_sql = "SELECT count(), uniqExact(session_id) FROM sessions FINAL WHERE project = 'topo'"
-    deadline = time.monotonic() + 30
-    while _query(topology["ch"], 1, db, sessions_sql) != [(SESSIONS, SESSIONS)] and time.monotonic() < deadline:
-        time.sleep(0.5)
+    until(lambda: _query(topology["ch"], 1, db, sessions_sql) == [(SESSIONS, SESSIONS)], "sessions rows",
+          timeout=30, raises=False)
     for shard in (1, 2):  # Distributed reads through either host's node: the same answers
         rows = _query(topology["ch"], shard, db,
                       "SELECT uniqExact(event_id), count() FROM events_dedup WHERE project = 'topo'")

@@ -1,6 +1,6 @@
 """A private RabbitMQ node from the toolkit, and what Observer's publisher does on it.
 
-One node for the module (scripts/toolkit/rabbitmq_server.py: its own name, ports, data and
+One node for the module (devtools/servers/rabbitmq.py: its own name, ports, data and
 cookie; the machine's RabbitMQ on 5672 is never touched), a vhost per test. Shows: queues are
 durable quorum queues, batches persistent and published in confirm mode; at the memory alarm
 (RabbitMQ blocks publishers, it refuses nothing) the API's publisher gives up in milliseconds,
@@ -12,10 +12,12 @@ import uuid
 
 import pytest
 
-from toolkit.pids import cmdline, pid_alive
-from toolkit.rabbitmq_server import rabbitmq_installed, start_rabbitmq
+from devtools.faults.rig import amqp_connection, amqp_ready
+from devtools.proc import cmdline, pid_alive
+from devtools.servers.rabbitmq import rabbitmq_installed, start_rabbitmq
+from devtools.wait import until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("rabbitmq")]  # one node for the module
 
 
 @pytest.fixture(scope="module")
@@ -52,18 +54,6 @@ def _batch(tag: str) -> dict:
             "events": [{"event_id": tag, "type": "click"}]}
 
 
-def _ready(mq, vhost: str, queue: str = "events") -> int:
-    import amqp
-
-    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",  # noqa: S106 (loopback guest)
-                           virtual_host=vhost, connect_timeout=2)
-    conn.connect()
-    try:
-        return conn.channel().queue_declare(queue, passive=True).message_count
-    finally:
-        conn.collect()
-
-
 def test_node_is_private(mq):
     assert mq.node != "rabbit@localhost" and mq.port != 5672
     assert mq.eval("rabbit_plugins:active().") == "[]", "no management (or any) plugin"
@@ -75,7 +65,7 @@ def test_counters_parse_when_every_count_is_a_printable_character(mq):
     """Erlang prints a list of integers 32-126 as a string ([100,100] as "dd"), which broke
     counters() once every count was in that range after a restart (fault case 14 crashed with
     a TypeError). counters() asks for a tuple, which is never printed as a string."""
-    from toolkit.rabbitmq_server import parse_int_tuple
+    from devtools.servers.rabbitmq import parse_int_tuple
 
     assert mq.eval("[100, 100, 100].") == '"ddd"'  # the trap, on the real node
     assert parse_int_tuple(mq.eval("{100, 100, 100, 80, 0, 80}.")) == [100, 100, 100, 80, 0, 80]
@@ -92,15 +82,8 @@ def test_durable_quorum_queues_persistent_messages_publisher_confirms(mq, publis
     assert after["published"] - before["published"] == 1
     assert after["published_in_confirm_mode"] - before["published_in_confirm_mode"] == 1, "publisher confirms"
     assert after["confirmed"] - before["confirmed"] == 1
-    import amqp
-
-    conn = amqp.Connection(f"127.0.0.1:{mq.port}", userid="guest", password="guest",  # noqa: S106 (loopback guest)
-                           virtual_host=publisher.vhost, connect_timeout=2)
-    conn.connect()
-    try:
+    with amqp_connection(mq.port, publisher.vhost) as conn:
         msg = conn.channel().basic_get("events", no_ack=True)
-    finally:
-        conn.collect()
     assert msg is not None and msg.properties["delivery_mode"] == 2, "persistent"
     assert msg.headers["task"] == "events.persist"
 
@@ -123,11 +106,9 @@ def test_memory_alarm_refuses_at_once_and_lifts(mq, publisher):
     publisher.publish_batch(_batch("warm"), "r")  # a pooled connection, as in a running web process
     mq.set_memory_limit(1024)
     try:
-        for i in range(150):  # until the node's memory monitor raised the alarm (bounded)
-            took, exc = _publish(publisher, f"a{i}")
-            if exc is not None:
-                break
-            time.sleep(0.2)
+        seen: list = []  # until the node's memory monitor raised the alarm
+        until(lambda: seen.append(_publish(publisher, f"a{len(seen)}")) or seen[-1][1], "the alarm", timeout=30)
+        took, exc = seen[-1]
         assert isinstance(exc, BrokerBlocked), exc
         again, exc2 = _publish(publisher, "again")
         assert isinstance(exc2, BrokerBlocked), exc2
@@ -135,16 +116,11 @@ def test_memory_alarm_refuses_at_once_and_lifts(mq, publisher):
         assert max(took, again) < 2.0
     finally:
         mq.set_memory_limit(10 ** 12)
-    for i in range(150):  # publishing works again once the alarm cleared
-        _took, exc = _publish(publisher, f"after{i}")
-        if exc is None:
-            break
-        time.sleep(0.2)
-    assert exc is None, exc
+    until(lambda: _publish(publisher, "after")[1] is None, "publishing again once the alarm cleared", timeout=30)
 
 
 def test_kill9_restart_keeps_messages_and_leaves_nothing(mq, publisher):
-    before = _ready(mq, publisher.vhost)
+    before = amqp_ready(mq.port, publisher.vhost)["events"]
     publisher.publish_batch(_batch("k1"), "r")
     port, tree = mq.port, list(mq.extra["tree"])
     assert any("beam.smp" in cmdline(pid) for pid, _ in tree)
@@ -152,9 +128,6 @@ def test_kill9_restart_keeps_messages_and_leaves_nothing(mq, publisher):
     mq.restart()
     assert mq.port == port
     # The node answers AMQP before its quorum queues finished recovering: they count 0 until then.
-    deadline, count = time.monotonic() + 30, None
-    while count != before + 1 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        count = _ready(mq, publisher.vhost)
-    assert count == before + 1, "a confirmed message survives kill -9"
+    until(lambda: amqp_ready(mq.port, publisher.vhost)["events"] == before + 1,
+          "a confirmed message survives kill -9", timeout=30, interval=0.5)
     assert not any(pid_alive(pid) for pid, _ in tree), "nothing of the killed node is left"

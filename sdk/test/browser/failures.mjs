@@ -110,6 +110,7 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
     await page.goto(origin + '/auto');
     await track(page, 'during_outage', 20);
     const first = await captured(page);
+    const stored = (await storageKeys(page)).filter((k) => k.startsWith('__observer_q:')).length;
     const before = proxy.log.length;
     await closeAndWait(page); // pagehide + visibilitychange: the hide flush
     await sleep(1500);
@@ -123,7 +124,7 @@ export async function runFailurePaths({ endpoint, origin, apiKey }) {
       // What the pages and the proxy saw, so a timeout says which step stalled.
       const seen = await next.evaluate(() => ({ stats: window.obs.stats(), keys: Object.keys(localStorage) })).catch((x) => String(x));
       const delivered = proxy.delivered();
-      throw new Error(`${e.message}: ${JSON.stringify({ pages_open: context.pages().length, hide_requests: hideRequests, first: first.length,
+      throw new Error(`${e.message}: ${JSON.stringify({ pages_open: context.pages().length, queues_stored_before_close: stored, hide_requests: hideRequests, first: first.length,
         first_delivered: first.filter((id) => delivered.has(id)).length, next: seen,
         requests: proxy.log.slice(before).map((x) => [x.status, x.ids.length, x.plain ? 'text/plain' : 'json', x.t || '']) })}`);
     }

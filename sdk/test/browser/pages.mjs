@@ -1,4 +1,5 @@
 // HTML and scripts the browser test serves from its own origin.
+import { readFileSync } from 'node:fs';
 
 /** The test page: loads the SDK twice on purpose (a second load must not double-capture). */
 export function testPage({ build, withCounter }) {
@@ -77,4 +78,34 @@ export function autoPage(build) {
   <script src="${sdk}"></script>
   <script>window.obs = window.Observer.init(window.__obsOptions || {});</script>
 </body></html>`;
+}
+
+const README = new URL('../../README.md', import.meta.url);
+
+/** The loader snippet exactly as sdk/README.md documents it. */
+export function readmeSnippet() {
+  const m = /!function \(w\)[\s\S]*?\}\(window\);/.exec(readFileSync(README, 'utf8'));
+  if (!m) throw new Error('no loader snippet in sdk/README.md');
+  return m[0];
+}
+
+/** The methods sdk/README.md's instance table documents (`window.Observer` forwards each). */
+export function documentedMethods() {
+  const text = readFileSync(README, 'utf8');
+  const start = text.indexOf('## Instance');
+  const section = text.slice(start, text.indexOf('\n## ', start + 1));
+  const names = new Set();
+  for (const line of section.split('\n').filter((l) => l.startsWith('| `'))) for (const m of line.split('|')[1].matchAll(/`(\w+)\(/g)) names.add(m[1]);
+  return [...names];
+}
+
+/** A site that installs the SDK with the README's loader snippet and an async script tag. */
+export function snippetPage(build) {
+  const sdk = build === 'full' ? '/observer.full.min.js' : '/observer.min.js';
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>Observer snippet page</title>
+<script>${readmeSnippet()}</script>
+<script async src="${sdk}"></script>
+</head>
+<body><h1>Snippet</h1><button id="buy" class="btn primary">Buy now</button></body></html>`;
 }

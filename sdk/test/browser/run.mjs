@@ -2,7 +2,7 @@
 // Real-browser test of the SDK: playwright-core driving the system Chromium.
 //
 // Env: OBSERVER_ENDPOINT (ingest API base URL; unset = a built-in fake ingest server),
-//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown | failures (default main),
+//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown | globals | failures (default main),
 //      OBSERVER_PAGE_PORT (fixed port for the page's origin; default random),
 //      OBSERVER_BUILD = min | full (which <script> build the page loads; default min),
 //      CHROMIUM_PATH (default /usr/bin/chromium).
@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { runFailurePaths } from './failures.mjs';
+import { documentedMethods } from './pages.mjs';
 import { closedPort, startFakeIngest, startPageServer } from './servers.mjs';
 
 const SCENARIO = process.env.SCENARIO || 'main';
@@ -331,6 +332,120 @@ async function scenarioShutdown({ context, endpoint, origin }) {
   return { scenario: 'shutdown', endpoint, page_origin: origin, listeners_before: base, leftover_listeners: [...a.leftover, ...b.leftover], checks };
 }
 
+/**
+ * `window.Observer` has every documented method, the getters included, and they answer the
+ * running instance's values: (A) the <script> build; (B) the README's loader snippet, before the
+ * script arrives (held by the test) and after. Old builds lacked the getters on the global.
+ */
+async function scenarioGlobals({ context, endpoint, origin, fake }) {
+  const methods = documentedMethods();
+  const ZERO = JSON.stringify({ queued: 0, sent: 0, retries: 0, dropped: {} });
+  const checks = {};
+  // In the page: every getter read through window.Observer (or an object given), a throw recorded, not raised.
+  const readGlobals = (names) => {
+    const O = window.__kept || window.Observer;
+    const call = (m) => { try { return O[m](); } catch (e) { return 'threw: ' + e.message; } };
+    return { missing: names.filter((m) => typeof O[m] !== 'function'), session: call('getSessionId'), anon: call('getAnonymousId'), stats: JSON.stringify(call('stats')) };
+  };
+
+  // A: the script build (the test page loads it twice).
+  const page = await context.newPage();
+  await page.goto(origin + '/');
+  const idle = await page.evaluate(readGlobals, methods);
+  checks.script_every_documented_method = idle.missing.length === 0;
+  checks.script_idle_before_init = idle.session === '' && idle.anon === '' && idle.stats === ZERO;
+  await page.evaluate(initInPage, { apiKey: API_KEY, endpoint });
+  await page.evaluate(() => window.Observer.track('via_global', { step: 'script' }));
+  await page.evaluate(() => window.Observer.flush());
+  await waitFor(() => page.evaluate(() => window.obs.stats().queued === 0), 20000, 'the script page queue to drain');
+  const live = await page.evaluate(readGlobals, methods);
+  const inst = await page.evaluate(() => ({ session: window.obs.getSessionId(), anon: window.obs.getAnonymousId(), stats: JSON.stringify(window.obs.stats()), captured: window.__captured }));
+  checks.script_session_id_live = !!inst.session && live.session === inst.session;
+  checks.script_anonymous_id_live = !!inst.anon && live.anon === inst.anon;
+  checks.script_stats_live = live.stats === inst.stats && JSON.parse(live.stats).sent >= 2;
+  checks.script_ids_on_events = inst.captured.length >= 2 && inst.captured.every((e) => e.session_id === live.session && e.anonymous_id === live.anon);
+  await page.evaluate(() => window.Observer.shutdown());
+  const after = await page.evaluate(readGlobals, methods);
+  checks.script_idle_after_shutdown = after.session === '' && after.anon === '' && after.stats === ZERO;
+  await page.close();
+
+  // B: the README's snippet; the script is held until the test lets it through.
+  const snip = await context.newPage();
+  let release;
+  const held = new Promise((r) => (release = r));
+  await snip.route((u) => /\/observer(\.full)?\.min\.js$/.test(u.pathname), async (route) => {
+    await held;
+    return route.continue();
+  });
+  await snip.goto(origin + '/snippet', { waitUntil: 'domcontentloaded' });
+  const before = await snip.evaluate((names) => {
+    const O = window.Observer;
+    window.__kept = O;
+    window.__captured = [];
+    return { version: O.version || null, queue: Array.isArray(O.q), missing: names.filter((m) => typeof O[m] !== 'function'), session: O.getSessionId(), anon: O.getAnonymousId(), stats: JSON.stringify(O.stats()) };
+  }, methods);
+  checks.snippet_stub_before_load = before.version === null && before.queue;
+  checks.snippet_every_documented_method_before_load = before.missing.length === 0;
+  checks.snippet_idle_getters_before_load = before.session === '' && before.anon === '' && before.stats === ZERO;
+  const queued = await snip.evaluate(({ apiKey, endpoint }) => {
+    const O = window.Observer;
+    const settle = (p, key) => { window[key] = 'pending'; if (p && p.then) p.then((v) => (window[key] = v === undefined ? 'settled' : v)); return !!(p && p.then); };
+    const a = settle(O.init({ apiKey, endpoint, beforeSend: (e) => (window.__captured.push(e), e) }), '__initResult');
+    const b = settle(O.track('queued_before_load', { step: 'snippet' }), '__trackResult');
+    const c = settle(O.flush(), '__flushResult');
+    return { promises: a && b && c, queue_length: O.q.length };
+  }, { apiKey: API_KEY, endpoint });
+  checks.snippet_calls_return_promises = queued.promises && queued.queue_length === 3;
+  release();
+  await waitFor(() => snip.evaluate(() => !!window.Observer.version), 20000, 'the SDK script to load');
+  // The replayed flush settles its promise after its send (or never, with a build that ignores resolvers).
+  const flushed = await waitFor(() => snip.evaluate(() => window.__flushResult !== 'pending'), 15000, 'the snippet flush promise').then(() => true, () => false);
+  checks.snippet_flush_promise_settles = flushed;
+  const got = await snip.evaluate((names) => {
+    const kept = window.__kept;
+    const call = (m) => { try { return kept[m](); } catch (e) { return 'threw: ' + e.message; } };
+    const inst = window.__initResult;
+    const own = inst && typeof inst.getSessionId === 'function' ? { session: inst.getSessionId(), anon: inst.getAnonymousId(), stats: JSON.stringify(inst.stats()) } : null;
+    return {
+      same_object: window.Observer === kept,
+      queue_gone: !('q' in kept),
+      missing: names.filter((m) => typeof kept[m] !== 'function'),
+      session: call('getSessionId'),
+      anon: call('getAnonymousId'),
+      stats: JSON.stringify(call('stats')),
+      own,
+      captured: window.__captured,
+    };
+  }, methods);
+  checks.snippet_same_object_after_load = got.same_object && got.queue_gone;
+  checks.snippet_every_documented_method_after_load = got.missing.length === 0;
+  checks.snippet_init_promise_gives_instance = !!got.own;
+  checks.snippet_session_id_live = !!got.own && !!got.own.session && got.session === got.own.session;
+  checks.snippet_anonymous_id_live = !!got.own && !!got.own.anon && got.anon === got.own.anon;
+  checks.snippet_stats_live = !!got.own && got.stats === got.own.stats;
+  checks.snippet_sent_before_flush_settled = flushed && JSON.parse(got.stats || '{}').sent >= 2;
+  checks.snippet_ids_on_events = got.captured.some((e) => e.name === 'queued_before_load') && got.captured.every((e) => e.session_id === got.session && e.anonymous_id === got.anon);
+  await snip.evaluate(() => window.Observer.shutdown());
+  await snip.close();
+  const events = [...inst.captured, ...got.captured].map((e) => ({ event_id: e.event_id, type: e.type, name: e.name ?? null, session_id: e.session_id, anonymous_id: e.anonymous_id }));
+  if (fake) {
+    const ids = fake.eventIds();
+    checks.fake_all_events_arrived = events.every((e) => ids.has(e.event_id));
+  }
+  return {
+    scenario: 'globals',
+    endpoint,
+    page_origin: origin,
+    documented_methods: methods,
+    script: { idle, live, after_shutdown: after },
+    snippet: { before, queued, after_load: { ...got, captured: undefined } },
+    sessions: { script: live.session, snippet: got.session },
+    anonymous_ids: { script: live.anon, snippet: got.anon },
+    expected_events: events,
+    checks,
+  };
+}
+
 /** The failure paths (failures.mjs), each in browsers of its own: one check per path and property. */
 async function scenarioFailures({ endpoint, origin }) {
   const paths = await runFailurePaths({ endpoint, origin, apiKey: API_KEY });
@@ -345,11 +460,11 @@ async function scenarioFailures({ endpoint, origin }) {
   return { scenario: 'failures', endpoint, page_origin: origin, paths, checks };
 }
 
-const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown, failures: scenarioFailures };
+const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown, globals: scenarioGlobals, failures: scenarioFailures };
 
 async function main() {
   const run = SCENARIOS[SCENARIO];
-  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown | failures)`);
+  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown | globals | failures)`);
   const fake = process.env.OBSERVER_ENDPOINT ? null : await startFakeIngest(API_KEY);
   const endpoint = (process.env.OBSERVER_ENDPOINT || fake.url).replace(/\/+$/, '');
   const pages = await startPageServer({ port: Number(process.env.OBSERVER_PAGE_PORT || 0), build: process.env.OBSERVER_BUILD || 'min' });

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LISTENER_COUNTER, OTHER_WRAPPER, autoPage, testPage } from './pages.mjs';
+import { LISTENER_COUNTER, OTHER_WRAPPER, autoPage, snippetPage, testPage } from './pages.mjs';
 
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '../../dist');
 
@@ -32,6 +32,7 @@ export async function startPageServer({ port = 0, build = 'min' } = {}) {
     };
     if (path === '/' || path === '/index.html' || path === '/next') return send(200, 'text/html', testPage({ build, withCounter: false }));
     if (path === '/auto') return send(200, 'text/html', autoPage(build));
+    if (path === '/snippet') return send(200, 'text/html', snippetPage(build));
     if (path === '/counted.html') return send(200, 'text/html', testPage({ build, withCounter: true }));
     if (path === '/observer.min.js' || path === '/observer.full.min.js') return send(200, 'application/javascript', readFileSync(join(DIST, path.slice(1))));
     if (path === '/listener-count.js') return send(200, 'application/javascript', LISTENER_COUNTER);

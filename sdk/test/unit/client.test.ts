@@ -232,3 +232,30 @@ test('back from the bfcache after an opt-out in another tab: capture stops and s
   assert.equal(seen.length, n);
   assert.deepEqual(storedKeys(), ['__observer_consent']);
 });
+
+test("stored events older than the server's dedup window are dropped, not resent, even when dedupWindow asks for 30 days", async () => {
+  const DAY = 86400000;
+  dom = installDom();
+  dom.answer = 503;
+  const { c } = start();
+  c.track('old_a');
+  c.track('old_b');
+  await tick(5);
+  await c.flush();
+  window.dispatchEvent(new Event('pagehide'));
+  const [key] = storedKeys().filter((k) => k.startsWith(QUEUE_PREFIX));
+  const old = (JSON.parse(localStorage.getItem(key) as string).b[0] as ObserverEvent[]).map((e) => e.event_id);
+  await c.shutdown();
+  delete (globalThis as Record<string, unknown>).__observer_instance__;
+  // The stored batch as a tab closed two days ago left it: past the server's one-day DEDUP_WINDOW.
+  localStorage.setItem(key, (localStorage.getItem(key) as string).replace(/"timestamp":(\d+)/g, (_, t) => `"timestamp":${Number(t) - 2 * DAY}`));
+  dom.answer = 202;
+  dom.requests = [];
+  const next = start({ dedupWindow: 30 * DAY });
+  await tick(20);
+  await next.c.flush();
+  assert.ok(old.length >= 2);
+  assert.ok(dom.requests.length >= 1, 'the new page view was sent');
+  assert.deepEqual(sentIds().filter((id) => old.includes(id)), [], 'a resend after the server forgot the ids would be stored twice');
+  assert.equal(next.c.stats().dropped.expired, old.length);
+});

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { resolveConfig } from '../../src/config.js';
 
@@ -40,4 +41,16 @@ test('options: consent, privacy, release, properties, explicit webVitals', () =>
 test('apiKey and endpoint are required', () => {
   assert.throws(() => resolveConfig({} as never));
   assert.throws(() => resolveConfig({ apiKey: 'k' } as never));
+});
+
+test("dedupWindow is capped at the server's default DEDUP_WINDOW (app/settings.py): a longer one would resend what the server forgot", () => {
+  const settings = readFileSync(new URL('../app/settings.py', `file://${process.cwd()}/`), 'utf8'); // npm test runs in sdk/
+  const m = /dedup_window: int = _setting\("(\d+)"/.exec(settings);
+  assert.ok(m, 'dedup_window default not found in app/settings.py');
+  const serverMs = Number(m[1]) * 1000;
+  assert.equal(resolveConfig({ apiKey: 'k', endpoint: 'e' }).dedupWindow, serverMs, 'the default is the server default');
+  assert.equal(resolveConfig({ apiKey: 'k', endpoint: 'e', dedupWindow: 30 * 86400000 }).dedupWindow, serverMs, '30 days clamped');
+  assert.equal(resolveConfig({ apiKey: 'k', endpoint: 'e', dedupWindow: serverMs + 1 }).dedupWindow, serverMs);
+  assert.equal(resolveConfig({ apiKey: 'k', endpoint: 'e', dedupWindow: 3600000 }).dedupWindow, 3600000, 'a shorter server window can be matched');
+  assert.equal(resolveConfig({ apiKey: 'k', endpoint: 'e', dedupWindow: 1 }).dedupWindow, 60000, 'at least a minute');
 });

@@ -10,18 +10,34 @@ import { item } from './helpers.js';
 const persisted = (ids: string[][], loose: string[] = []): string =>
   JSON.stringify({ t: Date.now(), b: ids.map((b) => b.map((id) => ({ event_id: id, timestamp: 1 }))), e: loose.map((id) => ({ event_id: id, timestamp: 1 })) });
 
-test('every page load has a key of its own; nothing is written before its lock is held', async () => {
+test('every page load has a key of its own; written from its claim on, even before the lock is granted', async () => {
   const kv = memoryKV();
   const locks = new FakeLocks();
   const a = new QueueStore(kv, locks, Date.now);
   const b = new QueueStore(kv, locks, Date.now);
   assert.notEqual(a.key, b.key);
   a.save('{"b":[],"e":[]}');
-  assert.deepEqual(kv.keys(), [], 'not owned yet');
-  a.claim(() => {});
-  await tick(1);
+  assert.deepEqual(kv.keys(), [], 'not claimed yet');
+  // A busy browser: the lock is granted later than the page hides.
+  locks.held.add(a.key);
+  let ready = 0;
+  a.claim(() => ready++);
   a.save('{"b":[],"e":[]}');
-  assert.deepEqual(kv.keys(), [a.key]);
+  assert.deepEqual(kv.keys(), [a.key], 'claimed: the queue is written while the grant is pending');
+  assert.equal(ready, 0);
+  a.unclaim(); // page hide before the grant
+  a.save(null);
+  assert.deepEqual(kv.keys(), [a.key], 'given up: no more writes, the stored queue stays for the next load');
+  locks.release(a.key);
+  await tick(1);
+  assert.equal(ready, 0, 'a grant after the page gave up runs nothing');
+  assert.ok(!locks.held.has(a.key), 'and releases the lock at once, so the next load can adopt the queue');
+  const next = new QueueStore(kv, locks, Date.now);
+  const got: Persisted[] = [];
+  next.claim(() => next.adoptOrphans((p) => got.push(p)));
+  await tick(5);
+  assert.equal(got.length, 1);
+  assert.deepEqual(kv.keys(), []);
 });
 
 test("an ownerless queue is adopted by exactly one page; a live page's queue is left alone", async () => {

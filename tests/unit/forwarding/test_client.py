@@ -1,7 +1,6 @@
-"""UfseClient against the real UFSE sink (scripts/ufse_sink.py) over loopback."""
+"""UfseClient against the real UFSE sink (devtools/sink.py) over loopback."""
 
 import base64
-import importlib.util
 import json
 import pathlib
 import socket
@@ -15,12 +14,9 @@ import pytest
 import requests
 
 from app.forwarding.client import USER_AGENT, DeliveryResult, UfseClient
+from devtools import sink as ufse_sink
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-SINK_PATH = ROOT / "scripts" / "ufse_sink.py"
-_spec = importlib.util.spec_from_file_location("ufse_sink", SINK_PATH)
-ufse_sink = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ufse_sink)
 
 SECRET = "whsec_" + base64.b64encode(b"client-test-secret-0123456789abc").decode()
 BODY = json.dumps({"session": {"project": "p", "session_id": "s", "version": 1,
@@ -248,7 +244,7 @@ def test_sink_cli_prints_one_line_per_delivery():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, str(SINK_PATH), "--port", str(port), "--secret", SECRET, "--fail-plan", "500"],
+        [sys.executable, "-m", "devtools.sink", "--port", str(port), "--secret", SECRET, "--fail-plan", "500"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert "listening" in proc.stdout.readline()

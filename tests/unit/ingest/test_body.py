@@ -152,13 +152,14 @@ def test_gzip_bomb_refused_with_bounded_memory(inflated):
     assert peak < 8 * MiB, f"peak {peak} bytes"
 
 
+# mtime=0 and ids: the same test names in every process (pytest-xdist compares collections).
 @pytest.mark.parametrize("data", [
-    gzip.compress(b'{"events": []}')[:-6],  # truncated trailer
-    gzip.compress(b'{"events": []}')[:10],  # header only
-    b"",  # no gzip at all
+    gzip.compress(b'{"events": []}', mtime=0)[:-6],
+    gzip.compress(b'{"events": []}', mtime=0)[:10],
+    b"",
     b"not gzip at all",
-    gzip.compress(b"{}") + b"garbage",
-])
+    gzip.compress(b"{}", mtime=0) + b"garbage",
+], ids=["truncated-trailer", "header-only", "empty", "not-gzip", "trailing-garbage"])
 def test_truncated_or_corrupt_gzip_is_malformed(data):
     with pytest.raises(MalformedJSON) as info:
         read(data, content_encoding="gzip")

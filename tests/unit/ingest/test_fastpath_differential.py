@@ -87,7 +87,7 @@ def reference_message(project: str, accepted: list[dict]) -> dict:
 
 
 def fast_message(project: str, accepted: list[dict], plain: list[bool]) -> dict:
-    """The broker message as app/api/ingest.py builds it now."""
+    """The broker message as app/web/ingest.py builds it now."""
     events = []
     masked = 0
     for e, is_plain in zip(accepted, plain, strict=True):

@@ -99,7 +99,7 @@ def test_scrub_event_nested_metadata():
         "name": "failed for jane@example.com",
         "metadata": {
             "total": 4111111111111111, "ok": True, "none": None, "ratio": 0.5,
-            "jane@example.com": "keys stay as they are",
+            "jane@example.com": "keys are scrubbed too",
             "l1": {"l2": [{"l3": {"l4": {"l5": ["card 5555 5555 5555 4444", 4111111111111111,
                                                  "not a card 4111 1111 1111 1112"]}}}]},
             "headers": {"Authorization": "Bearer x", "COOKIE": "a=b", "Accept": "text/html",
@@ -114,12 +114,12 @@ def test_scrub_event_nested_metadata():
     meta = event["metadata"]
     assert meta["total"] == 4111111111111111  # JSON numbers are left alone
     assert (meta["ok"], meta["none"], meta["ratio"]) == (True, None, 0.5)
-    assert meta["jane@example.com"] == "keys stay as they are"
+    assert meta["[email]"] == "keys are scrubbed too" and "jane@example.com" not in meta
     assert meta["l1"]["l2"][0]["l3"]["l4"]["l5"] == ["card [card]", 4111111111111111,
                                                    "not a card 4111 1111 1111 1112"]
     assert meta["headers"] == {"Accept": "text/html", "nested": [{}, {}]}
     assert "Proxy-Authorization" not in meta
-    assert masked == 3 + 1 + 5  # url 2 + name 1, one card, five dropped headers
+    assert masked == 3 + 1 + 1 + 5  # url 2 + name 1, one key, one card, five dropped headers
 
 
 def test_scrub_event_without_optional_fields():

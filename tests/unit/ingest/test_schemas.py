@@ -221,5 +221,5 @@ def test_partial_batch_keeps_order_and_indexes():
 
 
 def test_openapi_event_types_match_the_schema():
-    spec = json.loads((Path(__file__).parents[3] / "app/api/openapi.json").read_text())
+    spec = json.loads((Path(__file__).parents[3] / "app/web/openapi.json").read_text())
     assert tuple(spec["components"]["schemas"]["EventType"]["enum"]) == EVENT_TYPES

@@ -1,1 +1,0 @@
-"""HTTP only: parse, call the core, shape the answer. One blueprint per resource."""

@@ -1,0 +1,241 @@
+"""Delivering one claimed session version to UFSE: the decision the ``forward.deliver`` task runs.
+
+From the frozen snapshot: wait (a short countdown) until ClickHouse shows every batch the version
+counted, build the payload from the events it owns, then send it through the destination's
+circuit. A 2xx finishes the version; a retryable answer parks it for the next step of
+FORWARD_RETRY_SCHEDULE (or behind the open circuit); a refusal, an exhausted schedule, a
+version past the whole retry horizon, or a later attempt that could only happen after its frozen
+snapshot expires (``fits``: checked on every path that schedules one) goes to the dead letters.
+Every path ends in ``finish``, which forgets the snapshot and any parked retry and records the version in ``sessions``.
+
+Idempotent on the snapshot: a redelivered message for a finished version finds none ("gone").
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import psycopg2
+import redis
+
+from app import resources
+from app.broker import send_sessions_row
+from app.forwarding import parked
+from app.forwarding import prepare as step
+from app.names import TaskName
+from app.observability import metrics
+from app.retry.backoff import doubling, schedule_delay
+from app.retry.countdown import Countdown
+from app.storage.clickhouse import queries
+from app.storage.clickhouse.client import ClickHouseError
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from app.forwarding.client import UfseClient
+
+log = logging.getLogger(__name__)
+
+# Our own storage being down is worth waiting out: a few short countdowns (held by the worker,
+# each well under the visibility timeout), then the delivery is parked for a minute.
+INFRA_ERRORS = (ClickHouseError, redis.RedisError, redis.exceptions.RedisClusterException, psycopg2.OperationalError,
+                psycopg2.InterfaceError)
+INFRA_COUNTDOWNS = 4
+# Countdowns while a counted batch is not visible in ClickHouse yet (about 7 minutes in all),
+# then the version is dead-lettered; and the longest of them.
+VISIBILITY_WAITS = 30
+VISIBILITY_WAIT_MAX = 30.0
+# A later attempt must be due this long before the version's snapshot expires (SessionStore's
+# final_ttl, 14 days after the claim): once due it may still wait for visibility (~7 min of
+# countdowns), storage countdowns and the drain rate behind the circuit. A delivery that cannot
+# be due by then is dead-lettered with that reason; an expired snapshot would end it as "gone".
+SNAPSHOT_MARGIN_S = 3600.0
+
+
+def deliver(celery: Celery, project: str, session_id: str, version: int, *, attempt: int = 0, waits: int = 0,
+            due: bool = False) -> str | Countdown:
+    """Deliver one claimed version (``due``: re-published by the sweep); returns what happened."""
+    store, index = resources.session_store(), parked.due_index()
+    m = parked.member(project, session_id, version)
+    if not due:
+        parked_at = index.due_at(m)
+        if parked_at is not None and parked_at > time.time():
+            return "scheduled"  # a stale-outbox re-enqueue of a parked retry: the sweep sends it when due
+    snap = store.snapshot(project, session_id, version)
+    if snap is None:
+        index.done([m])
+        log.info("forward: nothing to do (already delivered or dead-lettered)",
+                 extra={"webhook_id": f"{project}:{session_id}:{version}"})
+        return "gone"
+    try:
+        prepared = step.prepare(resources.clickhouse(), snap, project=project, session_id=session_id,
+                                version=version, settings=resources.settings())
+    except step.NotVisibleYet as exc:
+        return _not_visible(project, session_id, version, snap, attempt, waits, exc)
+    if prepared.empty:
+        # Every event it counted belongs to an earlier version (a resend after that version
+        # was finalized): there is nothing new to tell UFSE, and no empty session is sent.
+        log.info("forward: version owns no events; not delivered", extra={"webhook_id": prepared.webhook_id})
+        finish(celery, prepared, "empty")
+        return "empty"
+    client = resources.ufse_client()
+    if client is None:
+        return give_up(celery, prepared, "UFSE_URL is not configured", attempt)
+    return _attempt(celery, client, prepared, snap, attempt)
+
+
+def _not_visible(project: str, session_id: str, version: int, snap: dict, attempt: int, waits: int,
+                 exc: Exception) -> str | Countdown:
+    wait = doubling(waits, base=1.0, cap=VISIBILITY_WAIT_MAX)
+    if waits < VISIBILITY_WAITS and fits(snap, time.time() + wait):
+        return Countdown(wait, {"attempt": attempt, "waits": waits + 1, "due": True, "infra": 0})
+    why = "events never became visible" if waits >= VISIBILITY_WAITS else \
+        f"events not visible yet and {too_late(snap, time.time() + wait)}"
+    dead_letter(None, f"{project}:{session_id}:{version}", f"{why}: {exc}", attempt,
+                {"project": project, "session_id": session_id, "version": version, "snapshot": snap})
+    resources.session_store().complete(project, session_id, version)
+    parked.due_index().done([parked.member(project, session_id, version)])
+    return "dead_lettered"
+
+
+def _attempt(celery: Celery, client: UfseClient, prepared: step.Prepared, snap: dict, attempt: int) -> str:
+    """Send through the circuit and act on the answer."""
+    p = prepared
+    breaker = parked.circuit()
+    allowed, until, probe = breaker.allow()
+    if not allowed:
+        if past_horizon(snap):
+            return give_up(celery, p, "UFSE unavailable for the whole retry horizon", attempt)
+        if not fits(snap, until):
+            return give_up(celery, p, f"circuit open: {too_late(snap, until)}", attempt)
+        parked.park(p.project, p.session_id, p.version, attempt, until, "circuit")
+        return "held"
+    result = step.send(client, p)
+    if result.outcome == "delivered":
+        finish(celery, p, "delivered")
+        if breaker.success():
+            released = parked.due_index().release_all()
+            log.warning("UFSE answers again; releasing parked deliveries", extra={"released": released})
+        return "delivered"
+    if result.outcome == "retry":
+        until = breaker.failure()
+        if probe and not past_horizon(snap) and fits(snap, max(until, time.time() + 1)):
+            # A failed probe says "UFSE is still down", nothing about this session: it waits
+            # behind the circuit again without spending an attempt of its schedule.
+            parked.park(p.project, p.session_id, p.version, attempt, max(until, time.time() + 1), "circuit")
+            return "held"
+        s = resources.settings()
+        delay = schedule_delay(s.forward_retry_schedule, attempt, s.retry_time_scale)
+        if delay is not None:
+            # Honour the receiver's Retry-After: it may only lengthen the wait (the client caps
+            # it at RETRY_AFTER_CAP).
+            delay = max(delay, result.retry_after or 0.0)
+            if not fits(snap, time.time() + delay):
+                return give_up(celery, p, f"retry {attempt + 1}: {too_late(snap, time.time() + delay)}; last answer "
+                               f"{result.status} {result.error or ''}".strip(), attempt + 1)
+            parked.park(p.project, p.session_id, p.version, attempt + 1, time.time() + delay, "retry")
+            log.info("forward retry parked",
+                     extra={"webhook_id": p.webhook_id, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
+            return "retrying"
+    return give_up(celery, p, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
+
+
+def storage_unavailable(project: str, session_id: str, version: int, attempt: int, infra: int,
+                        exc: Exception) -> str | Countdown:
+    """Our own storage failed mid-delivery: a few countdowns, then park for a minute, and when
+    even parking fails leave the claimed version to the outbox sweep (app/maintenance.py)."""
+    s = resources.settings()
+    ref = f"{project}:{session_id}:{version}"
+    metrics.TASK_FAILURES.labels(TaskName.FORWARD_DELIVER.value).inc()
+    log.warning("forward: storage unavailable", extra={"webhook_id": ref, "error": str(exc)[:300]})
+    wait = doubling(infra, base=2.0 * s.retry_time_scale, cap=s.sessions_retry_max) \
+        if infra < INFRA_COUNTDOWNS else 60 * s.retry_time_scale
+    try:
+        snap = resources.session_store().snapshot(project, session_id, version)
+    except INFRA_ERRORS:
+        snap = None  # Redis is what fails: its snapshot's life is checked once it answers
+    if snap is not None and not fits(snap, time.time() + wait):
+        try:
+            dead_letter(None, ref, f"storage unavailable: {too_late(snap, time.time() + wait)}: {str(exc)[:300]}",
+                        attempt, {"project": project, "session_id": session_id, "version": version,
+                                  "snapshot": snap})
+            resources.session_store().complete(project, session_id, version)
+            parked.due_index().done([parked.member(project, session_id, version)])
+            return "dead_lettered"
+        except INFRA_ERRORS:
+            pass  # PostgreSQL or Redis away too: wait like any other storage failure
+    if infra < INFRA_COUNTDOWNS:
+        return Countdown(wait, {"attempt": attempt, "infra": infra + 1}, cause=exc)
+    try:
+        parked.park(project, session_id, version, attempt, time.time() + wait, "storage")
+    except INFRA_ERRORS:
+        log.error("forward deferred to the outbox sweep", extra={"webhook_id": ref})
+        return "deferred"
+    return "parked"
+
+
+def past_horizon(snap: dict) -> bool:
+    """True once a version was finalized longer ago than the whole retry schedule."""
+    s = resources.settings()
+    horizon = sum(s.forward_retry_schedule) * s.retry_time_scale
+    finalized = int(snap.get("finalized_ms") or 0) / 1000.0
+    return finalized > 0 and time.time() - finalized > horizon
+
+
+def snapshot_expires_at(snap: dict) -> float:
+    """When a frozen snapshot expires: the claim (or recovery) sets ``finalized_ms`` and the
+    key's expiry (SessionStore.final_ttl) in one script."""
+    finalized = int(snap.get("finalized_ms") or 0) / 1000.0
+    return (finalized or time.time()) + resources.session_store().final_ttl
+
+
+def fits(snap: dict, due_at: float) -> bool:
+    """True when an attempt due at ``due_at`` still finds the snapshot, with SNAPSHOT_MARGIN_S to spare."""
+    return due_at <= snapshot_expires_at(snap) - SNAPSHOT_MARGIN_S
+
+
+def too_late(snap: dict, due_at: float) -> str:
+    """Why an attempt due at ``due_at`` cannot be made (the dead letter's reason)."""
+    return (f"the next attempt would be due at {_iso(due_at)}, past its snapshot's expiry at "
+            f"{_iso(snapshot_expires_at(snap))} less {SNAPSHOT_MARGIN_S:.0f} s")
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def dead_letter(prepared: step.Prepared | None, ref: str, error: str, attempts: int, extra: dict | None = None) -> int:
+    """Keep an undeliverable version for an operator's replay; returns its dead-letter id."""
+    data = prepared.as_dead_letter() if prepared else dict(extra or {})
+    dl_id = resources.dead_letters().add("undeliverable_forward", ref, data, error, attempts)
+    metrics.DEAD_LETTERS.labels("undeliverable_forward").inc()
+    log.error("forward dead-lettered", extra={"webhook_id": ref, "dead_letter_id": dl_id, "error": error})
+    return dl_id
+
+
+def give_up(celery: Celery, prepared: step.Prepared, error: str, attempts: int) -> str:
+    """Dead-letter the version and finish it."""
+    dead_letter(prepared, f"{prepared.project}:{prepared.session_id}:{prepared.version}", error, attempts)
+    finish(celery, prepared, "dead_lettered")
+    return "dead_lettered"
+
+
+def finish(celery: Celery, prepared: step.Prepared, status: str) -> None:
+    """Forget the snapshot and any parked retry; record the session in ClickHouse (a failure
+    there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
+    p = prepared
+    resources.session_store().complete(p.project, p.session_id, p.version)
+    parked.due_index().done([parked.member(p.project, p.session_id, p.version)])
+    row = step.session_row(p, status)
+    try:
+        send_sessions_row(celery, row, p.webhook_id)
+        return
+    except Exception as exc:  # broker away: write it now rather than lose it
+        log.warning("forward.record not published; writing the row at once", extra={"error": str(exc)[:200]})
+    try:
+        queries.insert_session_rows(resources.clickhouse(), [row])
+    except ClickHouseError as exc:
+        metrics.CH_ERRORS.labels("record_session").inc()
+        log.error("could not record forwarded session", extra={"webhook_id": p.webhook_id, "error": str(exc)})

@@ -1,1 +1,0 @@
-"""Plain functions behind the Celery tasks (callable without a broker)."""

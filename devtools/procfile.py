@@ -1,0 +1,38 @@
+"""The Procfile's command lines, expanded the way a shell would (``${VAR:-default}``)."""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from devtools import ROOT
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def venv_bin() -> Path:
+    """The bin directory holding celery/gunicorn/flask (repo .venv, else the running Python's)."""
+    venv = ROOT / ".venv" / "bin"
+    return venv if (venv / "celery").exists() else Path(sys.executable).parent
+
+
+def read(path: Path = ROOT / "Procfile") -> dict[str, str]:
+    """``{process type: command}`` from a Procfile (comments and blank lines skipped)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or ":" not in line:
+            continue
+        name, _, command = line.partition(":")
+        out[name.strip()] = command.strip()
+    return out
+
+
+def argv(command: str, env: dict) -> list[str]:
+    """Expand variables from ``env`` and split; console scripts resolve to the venv's."""
+    expanded = _VAR.sub(lambda m: env.get(m.group(1) or m.group(3)) or (m.group(2) or ""), command)
+    parts = shlex.split(expanded)
+    tool = venv_bin() / parts[0]
+    if tool.exists():
+        parts[0] = str(tool)
+    return parts

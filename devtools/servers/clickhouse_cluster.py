@@ -1,0 +1,128 @@
+"""A ClickHouse cluster on 127.0.0.1: one ZooKeeper and N Debian clickhouse-server (18.16) instances.
+
+Layouts: ``shards=2, replicas=1`` (two shards) and ``shards=1, replicas=2`` (two replicas of one
+shard), or any product. Every server has its own directory, ports (native, HTTP, interserver),
+``<zookeeper>``, ``<remote_servers>`` (one cluster, ``observer`` by default, with
+``internal_replication``) and ``<macros>`` (``shard``, ``replica``). ZooKeeper starts first and
+stops last: without it replicated tables are read-only, and servers that start without it keep
+retrying. Each process is a :class:`Proc`, stopped by its own PID.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devtools.leftovers import stop_leftover
+from devtools.net import LOCALHOST, free_port
+from devtools.proc import Proc, ProcError, stop_all
+from devtools.servers.clickhouse_config import ClusterNode, copy_aux, write_config
+from devtools.servers.zookeeper import start_zookeeper
+from devtools.system import ensure_clickhouse_server
+
+
+def _zk_ready(tcp_port: int):
+    # the driver logs every refused connection with a traceback; while starting that is normal
+    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
+
+    def ready() -> bool:
+        from clickhouse_driver import Client
+
+        client = Client(LOCALHOST, port=tcp_port, connect_timeout=1, send_receive_timeout=3)
+        try:
+            # answers only once the server's ZooKeeper session is up (replicated DDL works then)
+            return client.execute("SELECT count() > 0 FROM system.zookeeper WHERE path = '/'") == [(1,)]
+        finally:
+            client.disconnect()
+    return ready
+
+
+def _write_profile(node_dir: Path) -> None:
+    # The servers keep pooled connections to each other, and an idle connection notices a
+    # shutdown only every poll_interval (10 s): stopped together, each would wait that long.
+    (node_dir / "users.d").mkdir(exist_ok=True)
+    (node_dir / "users.d" / "observer-cluster.xml").write_text(
+        "<yandex><profiles><default><poll_interval>1</poll_interval></default></profiles></yandex>\n")
+
+
+@dataclass
+class ClickHouseCluster:
+    """The running topology: ``zookeeper`` and ``nodes`` (shard-major: shard 1's replicas first)."""
+
+    name: str
+    shards: int
+    replicas: int
+    zookeeper: Proc
+    nodes: list[Proc] = field(default_factory=list)
+
+    def node(self, shard: int = 1, replica: int = 1) -> Proc:
+        """The server of ``shard`` and ``replica`` (both counted from 1)."""
+        return self.nodes[(shard - 1) * self.replicas + (replica - 1)]
+
+    def url(self, database: str = "default", shard: int = 1, replica: int = 1) -> str:
+        """clickhouse:// URL of one server, with ``database``."""
+        return f"{self.node(shard, replica).url.rsplit('/', 1)[0]}/{database}"
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop every server at once (by PID), then ZooKeeper."""
+        try:
+            stop_all(self.nodes, grace)
+        finally:
+            self.zookeeper.stop()
+
+    def __enter__(self) -> ClickHouseCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_clickhouse_cluster(dir: Path, *, shards: int = 2, replicas: int = 1, name: str = "observer",
+                             config_source: Path = Path("/etc/clickhouse-server"),
+                             timeout: float = 90.0, echo: bool = False) -> ClickHouseCluster:
+    """Start ZooKeeper, then ``shards x replicas`` servers together; ready once each server's
+    ZooKeeper session is up. On failure everything started is stopped again."""
+    argv0 = ensure_clickhouse_server()
+    dir = Path(dir).resolve()
+    zk = start_zookeeper(dir / "zookeeper", echo=echo)
+    cluster = ClickHouseCluster(name, shards, replicas, zk)
+    try:
+        ports, taken = [], set()
+        for _ in range(shards * replicas):
+            trio = []
+            while len(trio) < 3:
+                p = free_port()
+                if p not in taken:
+                    taken.add(p)
+                    trio.append(p)
+            ports.append(trio)
+        layout = tuple(tuple((LOCALHOST, ports[s * replicas + r][0]) for r in range(replicas)) for s in range(shards))
+        for i, (tcp, http, interserver) in enumerate(ports):
+            shard, replica = i // replicas + 1, i % replicas + 1
+            node_dir = dir / f"ch-s{shard}r{replica}"
+            for sub in ("data", "log", "run"):
+                (node_dir / sub).mkdir(parents=True, exist_ok=True)
+            pid_file = node_dir / "clickhouse-server.pid"
+            stop_leftover(pid_file, str(node_dir / "config.xml"))
+            copy_aux(node_dir, Path(config_source))
+            _write_profile(node_dir)
+            spec = ClusterNode(cluster=name, shards=layout, zookeeper=((LOCALHOST, zk.port),),
+                               macros=(("shard", f"{shard:02d}"), ("replica", f"r{replica}")),
+                               interserver_port=interserver)
+            config = write_config(node_dir, tcp, http, Path(config_source), cluster=spec)
+            proc = Proc(f"ch-s{shard}r{replica}", argv0 + [f"--config-file={config}"], cwd=node_dir,
+                        log_path=node_dir / "clickhouse-server.out", ready=_zk_ready(tcp), ready_timeout=timeout,
+                        stop_signals=((signal.SIGTERM, 20.0),), url=f"clickhouse://default:@{LOCALHOST}:{tcp}/default",
+                        port=tcp, dir=node_dir, pid_file=pid_file, echo=echo,
+                        extra={"shard": shard, "replica": replica, "http_port": http,
+                               "interserver_port": interserver, "config": config})
+            cluster.nodes.append(proc)
+        for proc in cluster.nodes:
+            proc.start(wait=False)
+        for proc in cluster.nodes:
+            proc.wait_ready()
+    except (ProcError, OSError, RuntimeError):
+        cluster.stop(grace=5)
+        raise
+    return cluster
