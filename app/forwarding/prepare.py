@@ -96,12 +96,13 @@ def prepare(ch: ClickHouse, snapshot: dict, *, project: str, session_id: str, ve
                     body, totals, reason, finalized_at)
 
 
-def send(client: UfseClient, prepared: Prepared) -> DeliveryResult:
-    """One signed delivery attempt; returns the client's DeliveryResult."""
+def send(client: UfseClient, prepared: Prepared, destination: str = "default") -> DeliveryResult:
+    """One signed delivery attempt; returns the client's DeliveryResult. ``destination`` labels
+    the metrics: "default" (UFSE_URL) or the project with a destination of its own."""
     rid = uuid.uuid4().hex
     result = client.deliver(payload_mod.encode(prepared.payload), msg_id=prepared.webhook_id, request_id=rid)
-    metrics.FORWARD_RESULTS.labels(result.outcome).inc()
-    metrics.FORWARD_LATENCY.observe(result.elapsed_s)
+    metrics.FORWARD_RESULTS.labels(destination, result.outcome).inc()
+    metrics.FORWARD_LATENCY.labels(destination).observe(result.elapsed_s)
     log.info("ufse attempt", extra={"webhook_id": prepared.webhook_id, "outcome": result.outcome,
                                     "status": result.status, "error": result.error, "forward_request_id": rid})
     return result

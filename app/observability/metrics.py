@@ -41,9 +41,23 @@ EVENTS_DUPLICATE = Counter("observer_events_duplicate_total",
 BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total",
                             "Redelivered batches recognised by their marker, by pipeline step", ["step"])
 SESSIONS_FINALIZED = Counter("observer_sessions_finalized_total", "Session versions claimed by the sweep")
-FORWARD_RESULTS = Counter("observer_forward_attempts_total", "UFSE delivery attempts, by outcome", ["outcome"])
-FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency, seconds",
+FORWARD_RESULTS = Counter("observer_forward_attempts_total",
+                          "UFSE delivery attempts, by destination ('default' is UFSE_URL, else the project) and outcome "
+                          "(delivered, retry, permanent)", ["destination", "outcome"])
+FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency by destination, seconds", ["destination"],
                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+DESTINATION_STATE = Gauge("observer_destination_state",
+                          "State of each delivery destination: 0 healthy, 1 circuit open, 2 disabled (deliveries parked "
+                          "until `destinations enable`); sampled at each /metrics scrape", ["destination"],
+                          multiprocess_mode="livemax")
+DESTINATION_BACKLOG = Gauge("observer_destination_backlog",
+                            "Deliveries parked for a disabled destination; sampled at each /metrics scrape",
+                            ["destination"], multiprocess_mode="livemax")
+DESTINATION_BACKLOG_AGE = Gauge("observer_destination_backlog_oldest_seconds",
+                                "Age of the oldest delivery parked for a disabled destination, seconds; sampled at each "
+                                "/metrics scrape", ["destination"], multiprocess_mode="livemax")
+DESTINATIONS_DISABLED = Counter("observer_destinations_disabled_total",
+                                "Destinations disabled after DESTINATION_DISABLE_AFTER without a success", ["destination"])
 DEAD_LETTERS = Counter("observer_dead_letters_total",
                        "Dead letters written, by kind (undeliverable_forward, poison_batch)", ["kind"])
 TASK_FAILURES = Counter("observer_task_failures_total", "Task failures, by task name", ["task"])

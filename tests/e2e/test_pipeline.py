@@ -154,4 +154,4 @@ def test_pipeline_end_to_end(stack):
     assert 'observer_queue_depth{queue="events"}' in metrics and "observer_live_sessions" in metrics
     if stack.worker_metrics_port:
         worker = requests.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics", timeout=5).text
-        assert 'observer_forward_attempts_total{outcome="delivered"}' in worker, worker[:2000]
+        assert 'observer_forward_attempts_total{destination="default",outcome="delivered"}' in worker, worker[:2000]
