@@ -42,22 +42,23 @@ BATCHES_DUPLICATE = Counter("observer_batches_duplicate_total",
                             "Redelivered batches recognised by their marker, by pipeline step", ["step"])
 SESSIONS_FINALIZED = Counter("observer_sessions_finalized_total", "Session versions claimed by the sweep")
 FORWARD_RESULTS = Counter("observer_forward_attempts_total",
-                          "UFSE delivery attempts, by destination ('default' is UFSE_URL, else the project) and outcome "
-                          "(delivered, retry, permanent)", ["destination", "outcome"])
+                          "UFSE delivery attempts, by destination ('default' is UFSE_URL, else the project) and "
+                          "outcome (delivered, retry, permanent)", ["destination", "outcome"])
 FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency by destination, seconds", ["destination"],
                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 DESTINATION_STATE = Gauge("observer_destination_state",
-                          "State of each delivery destination: 0 healthy, 1 circuit open, 2 disabled (deliveries parked "
-                          "until `destinations enable`); sampled at each /metrics scrape", ["destination"],
+                          "State of each delivery destination: 0 healthy, 1 circuit open, 2 disabled (deliveries "
+                          "parked until `destinations enable`); sampled at each /metrics scrape", ["destination"],
                           multiprocess_mode="livemax")
 DESTINATION_BACKLOG = Gauge("observer_destination_backlog",
                             "Deliveries parked for a disabled destination; sampled at each /metrics scrape",
                             ["destination"], multiprocess_mode="livemax")
 DESTINATION_BACKLOG_AGE = Gauge("observer_destination_backlog_oldest_seconds",
-                                "Age of the oldest delivery parked for a disabled destination, seconds; sampled at each "
-                                "/metrics scrape", ["destination"], multiprocess_mode="livemax")
+                                "Age of the oldest delivery parked for a disabled destination, seconds; sampled at "
+                                "each /metrics scrape", ["destination"], multiprocess_mode="livemax")
 DESTINATIONS_DISABLED = Counter("observer_destinations_disabled_total",
-                                "Destinations disabled after DESTINATION_DISABLE_AFTER without a success", ["destination"])
+                                "Destinations disabled after DESTINATION_DISABLE_AFTER without a success",
+                                ["destination"])
 DEAD_LETTERS = Counter("observer_dead_letters_total",
                        "Dead letters written, by kind (undeliverable_forward, poison_batch)", ["kind"])
 TASK_FAILURES = Counter("observer_task_failures_total", "Task failures, by task name", ["task"])
@@ -99,6 +100,30 @@ QUEUE_DEPTH = Gauge("observer_queue_depth",
 LIVE_SESSIONS = Gauge("observer_live_sessions",
                       "Live sessions awaiting finalization (entries of every idle-index bucket); sampled at each "
                       "/metrics scrape", multiprocess_mode="livemax")
+
+# Ages and sizes sampled at each /metrics scrape (app/observability/queues.py), for the alert rules
+# in monitoring/prometheus/alerts.yml.
+INGEST_OLDEST_UNSTORED = Gauge("observer_ingest_oldest_unstored_seconds",
+                               "Age of the oldest accepted batch not yet stored and counted into its sessions (the "
+                               "ingest journal's oldest entry: since the API accepted it, or since the sweep last "
+                               "re-published it as lost), seconds; 0 with RabbitMQ (no journal); sampled at each "
+                               "/metrics scrape", multiprocess_mode="livemax")
+FORWARD_OLDEST_UNDELIVERED = Gauge("observer_forward_oldest_undelivered_seconds",
+                                   "Age since its claim of the oldest session version claimed and not yet delivered "
+                                   "or dead-lettered, seconds: the claim time of the 8 outbox entries per idle-index "
+                                   "bucket re-enqueued longest ago (exact while a bucket holds at most 8, else a lower "
+                                   "bound); sampled at each /metrics scrape", multiprocess_mode="livemax")
+BROKER_MEMORY_USED = Gauge("observer_broker_memory_used_bytes",
+                           "The Redis broker's used_memory (INFO memory), bytes; absent with RabbitMQ; sampled at each "
+                           "/metrics scrape", multiprocess_mode="livemax")
+BROKER_MEMORY_MAX = Gauge("observer_broker_memory_max_bytes",
+                          "The Redis broker's maxmemory, bytes (0: no limit set); the API answers 503 above "
+                          "BROKER_MEMORY_LIMIT of it; absent with RabbitMQ; sampled at each /metrics scrape",
+                          multiprocess_mode="livemax")
+DELETION_OLDEST_OPEN = Gauge("observer_deletion_oldest_open_seconds",
+                             "Age of the oldest deletion request not yet verified (PostgreSQL deletion_requests), "
+                             "seconds; 0 when none is open; sampled at each /metrics scrape",
+                             multiprocess_mode="livemax")
 
 
 def render() -> bytes:
