@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import psutil
 import redis
 
-from devtools.faults.load import event
+from devtools.load import event
 from devtools.wait import until
 
 HOUR = 3600.0
@@ -187,7 +187,7 @@ def broker_sigstop(c: Ctx) -> float:
     # A probe batch sent 2 s into the freeze: the load's own clients may all be in a request
     # that started just before it (held until the thaw), and then none is sent while frozen.
     probe = threading.Thread(target=lambda: (time.sleep(2), c.load.post(
-        None, [event(f"{c.rig.tag}-frozen", i) for i in range(3)])), daemon=True)
+        [event(f"{c.rig.tag}-frozen", i) for i in range(3)])), daemon=True)
     probe.start()
     time.sleep(10)
     c.rig.broker.proc.sigcont()
@@ -307,7 +307,7 @@ def ufse_4xx_then_replay(c: Ctx) -> None:
     ids = set()
     for i in range(3):
         batch = [event(f"{rig.tag}-4xx-{i}", j) for j in range(3)]
-        c.load.post(None, batch)
+        c.load.post(batch)
         ids.update(e["event_id"] for e in batch)
     until(lambda: sum(rig.dead_letters().values()) >= 3, "3 dead letters", timeout=120, interval=0.5, raises=False)
     dl = rig.dead_letters()
@@ -335,7 +335,7 @@ def poison_batch(c: Ctx) -> float:
     c.warmup()
     sid = f"{c.rig.tag}-poison"
     batch = [event(sid, 0, type="custom", name=POISON_NAME), event(sid, 1), event(sid, 2)]
-    c.load.post(None, batch)
+    c.load.post(batch)
     c.excluded = {e["event_id"] for e in batch}
     c.res.notes.append("poison: a `custom` event named fault-poison-pill; the events table got "
                        "`fault_poison UInt8 DEFAULT throwIf(name = 'fault-poison-pill')`")

@@ -18,9 +18,9 @@ import time
 import pytest
 
 from devtools.faults.cases import CASES, CI_AMQP, CI_REDIS, Case, Ctx
-from devtools.faults.load import SCALES, Load
 from devtools.faults.report import RECOVERY_BOUND, Result, table
 from devtools.faults.rig import WHY, Rig, repeats
+from devtools.load import SCALES, Load
 from devtools.servers.rabbitmq import rabbitmq_installed
 from devtools.wait import until
 

@@ -23,10 +23,10 @@ from collections import Counter
 
 import pytest
 
-from devtools.faults.load import Load, Scale
 from devtools.faults.report import Result, table
 from devtools.faults.rig import WHY, forwarded_ids, new_secret, repeats, stack_env
 from devtools.keys import create_key
+from devtools.load import Load, Scale
 from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
 from devtools.servers.postgres import create_database, start_postgres
 from devtools.servers.rabbitmq import start_rabbitmq
