@@ -45,6 +45,8 @@ class Outcome:
 
     verdicts: dict[str, str] = field(default_factory=dict)
     pause: bool = False
+    #: why a request was not stored: ``{request id: (parked|dead_lettered|requeued, reason)}``
+    notes: dict[str, tuple[str, str]] = field(default_factory=dict)
     inserts: int = 0
     stored: list[Item] = field(default_factory=list)
 
@@ -83,7 +85,7 @@ def _store(items: list[Item], deps: FlushDeps, out: Outcome) -> None:
     if not items:
         return
     if out.pause:  # storage already said "not now" in this flush: do not hammer it
-        _mark(out, items, REQUEUE)
+        _mark(out, items, REQUEUE, "storage unavailable earlier in this flush")
         return
     try:
         out.inserts += 1
@@ -92,7 +94,7 @@ def _store(items: list[Item], deps: FlushDeps, out: Outcome) -> None:
         if is_transient(exc):
             log.warning("events storage unavailable; pausing", extra={"error": _short(exc), "batches": len(items)})
             out.pause = True
-            _mark(out, items, REQUEUE)
+            _mark(out, items, REQUEUE, f"storage unavailable: {_short(exc)}")
             return
         if len(items) > 1:
             mid = len(items) // 2
@@ -116,7 +118,7 @@ def _count(stored: list[Item], deps: FlushDeps, out: Outcome) -> None:
             # The events are stored; redelivered, these batches find their rows and are counted then.
             log.warning("session step unavailable; requeueing", extra={"error": _short(exc), "batches": len(stored)})
             out.pause = True
-            _mark(out, stored, REQUEUE)
+            _mark(out, stored, REQUEUE, f"session step unavailable: {_short(exc)}")
             return
         log.error("session step failed; publishing it per batch", extra={"error": _short(exc), "batches": len(stored)})
         metrics.TASK_FAILURES.labels("events.count_sessions").inc()
@@ -128,6 +130,7 @@ def _count(stored: list[Item], deps: FlushDeps, out: Outcome) -> None:
                 log.warning("session step not published; requeueing", extra={"error": _short(pub_exc),
                                                                               "batch_id": item.batch.get("batch_id")})
                 out.verdicts[item.request_id] = REQUEUE
+                out.notes[item.request_id] = ("requeued", f"session step not published: {_short(pub_exc)}")
         return
     _mark(out, stored, ACK)
 
@@ -139,11 +142,13 @@ def _refused(item: Item, exc: BaseException, deps: FlushDeps, out: Outcome) -> N
     try:
         if delay is None:
             deps.dead_letter(item, error)
+            out.notes[item.request_id] = ("dead_lettered", error)
             metrics.DEAD_LETTERS.labels("poison_batch").inc()
             log.error("batch dead-lettered",
                       extra={"batch_id": item.batch.get("batch_id"), "attempts": item.attempt + 1, "error": error})
         else:
             deps.park(item, time.time() + delay)
+            out.notes[item.request_id] = ("parked", f"retry in {delay:.1f} s: {error}")
             metrics.EVENTS_PARKED.inc()
             log.warning("batch refused by ClickHouse; retry parked", extra={
                 "batch_id": item.batch.get("batch_id"), "attempt": item.attempt + 1, "retry_in_s": round(delay, 1),
@@ -153,11 +158,14 @@ def _refused(item: Item, exc: BaseException, deps: FlushDeps, out: Outcome) -> N
         log.warning("could not park or dead-letter a refused batch", extra={"error": _short(park_exc)})
         out.pause = True
         out.verdicts[item.request_id] = REQUEUE
+        out.notes[item.request_id] = ("requeued", f"refused ({error}); could not park: {_short(park_exc)}")
 
 
-def _mark(out: Outcome, items: list[Item], verdict: str) -> None:
+def _mark(out: Outcome, items: list[Item], verdict: str, why: str = "") -> None:
     for i in items:
         out.verdicts[i.request_id] = verdict
+        if why:
+            out.notes[i.request_id] = ("requeued", why)
 
 
 def _short(exc: BaseException) -> str:

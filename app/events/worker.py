@@ -52,16 +52,22 @@ def due_index() -> DueIndex:
 
 def flush(celery: Celery, requests: list[Any]) -> dict:
     """Store buffered batches in ClickHouse and count them into their sessions, all at once;
-    returns ``{"verdicts": {request id: ack|requeue}, "pause": bool}``."""
+    returns ``{"verdicts": {request id: ack|requeue}, "pause": bool, "results": {request id:
+    what became of its batch}}`` (``results``: the task events Flower shows, tasks/batching.py)."""
     items: list[flush_mod.Item] = []
     verdicts: dict[str, str] = {}
+    results: dict[str, dict] = {}
     for r in requests:
         try:
             batch = r.args[0]
             _ = batch["batch_id"], batch["project"], batch["events"]
             items.append(flush_mod.Item(r.id, batch, int((r.kwargs or {}).get("attempt", 0))))
+            results[r.id] = {"batch_id": batch["batch_id"], "events": len(batch["events"])}
         except Exception as exc:  # unreadable message: no retry can fix it
             verdicts[r.id] = _unreadable(r, exc)
+            results[r.id] = ({"outcome": "dead_lettered", "reason": f"unreadable message: {type(exc).__name__}"}
+                             if verdicts[r.id] == flush_mod.ACK else
+                             {"outcome": "requeued", "reason": "unreadable message; dead letter store unavailable"})
     s, ch = resources.settings(), deadline_clickhouse()
     deps = flush_mod.FlushDeps(
         insert=functools.partial(_insert, ch), count_sessions=functools.partial(_count_sessions, ch),
@@ -73,12 +79,32 @@ def flush(celery: Celery, requests: list[Any]) -> dict:
     except Exception as exc:  # run_flush never raises by design; if it does, requeue and say so
         log.exception("events flush crashed", extra={"error": str(exc)[:300]})
         metrics.TASK_FAILURES.labels(TaskName.EVENTS_PERSIST.value).inc()
-        return {"verdicts": verdicts, "pause": True}
+        for i in items:
+            results[i.request_id].update(outcome="requeued", reason=f"flush crashed: {type(exc).__name__}")
+        return {"verdicts": verdicts, "pause": True, "results": results}
     if outcome.pause:
         metrics.TASK_FAILURES.labels(TaskName.EVENTS_PERSIST.value).inc()
     verdicts.update(outcome.verdicts)
     _note_held_lag([i for i in items if outcome.verdicts.get(i.request_id) == flush_mod.REQUEUE])
-    return {"verdicts": verdicts, "pause": outcome.pause}
+    for i in items:
+        results[i.request_id].update(_result(i, outcome))
+    return {"verdicts": verdicts, "pause": outcome.pause, "results": results}
+
+
+def _result(item: flush_mod.Item, outcome: flush_mod.Outcome) -> dict:
+    """What became of one batch: stored (``stored`` of its ``events`` were new), duplicate (all
+    were stored before), or the note of a batch not stored (parked, dead_lettered, requeued)."""
+    note = outcome.notes.get(item.request_id)
+    if note is not None:
+        return {"outcome": note[0], "reason": note[1]}
+    if outcome.verdicts.get(item.request_id) != flush_mod.ACK:
+        return {"outcome": "requeued", "reason": "not stored in this flush"}
+    # persist_batches left each batch with the events it owns; one owning none, or marked
+    # redelivered (its rows were there already), stored nothing new.
+    owned = len(item.batch.get("events") or ())
+    if owned == 0 or item.batch.get("redelivered"):
+        return {"outcome": "duplicate", "stored": 0}
+    return {"outcome": "stored", "stored": owned}
 
 
 def _note_held_lag(requeued: list[flush_mod.Item]) -> None:

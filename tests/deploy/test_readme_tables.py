@@ -62,7 +62,8 @@ def test_process_level_defaults_are_the_procfiles_and_gunicorns():
 
 
 def test_procfile_block_is_the_procfile():
-    block = OPERATIONS[OPERATIONS.index("`Procfile` (honcho, foreman, Heroku-style platforms):"):]
+    block = OPERATIONS[OPERATIONS.index("`Procfile` (honcho, foreman; every process runs until stopped, "
+                                    "the release step runs before them):"):]
     block = block[block.index("```\n") + 4:]
     block = block[:block.index("```")]
     shown = [re.sub(r":\s+", ": ", line, count=1) for line in block.strip().splitlines()]

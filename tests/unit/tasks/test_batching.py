@@ -133,3 +133,58 @@ def test_pause_holds_requests_in_the_buffer_then_requeues_them(task):
     task._pending.get_nowait()
     task.flush([held])
     assert held.requeued == 1, "a request held past hold_limit goes back to the broker"
+
+
+class FakeDispatcher:
+    """Celery's EventDispatcher as the batching task uses it: send(), a task buffer and its limit."""
+
+    def __init__(self) -> None:
+        self.enabled, self.buffer_group, self.buffer_limit = True, frozenset({"task"}), 24
+        self.sent, self.flushes = [], 0
+
+    def send(self, type_, **fields):
+        self.sent.append((type_, fields))
+        if len(self.sent) % self.buffer_limit == 0:  # what the real one does at its limit
+            self.flushes += 1
+
+
+def test_task_events_show_each_batch_of_a_flush_with_its_outcome(task):
+    """Flower sees events.persist: started at the flush, then succeeded / retried / failed with
+    the batch id, its size and the reason, sent as one buffered lot (no publish per message)."""
+    import ast
+
+    consumer = _consumer("c")
+    consumer.event_dispatcher = d = FakeDispatcher()
+    task.Strategy(task, task.app, consumer)
+    reqs = [FakeRequest(f"r{i}") for i in range(30)]
+    task.flush(reqs)
+    assert [t for t, _ in d.sent] == ["task-started"] * 30 and d.flushes == 0, "one lot, not a publish per 24"
+    results = {f"r{i}": {"batch_id": f"b{i}", "events": 3, "outcome": "stored", "stored": 3} for i in range(27)}
+    results["r27"] = {"batch_id": "b27", "events": 3, "outcome": "parked", "reason": "retry in 5.0 s: bad row"}
+    results["r28"] = {"batch_id": "b28", "events": 3, "outcome": "dead_lettered", "reason": "bad row"}
+    results["r29"] = {"batch_id": "b29", "events": 3, "outcome": "requeued", "reason": "storage unavailable: x"}
+    verdicts = {rid: "ack" for rid in results if rid != "r29"}
+    d.sent.clear()
+    consumer.pool.calls[-1]["callback"]({"verdicts": verdicts, "pause": False, "results": results})
+    assert d.flushes == 0 and d.buffer_limit == 24, "the buffer limit is restored after the lot"
+    by_id = {f["uuid"]: (t, f) for t, f in d.sent}
+    kind, fields = by_id["r0"]
+    assert kind == "task-succeeded" and ast.literal_eval(fields["result"]) == {
+        "batch_id": "b0", "events": 3, "outcome": "stored", "stored": 3, "flush": 30}
+    assert by_id["r27"][0] == "task-retried" and "bad row" in by_id["r27"][1]["exception"]
+    assert by_id["r28"][0] == "task-failed" and by_id["r28"][1]["exception"] == "BatchDeadLettered('b28': bad row)"
+    assert by_id["r29"][0] == "task-retried" and "storage unavailable" in by_id["r29"][1]["exception"]
+    assert reqs[29].requeued == 1 and reqs[28].acked == 1
+
+
+def test_no_task_events_without_dash_e_or_for_a_muted_task(task):
+    consumer = _consumer("c")
+    consumer.event_dispatcher = d = FakeDispatcher()
+    d.enabled = False
+    task.Strategy(task, task.app, consumer)
+    task.flush([FakeRequest("a")])
+    consumer.pool.calls[-1]["callback"]({"verdicts": {"a": "ack"}, "pause": False})
+    d.enabled, task.send_events = True, False
+    task.flush([FakeRequest("b")])
+    consumer.pool.calls[-1]["callback"]({"verdicts": {"b": "ack"}, "pause": False})
+    assert d.sent == []
