@@ -93,7 +93,7 @@ def clean_pg(database_url):
     from app.storage import postgres
 
     with postgres.cursor(database_url) as cur:
-        cur.execute("TRUNCATE dead_letters, api_keys, projects RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE dead_letters, api_keys, projects, destinations RESTART IDENTITY CASCADE")
     return database_url
 
 
@@ -110,14 +110,24 @@ def clickhouse_server():
 def clickhouse_clusters():
     """``get(shards, replicas)``: a ZooKeeper + ClickHouse 18.16 cluster named ``observer`` in that
     layout, started on first use (about 2 s) and stopped at the end of the session."""
+    from devtools.proc import ProcError
     from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
 
     started = {}
 
     def get(shards: int, replicas: int):
         if (shards, replicas) not in started:
-            started[(shards, replicas)] = start_clickhouse_cluster(_tmp / f"cluster-{shards}x{replicas}",
-                                                                   shards=shards, replicas=replicas)
+            for attempt in (1, 2):
+                # The servers' ports are picked free before they bind them, and the cluster's
+                # layout names them all: a port another process took meanwhile fails one server
+                # (exit 70, "Address already in use"). A second start picks new ports.
+                try:
+                    started[(shards, replicas)] = start_clickhouse_cluster(
+                        _tmp / f"cluster-{shards}x{replicas}-{attempt}", shards=shards, replicas=replicas)
+                    break
+                except ProcError:
+                    if attempt == 2:
+                        raise
         return started[(shards, replicas)]
     yield get
     from app.storage.clickhouse import client
