@@ -24,7 +24,7 @@ from app.storage import schema
 from app.storage.clickhouse import client, migrations
 from app.storage.clickhouse.queries import EVENT_COLUMNS, SESSION_COLUMNS, insert_events
 from app.storage.postgres import SCHEMA as LANDED_PG_SCHEMA
-from devtools.migration_cost import unpartitioned_ddl
+from devtools.cost import unpartitioned_ddl
 from devtools.wait import until
 
 BIN = Path(sys.executable).parent
