@@ -10,7 +10,6 @@ from app.settings import Settings, load_settings
 from app.storage import redis_clients
 
 if TYPE_CHECKING:
-    from app.forwarding.client import UfseClient
     from app.forwarding.deadletters import DeadLetters
     from app.sessions.store import SessionStore
     from app.storage.clickhouse.client import ChdbBackend, ServerBackend
@@ -18,10 +17,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+_bound: list[Settings] = []
+
+
 @functools.lru_cache(maxsize=1)
-def settings() -> Settings:
-    """Validated settings (read once per process)."""
+def _loaded() -> Settings:
     return load_settings()
+
+
+def settings() -> Settings:
+    """Validated settings (read once per process), or the ones ``bind`` gave."""
+    return _bound[0] if _bound else _loaded()
+
+
+def bind(s: Settings) -> None:
+    """Use ``s`` from now on: a CLI command works with its app's settings."""
+    _bound[:] = [s]
+    reset()
 
 
 _cache: dict[str, object] = {}
@@ -64,16 +76,6 @@ def dead_letters() -> DeadLetters:
     return _get("dlq", lambda: DeadLetters(settings().database_url))
 
 
-def ufse_client() -> UfseClient | None:
-    """The pooled UFSE HTTP client (None when UFSE_URL is unset)."""
-    from app.forwarding.client import UfseClient
-
-    s = settings()
-    if not s.ufse_url:
-        return None
-    return _get("ufse", lambda: UfseClient(s.ufse_url, s.ufse_secret, timeout=s.ufse_timeout))
-
-
 def insert_settings() -> dict | None:
     """INSERT settings for this ClickHouse, probed once per process."""
     return _get("insert_settings", _probe_insert_settings)
@@ -96,3 +98,6 @@ def reset() -> None:
     """Forget every resource (after fork)."""
     _cache.clear()
     redis_clients.reset_clients()
+    from app.forwarding import destinations
+
+    destinations.reset()

@@ -111,6 +111,16 @@ def _schedule(n: str, r: str) -> tuple[float, ...]:
     return tuple(env_float(n, item, 0.001) for item in items)
 
 
+def _networks(n: str, r: str) -> tuple[str, ...]:
+    """Comma-separated CIDR networks (``10.1.0.0/16``, ``fd00::/8``), normalised."""
+    import ipaddress
+
+    try:
+        return tuple(str(ipaddress.ip_network(item, strict=False)) for item in env_list(n, r))
+    except ValueError as exc:
+        raise ConfigError(f"{n}: {exc}") from None
+
+
 def _setting(default: str | None, parse: Callable[[str, str], Any], doc: str) -> Any:
     """One setting: its default (as the environment would spell it; None derives from REDIS_URL),
     the parser that checks and converts it, and its one-line meaning for the configuration table."""
@@ -156,7 +166,9 @@ class Settings:
             "override: flask projects set P --retention-days N")
     dead_letter_retention_days: int = _setting("30", _pos, "days dead letters are kept (deleted by the retention job)")
     ufse_url: str = _setting("", _str, "where finished sessions are POSTed (empty: forwards are dead-lettered)")
-    ufse_secret: str = _setting("", _str, "Standard Webhooks secret, whsec_<base64>")
+    ufse_secret: str = _setting("", _str,
+            "Standard Webhooks secret(s), whsec_<base64>; several, space-separated, sign every attempt "
+            "with each (rotation: a receiver verifying with either accepts it)")
     ufse_timeout: float = _setting("10", _secs, "seconds per UFSE request")
     session_idle_timeout: int = _setting("1800", _pos, "seconds of inactivity that finalize a session")
     session_max_duration: int = _setting("86400", _pos, "seconds after which a session is finalized anyway")
@@ -170,6 +182,15 @@ class Settings:
             "longest pause between probes of an open UFSE circuit, seconds (bounds the wait after "
             "UFSE is back)")
     forward_drain_rate: int = _setting("20", _pos, "parked forwards released per second once UFSE answers again")
+    secret_rotation_overlap: float = _setting("86400", _secs,
+            "seconds a project destination's old secret keeps signing after `destinations rotate`")
+    destination_disable_after: float = _setting("432000", _secs,
+            "seconds a project destination may fail without one success before it is disabled: its "
+            "deliveries are parked (never dead-lettered) until `destinations enable` (scaled by "
+            "RETRY_TIME_SCALE)")
+    destinations_allowed_networks: tuple[str, ...] = _setting("", _networks,
+            "networks (CIDR, comma-separated) a project destination may resolve to although private, "
+            "loopback or link-local (the SSRF guard refuses those otherwise; UFSE_URL is trusted)")
     forward_max_events: int = _setting("5000", _pos, "events per UFSE payload (more sets truncated=true)")
     forward_max_request_ids: int = _setting("100", _pos, "request ids listed per UFSE payload")
     events_flush_every: int = _setting("500", _pos, "events tasks buffered before one ClickHouse INSERT")
@@ -356,7 +377,8 @@ def _cross_check(v: dict[str, Any]) -> None:
         from app.forwarding.signing import decode_secret
 
         try:
-            decode_secret(v["UFSE_SECRET"])
+            for secret in v["UFSE_SECRET"].split():
+                decode_secret(secret)
         except ValueError as exc:
             raise ConfigError(f"UFSE_SECRET: {exc}") from None
     if v["SESSION_MAX_DURATION"] < v["SESSION_IDLE_TIMEOUT"]:

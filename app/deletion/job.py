@@ -30,7 +30,7 @@ import psycopg2.extras
 from app import resources
 from app.deletion import suppress
 from app.deletion.store import DeletionStore
-from app.forwarding import parked
+from app.forwarding import destinations, parked
 from app.observability import metrics
 from app.storage import postgres
 from app.storage.clickhouse.client import ident
@@ -282,13 +282,14 @@ def notice(req: dict) -> dict:
 
 
 def _notify(store: DeletionStore, req: dict) -> None:
-    client = resources.ufse_client()
-    if client is None:
+    dest = destinations.for_project(req["project"])  # where the project's sessions go
+    if dest is None:
         store.note(req["id"], notice="not sent: UFSE_URL is not set")
         store.advance(req["id"], "downstream_notified")
         return
     body = json.dumps(notice(req), separators=(",", ":")).encode()
-    result = client.deliver(body, msg_id=f"deletion:{req['id']}", request_id=f"deletion-{req['id']}")
+    result = destinations.client_for(dest).deliver(body, msg_id=f"deletion:{req['id']}",
+                                                   request_id=f"deletion-{req['id']}")
     if result.outcome == "delivered":
         store.note(req["id"], notice=f"HTTP {result.status}")
         store.advance(req["id"], "downstream_notified")

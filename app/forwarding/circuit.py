@@ -57,6 +57,11 @@ class Circuit:
         """Epoch seconds until which the circuit is open (0 when closed)."""
         return float(self.r.hget(self.key, "open_until") or 0)
 
+    def failing_since(self) -> float | None:
+        """Epoch seconds of the first failure since the last success (None: none since)."""
+        value = self.r.hget(self.key, "failing_since")
+        return float(value) if value else None
+
     def allow(self, now: float | None = None) -> tuple[bool, float, bool]:
         """(may send now?, wait until, is this a probe?). Past the pause one caller probes."""
         now = time.time() if now is None else now

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from app.forwarding.destination import redact, redacted_url
 from app.forwarding.signing import decode_secret, webhook_headers
+from app.forwarding.ssrf import Guard, GuardedAdapter, RefusedAddress
+from app.forwarding.url_redaction import redact, redacted_url
 from app.retry.backoff import retry_after_seconds
 
 USER_AGENT = "observer-forwarder/1"
@@ -36,7 +37,7 @@ _PERMANENT_ERRORS = (
 class DeliveryResult:
     """What one delivery attempt did: outcome is "delivered", "retry" or "permanent".
 
-    ``error`` never contains UFSE_URL's credentials (app/forwarding/destination.py);
+    ``error`` never contains UFSE_URL's credentials (app/forwarding/url_redaction.py);
     ``retry_after`` is the receiver's Retry-After, at most RETRY_AFTER_CAP.
     """
 
@@ -53,18 +54,25 @@ class UfseClient:
     def __init__(
         self,
         url: str,
-        secret: str,
+        secret: str | Sequence[str],
         *,
         timeout: float,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.time,
+        guard: Guard | None = None,
     ) -> None:
         self.url = url  # only ever handed to requests; shown as ``display_url``
         self.display_url = redacted_url(url)
         self.timeout = timeout
-        self._secret = decode_secret(secret)  # fail at start-up, not on the first delivery
+        secrets = secret.split() if isinstance(secret, str) else list(secret)
+        if not secrets:
+            raise ValueError("a destination needs at least one whsec_ secret")
+        # Every attempt is signed with each secret (rotation); decoded now, to fail at start-up.
+        self._keys = [decode_secret(s) for s in secrets]
         self._clock = clock
-        self._session = session or _pooled_session()
+        # ``guard``: a project's destination, checked against the address each connection reaches
+        # (app/forwarding/ssrf.py); UFSE_URL is the operator's own and is trusted.
+        self._session = session or _pooled_session(guard)
 
     def deliver(self, body: bytes, *, msg_id: str, request_id: str) -> DeliveryResult:
         """POST body once, signed afresh, and classify the answer."""
@@ -72,7 +80,7 @@ class UfseClient:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "X-Request-ID": request_id,
-            **webhook_headers(self._secret, msg_id, body, now=self._clock()),
+            **webhook_headers(self._keys, msg_id, body, now=self._clock()),
         }
         started = time.monotonic()
         try:
@@ -81,6 +89,8 @@ class UfseClient:
                 self.url, data=body, headers=headers, timeout=self.timeout,
                 stream=True, allow_redirects=False,
             )
+        except RefusedAddress as exc:
+            return DeliveryResult("permanent", None, self._describe(exc), None, _since(started))
         except _PERMANENT_ERRORS as exc:
             return DeliveryResult("permanent", None, self._describe(exc), None, _since(started))
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -110,11 +120,17 @@ class UfseClient:
         self._session.close()
 
 
-def _pooled_session() -> requests.Session:
+def _pooled_session(guard: Guard | None = None) -> requests.Session:
     """Return a Session whose adapter keeps connections to UFSE alive between deliveries."""
     session = requests.Session()
     # max_retries=0: Celery owns retries (with backoff and a dead letter); urllib3 must not add its own.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+    adapter: HTTPAdapter
+    if guard is None:
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+    else:
+        # No proxy from the environment either: the guard vets the address this process connects to.
+        session.trust_env = False
+        adapter = GuardedAdapter(guard, pool_connections=4, pool_maxsize=16, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

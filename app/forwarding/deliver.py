@@ -22,7 +22,7 @@ import redis
 
 from app import resources
 from app.broker import send_sessions_row
-from app.forwarding import parked
+from app.forwarding import backlog, destinations, parked
 from app.forwarding import prepare as step
 from app.names import TaskName
 from app.observability import metrics
@@ -34,7 +34,8 @@ from app.storage.clickhouse.client import ClickHouseError
 if TYPE_CHECKING:
     from celery import Celery
 
-    from app.forwarding.client import UfseClient
+    from app.forwarding.circuit import Circuit
+    from app.forwarding.destinations import Destination
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ def deliver(celery: Celery, project: str, session_id: str, version: int, *, atte
         log.info("forward: nothing to do (already delivered or dead-lettered)",
                  extra={"webhook_id": f"{project}:{session_id}:{version}"})
         return "gone"
+    dest = destinations.for_project(project)
+    if dest is not None and not dest.enabled:
+        backlog.park(project, session_id, version, attempt)
+        return "backlogged"
+    if dest is not None and dest.guarded and backlog.holds(project, session_id, version):
+        return "backlogged"  # a stale-outbox re-enqueue while the backlog replays: it is released from there
     try:
         prepared = step.prepare(resources.clickhouse(), snap, project=project, session_id=session_id,
                                 version=version, settings=resources.settings())
@@ -80,10 +87,9 @@ def deliver(celery: Celery, project: str, session_id: str, version: int, *, atte
         log.info("forward: version owns no events; not delivered", extra={"webhook_id": prepared.webhook_id})
         finish(celery, prepared, "empty")
         return "empty"
-    client = resources.ufse_client()
-    if client is None:
+    if dest is None:
         return give_up(celery, prepared, "UFSE_URL is not configured", attempt)
-    return _attempt(celery, client, prepared, snap, attempt)
+    return _attempt(celery, dest, prepared, snap, attempt)
 
 
 def _not_visible(project: str, session_id: str, version: int, snap: dict, attempt: int, waits: int,
@@ -100,27 +106,36 @@ def _not_visible(project: str, session_id: str, version: int, snap: dict, attemp
     return "dead_lettered"
 
 
-def _attempt(celery: Celery, client: UfseClient, prepared: step.Prepared, snap: dict, attempt: int) -> str:
-    """Send through the circuit and act on the answer."""
+def _attempt(celery: Celery, dest: Destination, prepared: step.Prepared, snap: dict, attempt: int) -> str:
+    """Send through the destination's circuit and act on the answer."""
     p = prepared
-    breaker = parked.circuit()
+    breaker = parked.circuit_for(dest)
     allowed, until, probe = breaker.allow()
     if not allowed:
-        if past_horizon(snap):
+        if dest.guarded and _disable_if_failing(dest, breaker):
+            backlog.park(p.project, p.session_id, p.version, attempt)
+            return "backlogged"
+        # A project destination that fails is waited for until it is disabled (then parked, never
+        # dropped); UFSE_URL's deliveries end in the dead letters after the retry horizon.
+        if not dest.guarded and past_horizon(snap):
             return give_up(celery, p, "UFSE unavailable for the whole retry horizon", attempt)
         if not fits(snap, until):
             return give_up(celery, p, f"circuit open: {too_late(snap, until)}", attempt)
         parked.park(p.project, p.session_id, p.version, attempt, until, "circuit")
         return "held"
-    result = step.send(client, p)
+    result = step.send(destinations.client_for(dest), p, dest.name)
     if result.outcome == "delivered":
         finish(celery, p, "delivered")
         if breaker.success():
             released = parked.due_index().release_all()
-            log.warning("UFSE answers again; releasing parked deliveries", extra={"released": released})
+            log.warning("destination answers again; releasing parked deliveries",
+                        extra={"destination": dest.name, "released": released})
         return "delivered"
     if result.outcome == "retry":
         until = breaker.failure()
+        if dest.guarded and _disable_if_failing(dest, breaker):
+            backlog.park(p.project, p.session_id, p.version, attempt)
+            return "backlogged"
         if probe and not past_horizon(snap) and fits(snap, max(until, time.time() + 1)):
             # A failed probe says "UFSE is still down", nothing about this session: it waits
             # behind the circuit again without spending an attempt of its schedule.
@@ -140,6 +155,23 @@ def _attempt(celery: Celery, client: UfseClient, prepared: step.Prepared, snap: 
                      extra={"webhook_id": p.webhook_id, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
             return "retrying"
     return give_up(celery, p, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
+
+
+def _disable_if_failing(dest: Destination, breaker: Circuit) -> bool:
+    """Disable a project destination that has failed without a success for
+    DESTINATION_DISABLE_AFTER; True when it is disabled (now or by another worker)."""
+    s = resources.settings()
+    since = breaker.failing_since()
+    if since is None or time.time() - since < s.destination_disable_after * s.retry_time_scale:
+        return False
+    failing_h = (time.time() - since) / 3600
+    if destinations.set_enabled(s.database_url, dest.name, False,
+                                f"failing without a success for {failing_h:.1f} h"):
+        metrics.DESTINATIONS_DISABLED.labels(dest.name).inc()
+        log.error("destination disabled: its deliveries are parked until `flask --app app destinations enable`",
+                  extra={"destination": dest.name, "url": dest.display_url, "failing_hours": round(failing_h, 1)})
+    destinations.reset_project(dest.name)
+    return True
 
 
 def storage_unavailable(project: str, session_id: str, version: int, attempt: int, infra: int,
@@ -186,7 +218,10 @@ def past_horizon(snap: dict) -> bool:
 
 def snapshot_expires_at(snap: dict) -> float:
     """When a frozen snapshot expires: the claim (or recovery) sets ``finalized_ms`` and the
-    key's expiry (SessionStore.final_ttl) in one script."""
+    key's expiry (SessionStore.final_ttl) in one script; a backlog's hold and release set
+    ``expires_ms`` with the expiry they give it."""
+    if snap.get("expires_ms"):
+        return int(snap["expires_ms"]) / 1000.0
     finalized = int(snap.get("finalized_ms") or 0) / 1000.0
     return (finalized or time.time()) + resources.session_store().final_ttl
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from app import resources
+from app.forwarding import destinations
 from app.forwarding import prepare as step
 from app.forwarding.deliver import INFRA_COUNTDOWNS, INFRA_ERRORS
 from app.retry.backoff import doubling
@@ -28,11 +29,11 @@ def replay(dead_letter_id: int, attempt: int = 0) -> str | Countdown:
         if attempt < INFRA_COUNTDOWNS:
             return Countdown(_wait(attempt), {"attempt": attempt + 1})
         raise
-    client = resources.ufse_client()
-    if client is None:
+    dest = destinations.for_project(prepared.project)
+    if dest is None:
         dlq.record_failure(dead_letter_id, "UFSE_URL is not configured")
         return "failed"
-    result = step.send(client, prepared)
+    result = step.send(destinations.client_for(dest), prepared, dest.name)
     if result.outcome == "delivered":
         dlq.mark_replayed(dead_letter_id)
         try:

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 -- the format's prefix, not a secret
 
@@ -35,13 +36,18 @@ def sign(secret_bytes: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 
 
 def webhook_headers(
-    secret_bytes: bytes, msg_id: str, body: bytes, now: float | None = None
+    keys: bytes | Sequence[bytes], msg_id: str, body: bytes, now: float | None = None
 ) -> dict[str, str]:
-    """Return the webhook-id, webhook-timestamp and webhook-signature headers for body."""
+    """Return the webhook-id, webhook-timestamp and webhook-signature headers for body.
+
+    With several keys (a secret being rotated) the signature header lists one signature per key,
+    space-separated, as the standard allows: a receiver verifying with any one of them accepts it.
+    """
     # A fresh timestamp per attempt: receivers reject signatures older than ~5 minutes.
     timestamp = int(time.time() if now is None else now)
+    keys = [keys] if isinstance(keys, bytes) else list(keys)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret_bytes, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(k, msg_id, timestamp, body) for k in keys),
     }

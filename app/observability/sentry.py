@@ -35,7 +35,7 @@ def scrub_event(event: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
 def scrub_breadcrumb(crumb: dict[str, Any], _hint: Any = None) -> dict[str, Any]:
     """before_breadcrumb: an outgoing request's breadcrumb (the stdlib integration records every
     one, UFSE's included) keeps its URL without credentials, query or fragment."""
-    from app.forwarding.destination import redacted_url
+    from app.forwarding.url_redaction import redacted_url
 
     data = crumb.get("data")
     if isinstance(data, dict):

@@ -311,6 +311,20 @@ class SessionStore:
         data = cast(dict[str, str], self.r.hgetall(self._final(project, session_id, version)))
         return data or None
 
+    def keep_snapshot(self, project: str, session_id: str, version: int, ttl_s: int) -> bool:
+        """Make a claimed version's snapshot live ``ttl_s`` from now (a delivery parked for a
+        disabled destination waits for an operator, not for the retry schedule); the hash says
+        until when in ``expires_ms``. False when the snapshot is gone."""
+        key = self._final(project, session_id, version)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.exists(key)
+        pipe.hset(key, "expires_ms", now_ms() + ttl_s * 1000)
+        pipe.expire(key, ttl_s)
+        found, _, _ = pipe.execute()
+        if not found:
+            self.r.delete(key)  # HSET made a stub of a snapshot that was gone
+        return bool(found)
+
     def complete(self, project: str, session_id: str, version: int) -> None:
         """Forget a forwarded (or dead-lettered) version, leaving a short tombstone for the reconciler."""
         k = self.keys(project, session_id)

@@ -95,6 +95,20 @@ CREATE TABLE IF NOT EXISTS retention_runs (
 CREATE INDEX IF NOT EXISTS dead_letters_created ON dead_letters (created_at);
 """),
     PgMigration(3, "deletion requests and their audit", _DELETIONS),
+    # A project's own delivery destination (app/forwarding/destinations.py): its URL, its secrets
+    # (each {"secret", "created_at", "expires_at"}; newest first) and whether it is enabled.
+    PgMigration(4, "destinations per project", """
+CREATE TABLE IF NOT EXISTS destinations (
+    project          text PRIMARY KEY,
+    url              text NOT NULL,
+    secrets          jsonb NOT NULL,
+    enabled          boolean NOT NULL DEFAULT true,
+    disabled_at      timestamptz,
+    disabled_reason  text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);
+"""),
 )
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -226,3 +226,6 @@ def register(app: Flask) -> None:
 
     app.cli.add_command(retention_cli.projects)
     app.cli.add_command(retention_cli.retention_group)
+    from app.web import destinations_cli
+
+    app.cli.add_command(destinations_cli.group)

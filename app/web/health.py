@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 
+from app.forwarding import backlog
 from app.observability import heartbeats, metrics, queues
 from app.storage import postgres, redis_clients
 
@@ -177,6 +178,7 @@ def metrics_view() -> Response:
     rt: Runtime = current_app.extensions["observer"]
     _operator_only(rt)
     queues.sample(rt.settings, rt.publisher.celery)
+    backlog.sample(rt.settings)
     _check("beat", lambda: _beat(rt.settings))  # refreshes observer_beat_last_sweep_timestamp
     _check("workers", lambda: _workers(rt.settings))  # refreshes observer_worker_stalled
     return Response(metrics.render(), mimetype="text/plain; version=0.0.4")

@@ -109,7 +109,8 @@ def test_settings_attributes_are_spec_in_order_with_the_parsers_types():
         if typing.get_origin(declared) is tuple:
             item = typing.get_args(declared)[0]
             assert isinstance(value, tuple) and all(type(v) is item for v in value), (name, declared, value)
-            probe = parse(name, "1")  # a one-item list: the item's type even when the default is empty
+            # a one-item list: the item's type even when the default is empty
+            probe = parse(name, "10.0.0.0/8" if name == "DESTINATIONS_ALLOWED_NETWORKS" else "1")
             assert all(type(v) is item for v in probe), (name, declared, probe)
         else:
             assert type(value) is declared, (name, declared, value)

@@ -51,16 +51,16 @@ class World:
 
 @pytest.fixture
 def world(monkeypatch, redis_url, clean_pg, clickhouse_url, ch):
-    """``make(ufse_url)`` -> World, every other setting at its default."""
+    """``make(ufse_url, **overrides)`` -> World, every other setting at its default."""
     from celery import Celery
     from kombu import pools
 
     made = []
 
-    def make(ufse_url: str) -> World:
+    def make(ufse_url: str, **extra: str) -> World:
         s = load_settings(overrides={"REDIS_URL": redis_url, "DATABASE_URL": clean_pg, "CLICKHOUSE_URL": clickhouse_url,
                                      "UFSE_URL": ufse_url, "UFSE_SECRET": SECRET,
-                                     "REDIS_KEY_PREFIX": f"fw{uuid.uuid4().hex[:6]}:"})
+                                     "REDIS_KEY_PREFIX": f"fw{uuid.uuid4().hex[:6]}:", **extra})
         resources.reset()
         monkeypatch.setattr(resources, "settings", lambda: s)
         monkeypatch.setattr(resources, "clickhouse", lambda: ch)  # the fixture's migrated backend

@@ -19,9 +19,9 @@ import pytest
 
 from app import resources
 from app.forwarding import deliver as delivery
-from app.forwarding import parked
+from app.forwarding import destinations, parked
 from app.forwarding.client import UfseClient
-from app.forwarding.destination import origin, redact, redacted_url
+from app.forwarding.url_redaction import origin, redact, redacted_url
 from app.observability.logging import JsonFormatter
 from devtools import sink as ufse_sink
 
@@ -80,10 +80,11 @@ def test_a_failing_delivery_shows_no_secret_of_ufse_url(world, json_log):
     [row] = resources.dead_letters().list()
     stored = resources.dead_letters().get(row["id"])
     assert "ConnectionError" in stored["error"] and "token=***" in stored["error"], stored["error"]
-    result = resources.ufse_client().deliver(b"{}", msg_id="p:s:1", request_id="r")
+    client = destinations.client_for(destinations.for_project("p1"))
+    result = client.deliver(b"{}", msg_id="p:s:1", request_id="r")
     assert result.outcome == "retry" and "/x?token=***" in result.error, result.error
     assert WORD not in result.error, "exception text"
-    assert WORD not in repr(resources.ufse_client())
+    assert WORD not in repr(client)
     assert WORD not in json.dumps(stored, default=str), "dead letter row"
     logs = json_log()
     assert "forward dead-lettered" in logs and "ufse attempt" in logs

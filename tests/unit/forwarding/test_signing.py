@@ -70,3 +70,13 @@ def test_non_ascii_body_signs_exact_bytes():
     body = '{"name":"caf\u00e9 \u2603"}'.encode()
     headers = webhook_headers(decode_secret(SECRET), "p1:s1:2", body)
     standardwebhooks.Webhook(SECRET).verify(body, headers)
+
+
+def test_several_secrets_give_one_signature_each_and_either_verifies_alone():
+    other = "whsec_" + base64.b64encode(b"a-second-secret-for-rotation-32b").decode()
+    headers = webhook_headers([decode_secret(SECRET), decode_secret(other)], "p1:s1:1", BODY)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (SECRET, other):
+        standardwebhooks.Webhook(secret).verify(BODY, headers)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(BODY, headers)
