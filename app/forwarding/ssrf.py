@@ -70,7 +70,8 @@ class Guard:
         for address in found:
             why = self.refusal(address)
             if why:
-                raise RefusedAddress(f"{host} resolves to {why} (allow it in DESTINATIONS_ALLOWED_NETWORKS)")
+                said = why if host.strip("[]") == address else f"{host} resolves to {why}"
+                raise RefusedAddress(f"{said} (allow it in DESTINATIONS_ALLOWED_NETWORKS)")
         return found
 
     def check_url(self, url: str) -> list[str]:

@@ -101,6 +101,8 @@ def remove(project: str) -> None:
 def enable(project: str, as_json: bool) -> None:
     """Enable a disabled destination and replay its backlog, oldest first, under FORWARD_DRAIN_RATE."""
     s = _settings()
+    if not any(r["project"] == project for r in destinations.list_destinations(s.database_url)):
+        raise click.ClickException(f"project {project} has no destination of its own")
     est = backlog.estimate(project)
     changed = destinations.set_enabled(s.database_url, project, True)
     # A fresh start: the failures that disabled it are forgotten, the circuit is closed.
