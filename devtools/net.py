@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-import urllib.error
-import urllib.request
 from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -121,15 +119,6 @@ def rabbitmq_available(host: str = LOCALHOST, port: int = 5672, timeout: float =
         return Probe(False, f"{host}:{port} is not an AMQP 0-9-1 broker (answered {reply!r})")
     except OSError as e:
         return Probe(False, f"rabbitmq not reachable at {host}:{port}: {e}")
-
-
-def clickhouse_http_available(http_port: int, host: str = LOCALHOST, timeout: float = 1.0) -> Probe:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{http_port}/ping", timeout=timeout) as r:
-            body = r.read().decode().strip()
-        return Probe(body == "Ok.", f"clickhouse at {host}:{http_port} /ping -> {body!r}")
-    except (OSError, urllib.error.URLError) as e:
-        return Probe(False, f"clickhouse not reachable at {host}:{http_port}: {e}")
 
 
 def start_retrying_ports(build, *, strict: bool, grace: float = 2.0):

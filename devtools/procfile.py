@@ -18,14 +18,10 @@ def venv_bin() -> Path:
 
 
 def read(path: Path = ROOT / "Procfile") -> dict[str, str]:
-    """``{process type: command}`` from a Procfile (comments and blank lines skipped)."""
-    out = {}
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#") or ":" not in line:
-            continue
-        name, _, command = line.partition(":")
-        out[name.strip()] = command.strip()
-    return out
+    """``{process type: command}`` of a Procfile, parsed by honcho (what an operator runs it with)."""
+    from honcho.environ import parse_procfile
+
+    return {name: command.strip() for name, command in parse_procfile(path.read_text()).processes.items()}
 
 
 def argv(command: str, env: dict) -> list[str]:

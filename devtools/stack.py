@@ -7,7 +7,9 @@ ping per worker, Flower's ``/healthcheck``, the sink's ``/_received``, beat's fi
 """
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -18,6 +20,10 @@ from devtools.proc import Proc, ProcError, stop_all
 
 QUEUES = ("events", "sessions", "forward", "maintenance")
 
+
+def new_secret() -> str:
+    """A fresh UFSE_SECRET (Standard Webhooks: ``whsec_`` and 32 random bytes in base64)."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def clean_environ(inherit_settings: bool) -> dict:
@@ -30,6 +36,19 @@ def clean_environ(inherit_settings: bool) -> dict:
             if key in SPEC or key.startswith(("OBSERVER_", "CELERY_", "PROMETHEUS_")):
                 env.pop(key)
     env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return env
+
+
+def stack_env(dir: Path, *, inherit_settings: bool = False, **settings) -> dict:
+    """A stack's environment: :func:`clean_environ`, an empty env file (so ./var/observer.env is not
+    read), its own ports (public and operator) on 127.0.0.1 and Prometheus directory under ``dir``,
+    then ``settings`` (None: left out)."""
+    (dir / "prom").mkdir(parents=True, exist_ok=True)
+    (dir / "empty.env").write_text("")
+    env = clean_environ(inherit_settings)
+    env.update(HOST="127.0.0.1", PORT=str(net.free_port()), OPERATOR_PORT=str(net.free_port()),
+               OBSERVER_ENV_FILE=str(dir / "empty.env"), PROMETHEUS_MULTIPROC_DIR=str(dir / "prom"))
+    env.update({k: str(v) for k, v in settings.items() if v is not None})
     return env
 
 
@@ -56,14 +75,9 @@ class ObserverStack:
         JSON logs at INFO (the tests read them), workers without mingle/gossip (they only slow a
         test worker's start); ``stop()`` removes the dir unless OBSERVER_KEEP_E2E_LOGS=1."""
         d = Path(tempfile.mkdtemp(prefix="observer-e2e-"))
-        (d / "prom").mkdir()
-        (d / "empty.env").write_text("")
-        port = net.free_port()
-        full = {**os.environ, "PYTHONPATH": str(ROOT), "PORT": str(port), "HOST": "127.0.0.1",
-                "OPERATOR_PORT": str(net.free_port()),
-                "OBSERVER_ENV_FILE": str(d / "empty.env"), "PROMETHEUS_MULTIPROC_DIR": str(d / "prom"),
-                "LOG_FORMAT": "json", "WEB_CONCURRENCY": "2", "FORWARD_CONCURRENCY": "2", **env}
-        stack = cls(d, full, chdb=chdb, tag=f"-{port}", owner_prefetch=100,
+        full = stack_env(d, inherit_settings=True, LOG_FORMAT="json", WEB_CONCURRENCY="2", FORWARD_CONCURRENCY="2",
+                         **env)
+        stack = cls(d, full, chdb=chdb, tag=f"-{full['PORT']}", owner_prefetch=100,
                     worker_args=("--loglevel", "INFO", "--without-mingle", "--without-gossip"))
         stack.remove_dir = os.environ.get("OBSERVER_KEEP_E2E_LOGS") != "1"
         return stack

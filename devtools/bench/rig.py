@@ -6,9 +6,7 @@ and web + every Procfile worker + beat from ``devtools.stack.ObserverStack`` wit
 """
 from __future__ import annotations
 
-import base64
 import json
-import secrets
 import sys
 import time
 import urllib.request
@@ -17,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from devtools import net
 from devtools.keys import create_key
 from devtools.servers import start_clickhouse_server, start_postgres, start_redis
 from devtools.servers.clickhouse_config import with_log_tables
 from devtools.sink import Sink
-from devtools.stack import ObserverStack, clean_environ
+from devtools.stack import ObserverStack, new_secret, stack_env
 
 QUEUES = ("events", "sessions", "forward", "maintenance")  # the broker lists a quiet wait looks at
 # Settings every Observer stack of the bench changes, and why (printed with the results).
@@ -103,19 +100,12 @@ class Stack:
 
 def start_stack(servers: Servers, name: str, db: str, prefix: str, extra: dict | None = None) -> Stack:
     """Migrate, create a key, start web + every Procfile worker + beat and wait until ready."""
-    d = servers.dir / name
-    (d / "prom").mkdir(parents=True, exist_ok=True)
-    (d / "empty.env").write_text("")
     overrides = dict(OVERRIDES, **(extra or {}))
     ch_url = servers.ch.url.rsplit("/", 1)[0] + f"/{db}"
-    env = clean_environ(inherit_settings=False)
-    env.update(REDIS_URL=servers.broker.url, SESSIONS_REDIS_URL=servers.sessions.url, DATABASE_URL=servers.pg.url,
-               CLICKHOUSE_URL=ch_url, UFSE_URL=servers.sink.url + "ufse", REDIS_KEY_PREFIX=prefix,
-               UFSE_SECRET="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
-               PORT=str(net.free_port()), OPERATOR_PORT=str(net.free_port()), HOST="127.0.0.1",
-               OBSERVER_ENV_FILE=str(d / "empty.env"),
-               PROMETHEUS_MULTIPROC_DIR=str(d / "prom"), **{k: v for k, (v, _why) in overrides.items()})
-    obs = ObserverStack(d / "logs", env, tag=f"-bench{name}{uuid.uuid4().hex[:4]}",
+    env = stack_env(servers.dir / name, REDIS_URL=servers.broker.url, SESSIONS_REDIS_URL=servers.sessions.url,
+                    DATABASE_URL=servers.pg.url, CLICKHOUSE_URL=ch_url, UFSE_URL=servers.sink.url + "ufse",
+                    REDIS_KEY_PREFIX=prefix, UFSE_SECRET=new_secret(), **{k: v for k, (v, _why) in overrides.items()})
+    obs = ObserverStack(servers.dir / name / "logs", env, tag=f"-bench{name}{uuid.uuid4().hex[:4]}",
                         worker_args=("--without-mingle", "--without-gossip"))
     try:
         obs.flask("migrate")

@@ -4,11 +4,9 @@ ClickHouse servers, an in-process UFSE sink, and the Observer processes at their
 settings; then what reconciliation reads back (stored ids, deliveries, dead letters, restores)."""
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import re
-import secrets
 import subprocess
 import sys
 import uuid
@@ -22,10 +20,10 @@ from devtools import net
 from devtools.keys import create_key
 from devtools.servers.clickhouse import start_clickhouse_server
 from devtools.servers.postgres import create_database, start_postgres
-from devtools.servers.rabbitmq import start_rabbitmq
+from devtools.servers.rabbitmq import amqp_connection, start_rabbitmq
 from devtools.servers.redis import start_redis
 from devtools.sink import Sink
-from devtools.stack import ObserverStack, clean_environ
+from devtools.stack import ObserverStack, new_secret, stack_env
 
 QUEUES = tuple(q.value for q in Queue)
 # The only settings a case may change, and why; everything else runs at its default.
@@ -166,20 +164,6 @@ class AmqpBroker:
         res.check("no ingest journal (RabbitMQ acks for real)", not journal, f"{len(journal)} journal keys in Redis")
 
 
-@contextlib.contextmanager
-def amqp_connection(port: int, vhost: str = "/"):
-    """A py-amqp connection to a private node as its guest user (which it admits from loopback only)."""
-    import amqp
-
-    conn = amqp.Connection(f"127.0.0.1:{port}", userid="guest", password="guest", virtual_host=vhost,  # noqa: S106
-                           connect_timeout=2, read_timeout=5, write_timeout=5)
-    try:
-        conn.connect()
-        yield conn
-    finally:
-        conn.collect()
-
-
 def amqp_ready(port: int, vhost: str = "/") -> dict:
     """Exact counts of messages ready per queue (a passive queue.declare; 0 for a missing queue)."""
     import amqp
@@ -192,22 +176,6 @@ def amqp_ready(port: int, vhost: str = "/") -> dict:
             except amqp.exceptions.NotFound:
                 out[q], ch = 0, conn.channel()
         return out
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-def stack_env(dir: Path, **settings) -> dict:
-    """An Observer stack's environment: the defaults (nothing inherited, an empty env file) plus
-    ``settings`` (None: left out), its own ports (public and operator) and Prometheus directory."""
-    (dir / "prom").mkdir(parents=True)
-    (dir / "empty.env").write_text("")
-    env = clean_environ(inherit_settings=False)
-    env.update({k: str(v) for k, v in settings.items() if v is not None}, HOST="127.0.0.1",
-               PORT=str(net.free_port()), OPERATOR_PORT=str(net.free_port()), OBSERVER_ENV_FILE=str(dir / "empty.env"),
-               PROMETHEUS_MULTIPROC_DIR=str(dir / "prom"))
-    return env
 
 
 def forwarded_ids(deliveries: list[dict]) -> set:

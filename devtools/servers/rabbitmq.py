@@ -22,6 +22,7 @@ the group, so they reach the VM.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,18 +59,24 @@ def _start_time(pid: int) -> float | None:
         return None
 
 
+@contextlib.contextmanager
+def amqp_connection(port: int, vhost: str = "/", timeout: float = 2.0):
+    """A py-amqp connection to a private node as its guest user (which it admits from loopback only)."""
+    import amqp
+
+    conn = amqp.Connection(f"{LOCALHOST}:{port}", userid="guest", password="guest", virtual_host=vhost,  # noqa: S106
+                           connect_timeout=timeout, read_timeout=2.5 * timeout, write_timeout=2.5 * timeout)
+    try:
+        conn.connect()
+        yield conn
+    finally:
+        conn.collect()
+
+
 def _amqp_open(port: int):
     def ready() -> bool:
-        import amqp
-
-        # RabbitMQ's default guest user, which it admits from loopback only.
-        conn = amqp.Connection(f"{LOCALHOST}:{port}", userid="guest", password="guest",  # noqa: S106
-                               virtual_host="/", connect_timeout=1, read_timeout=2, write_timeout=2)
-        try:
-            conn.connect()
+        with amqp_connection(port, timeout=1.0) as conn:
             return conn.connected
-        finally:
-            conn.collect()
     return ready
 
 

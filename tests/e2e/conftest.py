@@ -6,18 +6,16 @@ SESSION_SWEEP_INTERVAL and EVENTS_FLUSH_INTERVAL so a test takes seconds. The fa
 """
 from __future__ import annotations
 
-import base64
 import contextlib
-import secrets
 import uuid
 
 import pytest
 
 from devtools.keys import create_key
 from devtools.sink import Sink
-from devtools.stack import ObserverStack
+from devtools.stack import ObserverStack, new_secret
 
-SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+SECRET = new_secret()
 _REDIS_DB = {("server", "redis"): 12, ("chdb", "redis"): 13, ("server", "amqp"): 14}
 
 

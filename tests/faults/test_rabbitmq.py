@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from devtools.faults.rig import amqp_connection, amqp_ready
+from devtools.faults.rig import amqp_ready
 from devtools.proc import cmdline, pid_alive
-from devtools.servers.rabbitmq import rabbitmq_installed, start_rabbitmq
+from devtools.servers.rabbitmq import amqp_connection, rabbitmq_installed, start_rabbitmq
 from devtools.wait import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("rabbitmq")]  # one node for the module

@@ -24,7 +24,7 @@ from collections import Counter
 import pytest
 
 from devtools.faults.report import Result, table
-from devtools.faults.rig import WHY, forwarded_ids, new_secret, repeats, stack_env
+from devtools.faults.rig import WHY, forwarded_ids, repeats
 from devtools.keys import create_key
 from devtools.load import Load, Scale
 from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
@@ -32,7 +32,7 @@ from devtools.servers.postgres import create_database, start_postgres
 from devtools.servers.rabbitmq import start_rabbitmq
 from devtools.servers.redis_cluster import failover_seconds, start_redis_cluster
 from devtools.sink import Sink
-from devtools.stack import ObserverStack
+from devtools.stack import ObserverStack, new_secret, stack_env
 from devtools.wait import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.outage, pytest.mark.topology, pytest.mark.xdist_group("topology")]
