@@ -7,8 +7,9 @@ shared), this run's PostgreSQL schema and ClickHouse 18.16 server, and a UFSE si
   stopped everything, about 4 s after start) and serves an event end to end: one session is
   delivered to the sink;
 - Flower's ``/api/tasks`` lists each batch's ``events.persist`` with its outcome and size, a
-  delivery UFSE refused for good (400) as a FAILURE with the dead letter's reason, and no
-  ``maintenance.sweep`` (its events are off).
+  delivery UFSE refused for good (400) as a FAILURE with the dead letter's reason, one it
+  refused for now (500, retry parked) as a RETRY with the reason, and no ``maintenance.sweep``
+  (its events are off).
 About 25-40 s on the 2-core machine, most of it the eight processes starting.
 """
 from __future__ import annotations
@@ -90,8 +91,10 @@ def test_honcho_runs_the_procfile_and_flower_shows_the_work(tmp_path, database_u
     sink = Sink(secret=SECRET).start()
     env = _env(tmp_path, redis_url, database_url, f"{clickhouse_server}/obs_honcho_{uuid.uuid4().hex[:8]}", sink)
     key = create_key(database_url, "shop")
-    delivered, refused = f"honcho-ok-{uuid.uuid4().hex[:6]}", f"honcho-400-{uuid.uuid4().hex[:6]}"
-    sink.set_plan(by_webhook_id={f"shop:{refused}:1": [400]})  # permanent: dead-lettered at once
+    tag = uuid.uuid4().hex[:6]
+    delivered, refused, later = f"honcho-ok-{tag}", f"honcho-400-{tag}", f"honcho-500-{tag}"
+    # 400: permanent, dead-lettered at once; 500: a retry parked for later (5 s and more).
+    sink.set_plan(by_webhook_id={f"shop:{refused}:1": [400], f"shop:{later}:1": [500]})
     # The documented command, as a shell runs it (exec: honcho is the process this test stops).
     honcho = Proc("honcho", ["sh", "-c", f"flask --app app migrate && exec {procfile.venv_bin() / 'honcho'} "
                                          f"start -f Procfile -e {tmp_path / 'empty.env'} --no-colour"],
@@ -112,8 +115,9 @@ def test_honcho_runs_the_procfile_and_flower_shows_the_work(tmp_path, database_u
         children = {c.pid for c in psutil.Process(honcho.pid).children(recursive=True)}
         _post(api, key, delivered)
         _post(api, key, refused)
+        _post(api, key, later)
         got = sink.wait_for(lambda rs: {r["headers"].get("webhook-id") for r in rs}
-                            >= {f"shop:{delivered}:1", f"shop:{refused}:1"}, timeout=60)
+                            >= {f"shop:{delivered}:1", f"shop:{refused}:1", f"shop:{later}:1"}, timeout=60)
         ok = [r for r in got if r["headers"].get("webhook-id") == f"shop:{delivered}:1"]
         assert ok[0]["status"] == 200 and ok[0]["signature_valid"], ok
         # The old `release:` line exited about 4 s after start and honcho then stopped everything.
@@ -122,13 +126,14 @@ def test_honcho_runs_the_procfile_and_flower_shows_the_work(tmp_path, database_u
 
         def persisted() -> list[dict]:
             done = [t for t in flower.tasks("events.persist") if t["state"] == "SUCCESS"]
-            return done if len(done) >= 2 else []
-        until(persisted, "two events.persist tasks in Flower", timeout=30, proc=honcho)
+            return done if len(done) >= 3 else []
+        until(persisted, "three events.persist tasks in Flower", timeout=30, proc=honcho)
         persist = persisted()
         results = [ast.literal_eval(t["result"]) for t in persist]
         assert all(r["outcome"] == "stored" and r["events"] == 1 and r["stored"] == 1 and r["flush"] >= 1
                    for r in results), results
-        assert all(t["args"].startswith("[<batch ") and t["runtime"] is not None for t in persist), persist
+        assert all(t["args"].startswith("[<batch ") and t["received"] and t["started"] and t["runtime"] is not None
+                   for t in persist), persist
 
         def dead() -> list[dict]:
             return [t for t in flower.tasks("forward.deliver") if t["state"] == "FAILURE"]
@@ -138,6 +143,11 @@ def test_honcho_runs_the_procfile_and_flower_shows_the_work(tmp_path, database_u
         assert refused in failure["args"] or refused in failure["kwargs"], failure
         until(lambda: any(t["state"] == "SUCCESS" and t["result"] == "'delivered'"
                           for t in flower.tasks("forward.deliver")), "the delivered forward.deliver in Flower",
+              timeout=30, proc=honcho)
+        # UFSE's 500: the retry is parked (the sweep re-publishes it when due), so this message
+        # ends as RETRY with the reason, acked, not re-sent by Celery.
+        until(lambda: any(t["state"] == "RETRY" and later in t["args"] and "retrying" in (t["exception"] or "")
+                          for t in flower.tasks("forward.deliver")), "the parked forward.deliver as RETRY in Flower",
               timeout=30, proc=honcho)
         assert flower.tasks("maintenance.sweep") == [], "the 5-second sweep is kept out of Flower"
         assert honcho.alive(), honcho.log_tail(40)
