@@ -84,6 +84,9 @@ def test_a_parked_batch_leaves_the_journal_and_keeps_its_attempt_count(rig):
     rig.journal.write(batch)  # the API wrote it before publishing
     out = _flush(batch)
     assert list(out["verdicts"].values()) == ["ack"] and not out["pause"]
+    [result] = out["results"].values()  # what Flower shows for its events.persist (tasks/batching.py)
+    assert result["outcome"] == "parked" and result["batch_id"] == batch["batch_id"] and result["events"] == 3
+    assert result["reason"].startswith("retry in ") and "ClickHouse" in result["reason"], result
     assert rig.due.due_at(batch["batch_id"]) is not None, "parked for its first retry"
     assert rig.journal.size() == 0, "the due-time index keeps the refused batch now; the journal entry must go"
     grace_ms = int(rig.s.journal_grace * 1000)
@@ -108,6 +111,8 @@ def test_a_dead_lettered_batch_is_dead_lettered_once(rig):
     last = len(rig.s.events_retry_schedule)  # the default schedule is spent at this attempt
     out = _flush(batch, attempt=last)
     assert list(out["verdicts"].values()) == ["ack"]
+    [result] = out["results"].values()
+    assert result["outcome"] == "dead_lettered" and result["batch_id"] == batch["batch_id"] and result["reason"]
     letters = rig.dlq.list(kind="poison_batch")
     assert [d["ref"] for d in letters] == [batch["batch_id"]]
     assert rig.journal.size() == 0, "the dead letter keeps the refused batch now; the journal entry must go"
@@ -118,3 +123,18 @@ def test_a_dead_lettered_batch_is_dead_lettered_once(rig):
     assert len(rig.dlq.list(kind="poison_batch")) == 1
     payload = rig.dlq.get(letters[0]["id"])["payload"]
     assert json.loads(json.dumps(payload))["batch"]["batch_id"] == batch["batch_id"]
+
+
+def test_flush_results_name_each_batch_stored_then_duplicate(rig):
+    """The per-request results Flower shows: a batch's first flush stores its events, its
+    redelivery stores nothing new."""
+    now = int(time.time() * 1000)
+    batch = _poison_batch(now)
+    for e in batch["events"]:
+        e["name"] = "fine"
+
+    def flushed() -> dict:
+        [result] = _flush(json.loads(json.dumps(batch)))["results"].values()  # a fresh copy, as a redelivery
+        return result
+    assert flushed() == {"batch_id": batch["batch_id"], "events": 3, "outcome": "stored", "stored": 3}
+    assert flushed() == {"batch_id": batch["batch_id"], "events": 3, "outcome": "duplicate", "stored": 0}
