@@ -9,33 +9,15 @@ retrying. Each process is a :class:`Proc`, stopped by its own PID.
 """
 from __future__ import annotations
 
-import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.leftovers import stop_leftover
 from devtools.net import LOCALHOST, free_port
 from devtools.proc import Proc, ProcError, stop_all
-from devtools.servers.clickhouse_config import ClusterNode, copy_aux, write_config
+from devtools.servers.clickhouse import clickhouse_proc
+from devtools.servers.clickhouse_config import ClusterNode
 from devtools.servers.zookeeper import start_zookeeper
 from devtools.system import ensure_clickhouse_server
-
-
-def _zk_ready(tcp_port: int):
-    # the driver logs every refused connection with a traceback; while starting that is normal
-    logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
-
-    def ready() -> bool:
-        from clickhouse_driver import Client
-
-        client = Client(LOCALHOST, port=tcp_port, connect_timeout=1, send_receive_timeout=3)
-        try:
-            # answers only once the server's ZooKeeper session is up (replicated DDL works then)
-            return client.execute("SELECT count() > 0 FROM system.zookeeper WHERE path = '/'") == [(1,)]
-        finally:
-            client.disconnect()
-    return ready
 
 
 def _write_profile(node_dir: Path) -> None:
@@ -83,7 +65,7 @@ def start_clickhouse_cluster(dir: Path, *, shards: int = 2, replicas: int = 1, n
                              timeout: float = 90.0, echo: bool = False) -> ClickHouseCluster:
     """Start ZooKeeper, then ``shards x replicas`` servers together; ready once each server's
     ZooKeeper session is up. On failure everything started is stopped again."""
-    argv0 = ensure_clickhouse_server()
+    ensure_clickhouse_server()
     dir = Path(dir).resolve()
     zk = start_zookeeper(dir / "zookeeper", echo=echo)
     cluster = ClickHouseCluster(name, shards, replicas, zk)
@@ -100,23 +82,15 @@ def start_clickhouse_cluster(dir: Path, *, shards: int = 2, replicas: int = 1, n
         layout = tuple(tuple((LOCALHOST, ports[s * replicas + r][0]) for r in range(replicas)) for s in range(shards))
         for i, (tcp, http, interserver) in enumerate(ports):
             shard, replica = i // replicas + 1, i % replicas + 1
-            node_dir = dir / f"ch-s{shard}r{replica}"
-            for sub in ("data", "log", "run"):
-                (node_dir / sub).mkdir(parents=True, exist_ok=True)
-            pid_file = node_dir / "clickhouse-server.pid"
-            stop_leftover(pid_file, str(node_dir / "config.xml"))
-            copy_aux(node_dir, Path(config_source))
-            _write_profile(node_dir)
             spec = ClusterNode(cluster=name, shards=layout, zookeeper=((LOCALHOST, zk.port),),
                                macros=(("shard", f"{shard:02d}"), ("replica", f"r{replica}")),
                                interserver_port=interserver)
-            config = write_config(node_dir, tcp, http, Path(config_source), cluster=spec)
-            proc = Proc(f"ch-s{shard}r{replica}", argv0 + [f"--config-file={config}"], cwd=node_dir,
-                        log_path=node_dir / "clickhouse-server.out", ready=_zk_ready(tcp), ready_timeout=timeout,
-                        stop_signals=((signal.SIGTERM, 20.0),), url=f"clickhouse://default:@{LOCALHOST}:{tcp}/default",
-                        port=tcp, dir=node_dir, pid_file=pid_file, echo=echo,
-                        extra={"shard": shard, "replica": replica, "http_port": http,
-                               "interserver_port": interserver, "config": config})
+            # answers only once the server's ZooKeeper session is up (replicated DDL works then)
+            proc = clickhouse_proc(dir / f"ch-s{shard}r{replica}", f"ch-s{shard}r{replica}", tcp, http,
+                                   Path(config_source), timeout=timeout, echo=echo, cluster=spec,
+                                   ready_sql="SELECT count() > 0 FROM system.zookeeper WHERE path = '/'",
+                                   extra={"shard": shard, "replica": replica, "interserver_port": interserver})
+            _write_profile(proc.dir)
             cluster.nodes.append(proc)
         for proc in cluster.nodes:
             proc.start(wait=False)
