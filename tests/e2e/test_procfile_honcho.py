@@ -10,7 +10,7 @@ shared), this run's PostgreSQL schema and ClickHouse 18.16 server, and a UFSE si
   delivery UFSE refused for good (400) as a FAILURE with the dead letter's reason, one it
   refused for now (500, retry parked) as a RETRY with the reason, and no ``maintenance.sweep``
   (its events are off).
-About 25-40 s on the 2-core machine, most of it the eight processes starting.
+About 11-15 s on the 2-core machine, most of it the eight processes starting.
 """
 from __future__ import annotations
 
