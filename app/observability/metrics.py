@@ -93,37 +93,39 @@ STALLED = Gauge("observer_worker_stalled",
                 "workers)", ["worker"], multiprocess_mode="max")
 DUE_PARKED = Gauge("observer_due_parked",
                    "Retries parked in the due-time index, by index (events, forward); sampled at each /metrics scrape",
-                   ["index"], multiprocess_mode="livemax")
+                   ["index"], multiprocess_mode="livemostrecent")
 QUEUE_DEPTH = Gauge("observer_queue_depth",
                     "Messages waiting in each queue (events, sessions, forward, maintenance); sampled at each /metrics "
-                    "scrape", ["queue"], multiprocess_mode="livemax")
+                    "scrape", ["queue"], multiprocess_mode="livemostrecent")
 LIVE_SESSIONS = Gauge("observer_live_sessions",
                       "Live sessions awaiting finalization (entries of every idle-index bucket); sampled at each "
-                      "/metrics scrape", multiprocess_mode="livemax")
+                      "/metrics scrape", multiprocess_mode="livemostrecent")
 
 # Ages and sizes sampled at each /metrics scrape (app/observability/queues.py), for the alert rules
-# in monitoring/prometheus/alerts.yml.
+# in monitoring/prometheus/alerts.yml. "livemostrecent": a scrape lands on one gunicorn worker,
+# which sets the value; the other workers' values are older samples, and the newest must win
+# (with "livemax" a backlog's old high value outlived its end until each worker was scraped).
 INGEST_OLDEST_UNSTORED = Gauge("observer_ingest_oldest_unstored_seconds",
                                "Age of the oldest accepted batch not yet stored and counted into its sessions (the "
                                "ingest journal's oldest entry: since the API accepted it, or since the sweep last "
                                "re-published it as lost), seconds; 0 with RabbitMQ (no journal); sampled at each "
-                               "/metrics scrape", multiprocess_mode="livemax")
+                               "/metrics scrape", multiprocess_mode="livemostrecent")
 FORWARD_OLDEST_UNDELIVERED = Gauge("observer_forward_oldest_undelivered_seconds",
                                    "Age since its claim of the oldest session version claimed and not yet delivered "
                                    "or dead-lettered, seconds: the claim time of the 8 outbox entries per idle-index "
                                    "bucket re-enqueued longest ago (exact while a bucket holds at most 8, else a lower "
-                                   "bound); sampled at each /metrics scrape", multiprocess_mode="livemax")
+                                   "bound); sampled at each /metrics scrape", multiprocess_mode="livemostrecent")
 BROKER_MEMORY_USED = Gauge("observer_broker_memory_used_bytes",
                            "The Redis broker's used_memory (INFO memory), bytes; absent with RabbitMQ; sampled at each "
-                           "/metrics scrape", multiprocess_mode="livemax")
+                           "/metrics scrape", multiprocess_mode="livemostrecent")
 BROKER_MEMORY_MAX = Gauge("observer_broker_memory_max_bytes",
                           "The Redis broker's maxmemory, bytes (0: no limit set); the API answers 503 above "
                           "BROKER_MEMORY_LIMIT of it; absent with RabbitMQ; sampled at each /metrics scrape",
-                          multiprocess_mode="livemax")
+                          multiprocess_mode="livemostrecent")
 DELETION_OLDEST_OPEN = Gauge("observer_deletion_oldest_open_seconds",
                              "Age of the oldest deletion request not yet verified (PostgreSQL deletion_requests), "
                              "seconds; 0 when none is open; sampled at each /metrics scrape",
-                             multiprocess_mode="livemax")
+                             multiprocess_mode="livemostrecent")
 
 
 def render() -> bytes:
