@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 from typing import NamedTuple
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from devtools import console
 
@@ -56,30 +56,14 @@ class Probe(NamedTuple):
         return self.ok
 
 
-def _host_port(url: str, default_port: int):
-    u = urlsplit(url)
-    return (u.hostname or LOCALHOST), (u.port or default_port), u
-
-
 def redis_available(url: str = "redis://127.0.0.1:6379/0", timeout: float = 1.0) -> Probe:
-    """Connect and PING (AUTH first when the URL has a password)."""
+    """PING through redis-py (which sends AUTH first when the URL has a password)."""
+    import redis
+
     try:
-        host, port, u = _host_port(url, 6379)
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            if u.password:
-                parts = [unquote(u.username), unquote(u.password)] if u.username else [unquote(u.password)]
-                cmd = [b"AUTH"] + [p.encode() for p in parts]
-                s.sendall(b"*%d\r\n" % len(cmd) + b"".join(b"$%d\r\n%s\r\n" % (len(c), c) for c in cmd))
-                reply = s.recv(256)
-                if not reply.startswith(b"+OK"):
-                    return Probe(False, f"redis at {host}:{port}: AUTH failed: {reply[:80]!r}")
-            s.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = s.recv(256)
-        if reply.startswith(b"+PONG"):
-            return Probe(True, f"redis at {host}:{port} answers PING")
-        return Probe(False, f"redis at {host}:{port} answered {reply[:80]!r}")
-    except (OSError, ValueError) as e:
+        redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout).ping()
+        return Probe(True, f"redis at {urlsplit(url).netloc.rpartition('@')[2]} answers PING")
+    except (redis.RedisError, OSError, ValueError) as e:
         return Probe(False, f"redis not reachable at {url}: {e}")
 
 

@@ -111,8 +111,6 @@ def write_tables(path: Path) -> bool:
     return new != text
 
 
-write_readme = write_tables  # the former name
-
 
 if __name__ == "__main__":
     if sys.argv[1:] in (["--write"], ["--write-readme"]):

@@ -55,12 +55,7 @@ class Ctx:
 def restart_all(procs) -> None:
     """Start the given Procs again together, then wait for each to be ready."""
     for p in procs:
-        if p.alive():
-            p.stop()
-        else:
-            p.kill_group()
-            p.proc.wait()
-        p.start(wait=False)
+        p.restart(wait=False)
     for p in procs:
         p.wait_ready()
 
