@@ -9,16 +9,14 @@ another one on the same data raises :class:`InUse`, naming both.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
 
 from devtools import console
-from devtools.proc import cmdline, pid_alive
+from devtools.proc import cmdline, pid_alive, terminate
 
 
 class InUse(RuntimeError):
@@ -34,29 +32,6 @@ def owner_of(pid: int, starter: int | None = None) -> int | None:
     if parent <= 1 or (starter is not None and parent != starter) or not pid_alive(parent):
         return None
     return parent
-
-
-def terminate(pids: dict[int, int], grace: float = 20.0) -> None:
-    """``{pid: signal}``: SIGCONT and the signal to each, one shared ``grace``, then SIGKILL
-    (of its whole process group when it leads one: pool children and backends go with it)."""
-    groups = {}
-    for pid, sig in pids.items():
-        with contextlib.suppress(ProcessLookupError):
-            groups[pid] = os.getpgid(pid) == pid
-            os.kill(pid, signal.SIGCONT)
-            os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid, leads in groups.items():
-        with contextlib.suppress(ProcessLookupError):
-            if leads:
-                os.killpg(pid, signal.SIGKILL)
-            elif pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def stop_leftover(pid_file: Path, must_contain: str, stop_signal=signal.SIGTERM,

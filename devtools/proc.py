@@ -288,25 +288,44 @@ class Proc:
         self.stop()
 
 
+def terminate(pids: dict[int, int], grace: float = 20.0) -> list[int]:
+    """``{pid: signal}``: SIGCONT and the signal to each, one shared ``grace``, then SIGKILL (of its
+    whole process group when it leads one: pool children and backends go with it); returns the
+    PIDs that were still running when the grace ran out."""
+    groups = {}
+    for pid, sig in pids.items():
+        with contextlib.suppress(ProcessLookupError):
+            groups[pid] = os.getpgid(pid) == pid
+            os.kill(pid, _signal.SIGCONT)
+            os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    late = [p for p in groups if pid_alive(p)]
+    for pid, leads in groups.items():
+        with contextlib.suppress(ProcessLookupError):
+            if leads:
+                os.killpg(pid, _signal.SIGKILL)
+            elif pid_alive(pid):
+                os.kill(pid, _signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return late
+
+
 def stop_all(procs: Iterable[Proc], grace: float | None = None) -> None:
     """Stop several processes at once: each gets its first stop signal, then a shared grace,
     then SIGKILL of its group (so N warm shutdowns take one grace, not N)."""
     live = [p for p in procs if p.proc is not None and p.alive()]
-    for p in live:
-        p.signal(_signal.SIGCONT)
-        p.signal(p.stop_signals[0][0])
     wait = max((grace if grace is not None else p.stop_signals[0][1]) for p in live) if live else 0
-    deadline = time.monotonic() + wait
+    late = terminate({p.pid: p.stop_signals[0][0] for p in live}, wait)
     for p in live:
-        try:
-            p.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if p.pid in late:
             console.note(f"{p.name} (pid {p.pid}) did not stop within {wait:.0f}s: SIGKILL")
     for p in procs:
         if p.proc is not None:
-            if p.alive():
-                p.kill_group()
-            p.stop()  # sweeps what is left of the group, reaps, forgets
+            p.stop()  # reaps, forgets
 
 
 @atexit.register
