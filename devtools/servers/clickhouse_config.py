@@ -17,6 +17,19 @@ _CH_REMOVE_TAGS = ("interserver_http_port", "interserver_https_port", "mysql_por
                    "remote_servers")
 
 
+def _child(parent: ET.Element, tag: str) -> ET.Element:
+    """``parent``'s first ``tag`` element, made when it has none."""
+    el = parent.find(tag)
+    return el if el is not None else ET.SubElement(parent, tag)
+
+
+def _drop(root: ET.Element, tags) -> None:
+    """Remove every ``tags`` element directly under ``root``."""
+    for tag in tags:
+        for el in root.findall(tag):
+            root.remove(el)
+
+
 def _ch_rewrite_paths(root: ET.Element, dir: Path) -> None:
     mapping = {"/var/lib/clickhouse": str(dir / "data"),
                "/var/log/clickhouse-server": str(dir / "log"),
@@ -43,39 +56,21 @@ def write_config(dir: Path, tcp_port: int, http_port: int, source: Path,
                  cluster: ClusterNode | None = None) -> Path:
     tree = ET.parse(source / "config.xml")
     root = tree.getroot()
-    for tag in _CH_REMOVE_TAGS:
-        for el in root.findall(tag):
-            root.remove(el)
-
-    def setval(tag: str, value: str) -> None:
-        el = root.find(tag)
-        if el is None:
-            el = ET.SubElement(root, tag)
-        el.text = value
-
-    setval("path", f"{dir / 'data'}/")
-    setval("tmp_path", f"{dir / 'data' / 'tmp'}/")
-    setval("user_files_path", f"{dir / 'data' / 'user_files'}/")
-    setval("format_schema_path", f"{dir / 'data' / 'format_schemas'}/")
-    logger = root.find("logger")
-    if logger is None:
-        logger = ET.SubElement(root, "logger")
+    _drop(root, _CH_REMOVE_TAGS)
+    cache = str(512 * 1024 * 1024)  # a dev/test server: modest caches (allocated on demand anyway)
+    for tag, value in (("path", f"{dir / 'data'}/"), ("tmp_path", f"{dir / 'data' / 'tmp'}/"),
+                       ("user_files_path", f"{dir / 'data' / 'user_files'}/"),
+                       ("format_schema_path", f"{dir / 'data' / 'format_schemas'}/"),
+                       ("tcp_port", str(tcp_port)), ("http_port", str(http_port)),
+                       ("mark_cache_size", cache), ("uncompressed_cache_size", cache)):
+        _child(root, tag).text = value
+    logger = _child(root, "logger")
     for tag, name in (("log", "clickhouse-server.log"), ("errorlog", "clickhouse-server.err.log")):
-        el = logger.find(tag)
-        if el is None:
-            el = ET.SubElement(logger, tag)
-        el.text = str(dir / "log" / name)
-    for tag in ("size", "count"):
-        for el in logger.findall(tag):
-            logger.remove(el)
+        _child(logger, tag).text = str(dir / "log" / name)
+    _drop(logger, ("size", "count"))
     ET.SubElement(logger, "size").text = "100M"
     ET.SubElement(logger, "count").text = "3"
-    setval("tcp_port", str(tcp_port))
-    setval("http_port", str(http_port))
     ET.SubElement(root, "listen_host").text = LOCALHOST
-    # a dev/test server: modest caches (allocated on demand anyway)
-    setval("mark_cache_size", str(512 * 1024 * 1024))
-    setval("uncompressed_cache_size", str(512 * 1024 * 1024))
     users = root.find("users_config")
     if users is not None and users.text and os.path.isabs(users.text.strip()):
         users.text = os.path.basename(users.text.strip())
@@ -101,9 +96,7 @@ class ClusterNode:
 
 def add_cluster_elements(root: ET.Element, node: ClusterNode) -> None:
     """Add <zookeeper>, <remote_servers>, <macros> and the interserver port to a server config."""
-    for tag in ("zookeeper", "remote_servers", "macros", "interserver_http_port", "interserver_http_host"):
-        for el in root.findall(tag):
-            root.remove(el)
+    _drop(root, ("zookeeper", "remote_servers", "macros", "interserver_http_port", "interserver_http_host"))
     zk = ET.SubElement(root, "zookeeper")
     for i, (host, port) in enumerate(node.zookeeper, 1):
         entry = ET.SubElement(zk, "node", index=str(i))
@@ -144,18 +137,13 @@ def copy_aux(dir: Path, source: Path) -> None:
                     if f.suffix == ".xml":
                         try:
                             tree = ET.parse(f)
-                            r = tree.getroot()
-                            for tag in _CH_REMOVE_TAGS:
-                                for el in r.findall(tag):
-                                    r.remove(el)
-                            _ch_rewrite_paths(r, dir)
+                            _drop(tree.getroot(), _CH_REMOVE_TAGS)
+                            _ch_rewrite_paths(tree.getroot(), dir)
                             tree.write(d / f.name, encoding="utf-8", xml_declaration=True)
                             continue
                         except ET.ParseError:
                             pass
                     shutil.copy2(f, d / f.name)
-
-
 
 
 def with_log_tables(source: Path, out: Path, flush_ms: int = 1000) -> Path:
@@ -171,25 +159,17 @@ def with_log_tables(source: Path, out: Path, flush_ms: int = 1000) -> Path:
     tree = ET.parse(Path(source) / "config.xml")
     root = tree.getroot()
     for tag in ("part_log", "query_log"):
-        el = root.find(tag)
-        if el is None:
-            el = ET.SubElement(root, tag)
+        el = _child(root, tag)
         for sub, text in (("database", "system"), ("table", tag),
                           ("flush_interval_milliseconds", str(int(flush_ms)))):
-            child = el.find(sub)
-            if child is None:
-                child = ET.SubElement(el, sub)
-            child.text = text
+            _child(el, sub).text = text
     tree.write(out / "config.xml", encoding="utf-8", xml_declaration=True)
     users_src = Path(source) / "users.xml"
     if users_src.exists():
         users = ET.parse(users_src)
         profile = users.getroot().find("profiles/default")
         if profile is not None:
-            el = profile.find("log_queries")
-            if el is None:
-                el = ET.SubElement(profile, "log_queries")
-            el.text = "1"
+            _child(profile, "log_queries").text = "1"
         users.write(out / "users.xml", encoding="utf-8", xml_declaration=True)
     for sub in ("config.d", "users.d", "conf.d"):
         if (Path(source) / sub).is_dir():
