@@ -20,7 +20,7 @@ const INTERNAL = ['blockedUntil', 'keepaliveBytes', 'attemptBatch', 'mayAttempt'
   'attempt', 'timer', 'stopped', 'pump', 'answer', 'schedule', 'clearTimer', 'notify', 'safe', 'emit', 'hide',
   'interval', 'busy', 'items', 'due', 'cached', 'retryAfter', 'rateWait', 'onHide', 'claim', 'transport', 'online', 'save', 'rng', 'expire', 'ratio',
   'reserve', 'windowMs', 'allow', 'success', 'failure', 'touch', 'peek', 'write', 'onError', 'bytes', 'unlock', 'retried',
-  'vitals', 'storageListener'];
+  'vitals', 'storageListener', 'pending', 'offline', 'verdicts'];
 const mangleProps = new RegExp('^(' + INTERNAL.join('|') + ')$');
 
 execFileSync(process.execPath, [join(root, 'scripts/gen-rules.mjs')], { stdio: 'inherit' });

@@ -68,6 +68,7 @@ export class Client implements ObserverInstance {
     const cfg = (this.cfg = resolveConfig(options));
     const log = (this.log = makeLogger(cfg.debug));
     const now = () => Date.now();
+    const drop = (reason: string, n: number) => this.drop(reason, n);
     this.kv = webStorage();
     this.session = new SessionStore(this.kv, { idleTimeout: cfg.sessionIdleTimeout, maxDuration: cfg.sessionMaxDuration });
     this.store = new QueueStore(this.kv, webLocks(), now);
@@ -82,11 +83,11 @@ export class Client implements ObserverInstance {
         budget: new RetryBudget(),
         timers: { now, setTimeout: (fn, ms) => setTimeout(fn, ms), clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>) },
         log,
-        online: () => typeof navigator === 'undefined' || navigator.onLine !== false,
+        online: () => navigator.onLine !== false,
         save: () => this.saveNow(),
-        drop: (reason, n) => this.drop(reason, n),
+        drop,
       },
-      { interval: cfg.flushInterval, maxBatchSize: cfg.maxBatchSize, maxBatchBytes: cfg.maxBatchBytes, dedupWindow: cfg.dedupWindow },
+      cfg,
     );
     this.t = new Teardown((e) => log('error', e));
     this.ctx = {
@@ -94,7 +95,7 @@ export class Client implements ObserverInstance {
       t: this.t,
       now,
       emit: (type, md, name) => this.emit(type, md, name),
-      drop: (reason, n) => this.drop(reason, n),
+      drop,
       lastClick: { t: 0, selector: '' },
     };
     this.report = errorReporter(this.ctx);
@@ -187,6 +188,7 @@ export class Client implements ObserverInstance {
   /** Opt-out (here or in another tab): capture stops, every stored queue and id goes. */
   private forget(): void {
     this.stop();
+    this.drop('opt_out', this.outbox.length);
     this.outbox.clear();
     this.store.purgeAll();
     this.kv.remove(SESSION_KEY);
@@ -202,7 +204,7 @@ export class Client implements ObserverInstance {
     if (!anon) this.kv.set(ANON_KEY, (anon = uuid()));
     this.anon = anon;
     // Events queued before the lock was granted are written as soon as it is.
-    this.store.claim(() => (this.adopt(), this.saveNow()));
+    this.claim();
     t.listen(document, 'visibilitychange', () => document.visibilityState === 'hidden' && this.hide());
     t.listen(window, 'pagehide', () => {
       this.hide();
@@ -239,6 +241,11 @@ export class Client implements ObserverInstance {
     if (this.kv.get(CONSENT_KEY) === 'out') return this.forget();
     this.store = new QueueStore(this.kv, webLocks(), Date.now);
     this.outbox.clear();
+    this.claim();
+  }
+
+  /** Takes this page's queue lock; events queued before it is granted are written once it is. */
+  private claim(): void {
     this.store.claim(() => (this.adopt(), this.saveNow()));
   }
 
@@ -264,20 +271,19 @@ export class Client implements ObserverInstance {
     try {
       const now = Date.now();
       const sid = this.session.touch(now);
-      if (!inSample(sid, this.cfg.sampleRate)) return;
+      if (!inSample(sid, this.cfg.sampleRate)) return this.drop('sampled', 1);
       // The page URL is sanitized once per distinct URL: a 50 KB URL is not rescanned per event.
       const href = location.href;
       if (this.url[0] !== href) this.url = [href, sanitizeUrl(href)];
       const md: Metadata = { ...this.cfg.properties, ...metadata };
       if (this.cfg.release) md.release = this.cfg.release;
       let ev: ObserverEvent | null | undefined = { event_id: uuid(), type, timestamp: now, session_id: sid, url: this.url[1], metadata: md, anonymous_id: this.anon };
-      if (name !== undefined) ev.name = cutName(name);
+      if (name !== undefined) ev.name = scrub(String(name), 200) as string;
       if (this.cfg.beforeSend) ev = this.cfg.beforeSend(ev);
       if (!ev) return;
       const it = fitEvent(ev);
       if (!it) return this.drop('oversize', 1);
-      const n = this.outbox.push(it);
-      if (n) this.drop('queue_full', n);
+      this.drop('queue_full', this.outbox.push(it));
       this.dispatcher.notify();
       // Reported just after the page was hidden (web vitals, a last request): out with the hide flush.
       if (now - this.hiddenAt < 2000) this.dispatcher.flushOnHide();
@@ -286,8 +292,10 @@ export class Client implements ObserverInstance {
     }
   }
 
+  /** Counted for `stats()` (ever) and for the next client report (until a 2xx carried it). */
   private drop(reason: string, n: number): void {
-    this.dropped[reason] = (this.dropped[reason] || 0) + n;
+    if (!n) return;
+    for (const m of [this.dropped, this.dispatcher.pending]) m[reason] = (m[reason] || 0) + n;
     this.log('dropped', n, reason);
   }
 
@@ -305,12 +313,9 @@ export class Client implements ObserverInstance {
     const room = this.store.allowance();
     let json = this.outbox.toJSON();
     if (json.length > room) {
-      const n = this.outbox.shrink(this.outbox.length, Math.max(0, this.outbox.bytes - (json.length - room)), true);
-      if (n) this.drop('store_full', n);
+      this.drop('store_full', this.outbox.shrink(this.outbox.length, Math.max(0, this.outbox.bytes - (json.length - room)), true));
       json = this.outbox.toJSON();
     }
     this.store.save(this.outbox.length ? json : null);
   }
 }
-
-const cutName = (name: unknown): string => scrub(String(name), 200) as string;

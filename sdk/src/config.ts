@@ -46,11 +46,13 @@ const NUMBERS: Array<[keyof Config & keyof ObserverOptions, number, number, numb
   ['sessionMaxDuration', 24 * 3600000, 1000, 1e10],
 ];
 
+/** Every observer, each on unless `capture.<name>` is false. */
+const CAPTURE: Array<keyof CaptureOptions> = ['clicks', 'errors', 'network', 'navigation', 'pageViews', 'webVitals'];
+
 /** Fills defaults; throws only on a missing apiKey/endpoint (init turns that into a no-op). */
 export function resolveConfig(o: ObserverOptions): Config {
   if (!o || !o.apiKey || !o.endpoint) throw new Error('apiKey and endpoint are required');
   const c = o.capture || {};
-  const on = (v: boolean | undefined) => v !== false;
   const cfg = {
     apiKey: String(o.apiKey),
     ingestUrl: String(o.endpoint).replace(/\/+$/, '') + '/v1/events',
@@ -61,17 +63,11 @@ export function resolveConfig(o: ObserverOptions): Config {
     pageViewTrigger: o.pageViewTrigger === 'url' ? 'url' : 'path',
     release: o.release ? String(o.release).slice(0, 200) : undefined,
     properties: o.properties && typeof o.properties === 'object' ? { ...o.properties } : {},
-    capture: {
-      clicks: on(c.clicks),
-      errors: on(c.errors),
-      network: on(c.network),
-      navigation: on(c.navigation),
-      pageViews: on(c.pageViews),
-      webVitals: on(c.webVitals),
-    },
+    capture: {},
     vitalsAsked: c.webVitals === true,
     beforeSend: typeof o.beforeSend === 'function' ? o.beforeSend : undefined,
   } as Config;
+  for (const k of CAPTURE) cfg.capture[k] = c[k] !== false;
   for (const [k, dflt, min, max] of NUMBERS) {
     const v = o[k];
     (cfg as unknown as Record<string, number>)[k] = typeof v === 'number' && v === v ? Math.min(max, Math.max(min, v)) : dflt;

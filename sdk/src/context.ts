@@ -8,7 +8,7 @@ export interface Ctx {
   t: Teardown;
   now(): number;
   emit(type: EventType, metadata: Metadata, name?: string): void;
-  /** Counts events an observer chose not to emit (deduplicated, rate-limited). */
+  /** Counts events an observer chose not to emit (deduplicated, rate-limited); nothing when `n` is 0. */
   drop(reason: string, n: number): void;
   /** Last click, for marking errors that follow one. */
   lastClick: { t: number; selector: string };

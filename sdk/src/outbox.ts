@@ -28,11 +28,13 @@ export interface Persisted {
  * count and bytes: when full the oldest loose events go first, every drop counted.
  */
 export class Outbox {
-  batches: Batch[] = [];
-  loose: Item[] = [];
-  bytes = 0;
+  batches!: Batch[];
+  loose!: Item[];
+  bytes!: number;
 
-  constructor(private readonly max: { count: number; bytes: number }, private readonly onChange: () => void = () => {}) {}
+  constructor(private readonly max: { count: number; bytes: number }, private readonly onChange: () => void = () => {}) {
+    this.clear();
+  }
 
   get length(): number {
     let n = this.loose.length;

@@ -5,8 +5,9 @@ const clamp = (ms: number) => (ms > 0 ? Math.min(MAX_WAIT, Math.ceil(ms)) : 0);
 /** `Retry-After` as milliseconds to wait: delta seconds or an HTTP date. */
 export function retryAfterMs(value: string | null | undefined, now: number): number {
   if (!value) return 0;
+  // Delta seconds (`Number` of a date is NaN), else an HTTP date.
   const v = value.trim();
-  if (/^\d+(\.\d+)?$/.test(v)) return clamp(parseFloat(v) * 1000);
+  if (+v >= 0) return clamp(+v * 1000);
   const t = Date.parse(v);
   return t === t ? clamp(t - now) : 0;
 }

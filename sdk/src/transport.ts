@@ -10,8 +10,28 @@ export interface SendResult {
   retryAfter: number;
   /** Wait implied by `X-RateLimit-Remaining: 0` until `X-RateLimit-Reset`, in ms. */
   rateWait: number;
-  /** Events the server refused one by one in a 202. */
-  rejected: number;
+  /** The JSON answer, when there was one: its `rejected` lists the events a 2xx refused one by one. */
+  j?: Answer;
+}
+
+/** What the ingest API answers: a 2xx body, or the error contract (`details`: the rejections of a 400). */
+export interface Answer {
+  accepted?: number;
+  rejected?: Rejection[];
+  request_id?: string;
+  client_report?: string;
+  error?: { code?: string; request_id?: string; details?: unknown };
+}
+
+export interface Rejection {
+  index: number;
+  code: string;
+}
+
+/** Drops counted since the last acknowledged report, under an id the server counts once. */
+export interface ClientReport {
+  id: string;
+  dropped: Record<string, number>;
 }
 
 export type Verdict = 'ok' | 'retry' | 'split' | 'drop';
@@ -31,41 +51,32 @@ export type FetchLike = (url: string, init: RequestInit) => Promise<Response>;
  * 64 KiB keepalive budget); `plain` sends text/plain with the key in the body, a simple CORS
  * request with no preflight, for page hide.
  */
-export type Transport = (events: ObserverEvent[], keepalive: boolean, plain: boolean) => Promise<SendResult>;
+export type Transport = (events: ObserverEvent[], keepalive: boolean, plain: boolean, report?: ClientReport) => Promise<SendResult>;
 
-/** The body the ingest API reads; `api_key` only for header-less (text/plain) requests. */
-export function encodeBody(events: ObserverEvent[], apiKey?: string): string {
-  const body: Record<string, unknown> = { events, sent_at: new Date().toISOString() };
-  if (apiKey) body.api_key = apiKey;
-  return JSON.stringify(body);
+/** The body the ingest API reads; `api_key` only for header-less (text/plain) requests, `client_report` only when there is one. */
+export function encodeBody(events: ObserverEvent[], apiKey?: string, report?: ClientReport): string {
+  return JSON.stringify({ events, sent_at: new Date().toISOString(), api_key: apiKey, client_report: report });
 }
 
-const NETWORK_ERROR: SendResult = { status: 0, retryAfter: 0, rateWait: 0, rejected: 0 };
-
 export function createTransport(fetchFn: FetchLike | undefined, url: string, apiKey: string, now: () => number): Transport {
-  return async (events, keepalive, plain) => {
+  return async (events, keepalive, plain, report) => {
     try {
-      if (!fetchFn) return NETWORK_ERROR;
+      // Without fetch (fetchFn undefined) the call throws: a network error.
       const headers: Record<string, string> = plain
         ? { 'Content-Type': 'text/plain' }
         : { 'Content-Type': 'application/json', Authorization: 'Bearer ' + apiKey, 'X-Request-ID': uuid() };
-      const res = await fetchFn(url, { method: 'POST', body: encodeBody(events, plain ? apiKey : undefined), keepalive, credentials: 'omit', headers });
+      const res = await (fetchFn as FetchLike)(url, { method: 'POST', body: encodeBody(events, plain ? apiKey : undefined, report), keepalive, credentials: 'omit', headers });
       const h = (n: string) => res.headers.get(n);
-      let rejected = 0;
-      if (res.status === 202) {
-        try {
-          const j = (await res.json()) as { rejected?: unknown[] };
-          rejected = (j && Array.isArray(j.rejected) && j.rejected.length) || 0;
-        } catch { /* body unreadable: counts stay as they are */ }
-      }
+      // No JSON body: no verdicts to read.
+      const j = (await res.json().catch(() => undefined)) as Answer | undefined;
       return {
         status: res.status,
         retryAfter: retryAfterMs(h('Retry-After'), now()),
         rateWait: rateLimitWaitMs(h('X-RateLimit-Remaining'), h('X-RateLimit-Reset'), now()),
-        rejected,
+        j,
       };
     } catch {
-      return NETWORK_ERROR;
+      return { status: 0, retryAfter: 0, rateWait: 0 };
     }
   };
 }

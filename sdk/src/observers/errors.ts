@@ -42,7 +42,7 @@ export function errorReporter(ctx: Ctx): ErrorReport {
   return (kind, message, err, extra, source, lineno, colno) => {
     const now = ctx.now();
     const msg = describe(message);
-    const fp = kind + '|' + msg + '|' + (source || '') + ':' + (lineno || 0) + ':' + (colno || 0);
+    const fp = [kind, msg, source, lineno, colno].join('|');
     const s = seen.get(fp);
     if (s && now - s < REPEAT_MS) return ctx.drop('error_repeat', 1);
     const add = Math.floor((now - refilled) / REFILL_MS);

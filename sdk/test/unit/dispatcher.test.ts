@@ -26,9 +26,9 @@ function setup(answers: Answer[] = [ok()], opts: { budget?: RetryBudget; breaker
       rng: () => 0.5,
       online: opts.online || (() => true),
       save: () => void saves++,
-      drop: (r, n) => void (dropped[r] = (dropped[r] || 0) + n),
+      drop: (r, n) => void (n && (dropped[r] = (dropped[r] || 0) + n)),
     },
-    { interval: 5000, maxBatchSize: 50, maxBatchBytes: 30000, dedupWindow: 86400000 },
+    { flushInterval: 5000, maxBatchSize: 50, maxBatchBytes: 30000, dedupWindow: 86400000 },
   );
   const add = (n: number, bytes?: number, extra = {}) => {
     for (let i = 0; i < n; i++) {
@@ -136,7 +136,7 @@ test('X-RateLimit-Remaining 0 holds the next send until the reset', async () => 
 });
 
 test('202 with per-event rejections counts them as dropped', async () => {
-  const s = setup([ok({ rejected: 2 })]);
+  const s = setup([ok({ j: { accepted: 3, rejected: [{ index: 0, code: 'invalid_event' }, { index: 2, code: 'invalid_event' }] } })]);
   s.add(5);
   await s.d.flush();
   assert.deepEqual(s.dropped, { rejected: 2 });

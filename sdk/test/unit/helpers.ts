@@ -39,7 +39,7 @@ export const settle = async () => {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 };
 
-export const ok = (extra: Partial<SendResult> = {}): SendResult => ({ status: 202, retryAfter: 0, rateWait: 0, rejected: 0, ...extra });
+export const ok = (extra: Partial<SendResult> = {}): SendResult => ({ status: 202, retryAfter: 0, rateWait: 0, ...extra });
 export const status = (s: number, extra: Partial<SendResult> = {}): SendResult => ({ ...ok(), status: s, ...extra });
 
 type Answer = SendResult | ((n: number) => SendResult);

@@ -21,7 +21,7 @@ test('send: POST JSON with bearer key, request id and keepalive; reads the answe
   };
   const tr = createTransport(fetchFn, 'https://api.test/v1/events', 'k1', () => 1700000000000);
   const res = await tr([makeEvent(), makeEvent()], true, false);
-  assert.deepEqual(res, { status: 202, retryAfter: 3000, rateWait: 10000, rejected: 1 });
+  assert.deepEqual(res, { status: 202, retryAfter: 3000, rateWait: 10000, j: { accepted: 1, rejected: [{ index: 1 }] } });
   const s = seen as unknown as { url: string; init: RequestInit };
   const h = s.init.headers as Record<string, string>;
   assert.equal(s.url, 'https://api.test/v1/events');
