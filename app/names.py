@@ -33,6 +33,7 @@ class TaskName(enum.StrEnum):
     MAINTENANCE_RECONCILE = "maintenance.reconcile"
     MAINTENANCE_RETENTION = "maintenance.retention"
     MAINTENANCE_DELETIONS = "maintenance.deletions"
+    MAINTENANCE_READ = "maintenance.read"
 
 
 # The queue of every task. forward.record writes sessions rows in batches, so it runs on the
@@ -48,4 +49,5 @@ ROUTES: dict[TaskName, Queue] = {
     TaskName.MAINTENANCE_RECONCILE: Queue.MAINTENANCE,
     TaskName.MAINTENANCE_RETENTION: Queue.MAINTENANCE,
     TaskName.MAINTENANCE_DELETIONS: Queue.MAINTENANCE,
+    TaskName.MAINTENANCE_READ: Queue.MAINTENANCE,
 }

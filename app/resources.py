@@ -10,6 +10,7 @@ from app.settings import Settings, load_settings
 from app.storage import redis_clients
 
 if TYPE_CHECKING:
+    from app.accounting.ledger import Ledger
     from app.forwarding.deadletters import DeadLetters
     from app.sessions.store import SessionStore
     from app.storage.clickhouse.client import ChdbBackend, ServerBackend
@@ -74,6 +75,14 @@ def dead_letters() -> DeadLetters:
     from app.forwarding.deadletters import DeadLetters
 
     return _get("dlq", lambda: DeadLetters(settings().database_url))
+
+
+def ledger() -> Ledger:
+    """This process's loss ledger (app/accounting/ledger.py)."""
+    from app.accounting.ledger import ledger as of
+
+    s = settings()
+    return of(s.sessions_redis_url, s.redis_key_prefix)
 
 
 def insert_settings() -> dict | None:

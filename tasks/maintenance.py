@@ -43,3 +43,12 @@ def retention_run(as_of: str | None = None) -> int:
 
     day = dt.date.fromisoformat(as_of) if as_of else None
     return len(retention.run(resources.settings(), resources.clickhouse(), day).dropped)
+
+
+@celery.task(name=TaskName.MAINTENANCE_READ.value, ignore_result=True)
+def read(what: str, kwargs: dict, reply: str) -> None:
+    """A command's ClickHouse read, run by the worker that owns chDB (app/accounting/owner.py)."""
+    from app import resources
+    from app.accounting import owner
+
+    owner.answer(resources.clickhouse(), resources.sessions_redis(), what, kwargs, reply)

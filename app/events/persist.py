@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from app import resources
 from app.events import dedup
 from app.observability import metrics
 from app.storage.clickhouse import queries
@@ -74,6 +75,8 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
     for b in batches:
         mine = parts[b["batch_id"]][0]
         dropped += len(b["events"]) - len(mine)
+        if len(b["events"]) > len(mine):  # the loss ledger's duplicates, in the batch's received minute
+            resources.ledger().add(b["project"], int(b["received_at"]), {"duplicates": len(b["events"]) - len(mine)})
         b["events"] = mine
         # It owns events and every one was stored already: its own message came again (a lost
         # ack, a journal re-publish). The session step asks ClickHouse whether it was counted.

@@ -127,6 +127,14 @@ DELETION_OLDEST_OPEN = Gauge("observer_deletion_oldest_open_seconds",
                              "seconds; 0 when none is open; sampled at each /metrics scrape",
                              multiprocess_mode="livemostrecent")
 
+CLIENT_DROPPED = Counter("observer_client_dropped_total",
+                         "Events the SDKs dropped in the browser, from their client reports (each report counted "
+                         "once), by reason: queue_full, store_full, oversize, too_large, expired, rejected, refused, "
+                         "rate_limited, opt_out, sampled, other", ["reason"])
+EVENTS_RECEIVED = Counter("observer_events_received_total",
+                          "Events in requests with a valid key and a readable body: accepted + rejected + "
+                          "rate_limited + suppressed")
+
 
 def render() -> bytes:
     """The exposition text for this process (or all processes in multiprocess mode)."""

@@ -32,6 +32,15 @@ On the sessions Redis:
   {p}hb:sweep                           string, epoch seconds of the last finished sweep (TTL 1 day)
   {p}hb:workers                         hash, node -> a worker's heartbeat (JSON with its own expiry; TTL 30 s)
   {p}hb:clickhouse                      string, the chDB owner worker's ClickHouse heartbeat (JSON, TTL 20 s)
+  {p}ledger:{<project>}:<minute>        hash, the loss ledger's counts of one project and received-at minute
+                                        (app/accounting/ledger.py; TTL 8 days)
+  {p}creport:{<project>}:<id>           string, a client report already counted (TTL 1 day)
+  {p}rejected:{<project>}               stream, the project's rejected events (app/accounting/rejected.py;
+                                        capped at 10,000, TTL 7 days)
+  {p}tails                              hash, project -> until (epoch ms): projects someone tails
+  {p}tail:{<project>}                   pub/sub channel of the project's ingest verdicts (no key)
+  {p}ask:<id>                           list, the chDB owner's answer to one command's read (TTL 1 min)
+  {p}due:{backlog:<project>}:index / :item:<m>  a disabled destination's parked deliveries (TTL 1 year)
 On the broker's Redis (Redis broker only):
   {p}journal:{jN}:index / :b:<batch_id> zset + strings, accepted batches not yet counted
                                         (app/ingest/journal.py), TTL DEDUP_WINDOW
@@ -155,3 +164,34 @@ def journal_index(prefix: str, shard: int) -> str:
 def journal_body_prefix(prefix: str, shard: int) -> str:
     """Start of a journal shard's per-batch body keys (the batch_id follows)."""
     return f"{journal_shard(prefix, shard)}b:"
+
+
+# -- accounting ---------------------------------------------------------------------------------
+def ledger(prefix: str, project: str, minute: int) -> str:
+    """Hash: the ledger's counts of one project and minute (every minute of a project in one slot)."""
+    return f"{prefix}ledger:{{{project}}}:{int(minute)}"
+
+
+def client_report(prefix: str, project: str, report_id: str) -> str:
+    """String: a client report id already counted."""
+    return f"{prefix}creport:{{{project}}}:{report_id}"
+
+
+def rejected(prefix: str, project: str) -> str:
+    """Stream: the project's rejected events, kept a week."""
+    return f"{prefix}rejected:{{{project}}}"
+
+
+def tails(prefix: str) -> str:
+    """Hash: project -> epoch ms until which someone tails it."""
+    return f"{prefix}tails"
+
+
+def tail_channel(prefix: str, project: str) -> str:
+    """Pub/sub channel of one project's ingest verdicts."""
+    return f"{prefix}tail:{{{project}}}"
+
+
+def owner_reply(prefix: str, ask_id: str) -> str:
+    """List: where the chDB owner pushes its answer to one read (app/accounting/owner.py)."""
+    return f"{prefix}ask:{ask_id}"

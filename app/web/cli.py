@@ -229,3 +229,7 @@ def register(app: Flask) -> None:
     from app.web import destinations_cli
 
     app.cli.add_command(destinations_cli.group)
+    from app.web import accounting_cli
+
+    for command in accounting_cli.COMMANDS:
+        app.cli.add_command(command)

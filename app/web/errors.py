@@ -38,6 +38,10 @@ def error_response(status: int, code: str, message: str | None, details: Any = N
         resp.headers[k] = v
     if "Retry-After" in headers:
         g.retry_after = headers["Retry-After"]
+    if 400 <= status < 500:
+        # One line per refused request, so "why was my request refused?" has an answer in the logs.
+        log.info("request refused", extra={"status": status, "code": code, "project": g.get("project"),
+                                           "request_id": body["error"]["request_id"]})
     return resp
 
 

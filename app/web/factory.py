@@ -13,6 +13,8 @@ from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app.accounting.ledger import Ledger, ledger
+from app.accounting.tail import Tails, tails
 from app.broker import Publisher
 from app.deletion.suppress import Suppressions, request_path_client
 from app.ingest.journal import Journal, journal_for
@@ -40,6 +42,11 @@ class Runtime:
     sensitive_params: frozenset
     journal: Journal | None
     suppressions: Suppressions
+    # The sessions Redis with request-path timeouts (1 s, no retry): suppressions, client
+    # reports, rejected events kept, the live tail; and this process's loss ledger.
+    sessions_redis: Any
+    ledger: Ledger
+    tails: Tails
 
 
 def _install_sentry(settings: Settings) -> None:
@@ -67,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         # Flask's documented way to add WSGI middleware; mypy sees wsgi_app as a method.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count, x_proto=settings.trusted_proxy_count)  # type: ignore[method-assign]
     store = KeyStore(settings.database_url, settings.database_pool_max)
+    request_r = request_path_client(settings.sessions_redis_url)
     limiter = IngestLimits(settings)
     app.extensions["observer"] = Runtime(
         settings=settings, keys=KeyCache(store.lookup, settings.key_cache_ttl, stale_max=settings.key_cache_stale_max,
@@ -76,7 +84,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         publisher=Publisher(settings), limiter=limiter,
         sensitive_params=frozenset(DEFAULT_SENSITIVE_PARAMS | {p.lower() for p in settings.sensitive_query_params}),
         journal=journal_for(settings),
-        suppressions=Suppressions(request_path_client(settings.sessions_redis_url), settings.redis_key_prefix),
+        suppressions=Suppressions(request_r, settings.redis_key_prefix),
+        sessions_redis=request_r, ledger=ledger(settings.sessions_redis_url, settings.redis_key_prefix),
+        tails=tails(settings.sessions_redis_url, settings.redis_key_prefix),
     )
 
     from app.web import cli, errors, health, ingest

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import redis
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from app.accounting import client_reports
+from app.accounting import rejected as rejected_store
 from app.broker import BrokerUnavailable
 from app.deletion.suppress import suppressed as is_suppressed
 from app.ingest.body import drain, read_json_body
@@ -132,15 +134,31 @@ def ingest() -> Response:
     if info is None:
         info = _authenticate(rt, body_key, ip)
     _check_origin(info)
+    g.project = info.project
+    if isinstance(body, dict) and "client_report" in body:
+        g.client_report = client_reports.record(rt.sessions_redis, s.redis_key_prefix, rt.ledger, info.project,
+                                                body["client_report"], received_at)
     accepted, rejected, plain = check_events(raw_events, received_at_ms=received_at, max_event_bytes=s.max_event_bytes,
                                              max_past_ms=s.timestamp_max_past * 1000,
                                              max_future_ms=s.timestamp_max_future * 1000)
-    # After validation (what counts is accepted events and their new sessions), before the
-    # scrub and the publish; a batch with nothing acceptable still counts as a request.
-    _rate_limit(rt, info, ip, accepted)
     for r in rejected:
         metrics.EVENTS_REJECTED.labels(r["code"]).inc()
+    metrics.EVENTS_RECEIVED.inc(len(raw_events))
+    counts = {"received": len(raw_events), **_by_code(rejected)}
+    if rejected:
+        rejected_store.keep(rt.sessions_redis, s.redis_key_prefix, info.project, raw_events, rejected, g.request_id,
+                            received_at)
+    # After validation (what counts is accepted events and their new sessions), before the
+    # scrub and the publish; a batch with nothing acceptable still counts as a request.
+    try:
+        _rate_limit(rt, info, ip, accepted)
+    except ApiError:
+        rt.ledger.add(info.project, received_at, {**counts, "rate_limited": len(accepted)})
+        rt.tails.publish(rt.sessions_redis, info.project, g.request_id, [], rejected, raw_events, 429)
+        raise
     if not accepted:
+        rt.ledger.add(info.project, received_at, counts)
+        rt.tails.publish(rt.sessions_redis, info.project, g.request_id, [], rejected, raw_events, 400)
         raise NoAcceptableEvents(details=rejected)
     # A person whose data is being deleted (app/deletion/): their events are accepted (the SDK must
     # not resend them) and dropped here, before anything is queued, and counted.
@@ -153,7 +171,9 @@ def ingest() -> Response:
             accepted = [e for e, k in zip(accepted, keep, strict=True) if k]
             plain = [p for p, k in zip(plain, keep, strict=True) if k]
             metrics.EVENTS_SUPPRESSED.inc(suppressed)
+            counts["suppressed"] = suppressed
             if not accepted:
+                rt.ledger.add(info.project, received_at, counts)
                 return _accepted(suppressed, rejected)
     masked = 0
     events = []
@@ -175,8 +195,11 @@ def ingest() -> Response:
         if isinstance(exc, redis.RedisError):
             log.error("journal write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
         metrics.ENQUEUE_FAILURES.inc()
+        # Not counted in the ledger: the SDK keeps the batch and sends it again.
         raise ApiError(503, "broker_unavailable", "Events could not be queued; retry later.",
                        headers={"Retry-After": "5"}) from exc
+    rt.ledger.add(info.project, received_at, {**counts, "accepted": len(events)})
+    rt.tails.publish(rt.sessions_redis, info.project, g.request_id, events, rejected, raw_events, 202)
     metrics.EVENTS_ACCEPTED.inc(len(events))
     if masked:
         metrics.PII_MASKED.inc(masked)
@@ -185,8 +208,18 @@ def ingest() -> Response:
     return _accepted(len(events) + suppressed, rejected)
 
 
+def _by_code(rejected: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rejected:
+        out[f"rejected:{r['code']}"] = out.get(f"rejected:{r['code']}", 0) + 1
+    return out
+
+
 def _accepted(n: int, rejected: list) -> Response:
-    resp = jsonify({"accepted": n, "rejected": rejected, "request_id": g.request_id})
+    doc = {"accepted": n, "rejected": rejected, "request_id": g.request_id}
+    if g.get("client_report"):
+        doc["client_report"] = g.client_report
+    resp = jsonify(doc)
     resp.status_code = 202
     return resp
 

@@ -1,0 +1,1 @@
+"""Accounting: the loss ledger, client reports, rejected events kept, the live tail, reports and traces."""

@@ -1,0 +1,141 @@
+"""The loss ledger: what each stage did with a project's events, per minute, on the sessions Redis.
+
+Each stage counts where it acts, bucketed by the minute its events were **received** (the batch's
+``received_at``), so that one window of the report follows the same events through every stage:
+
+  ingest (web)        received, accepted, suppressed, rate_limited, rejected:<code>,
+                      client:<reason> (the SDKs' own drops, from client reports; bucketed by the
+                      minute the report arrived)
+  events (worker)     duplicates (events a resent batch carried that another batch owns)
+  sessions (beat)     finalized (bucketed by the minute of the claim)
+
+What is stored and delivered is read from the stores themselves (ClickHouse's ``events`` and
+``sessions``; Redis' outbox, due index and backlogs) by app/accounting/report.py, so a stage
+whose output is lost shows as a hole, not as a figure someone forgot to write.
+
+Counting costs no round trip on the request path: each process adds to a dict, and one thread
+per process writes it every second as one pipeline of HINCRBYs (and at exit). A process killed
+with -9 loses at most its last second of counts, in every field of it alike; the report says
+so when an identity misses by less than one flush.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+
+from app.storage import redis_clients, redis_keys
+
+log = logging.getLogger(__name__)
+
+FLUSH_S = 1.0
+# Kept for a week and a day: ``report --since`` reaches back at most 7 days.
+TTL_S = 8 * 86400
+MAX_SINCE_S = 7 * 86400
+
+
+def minute(ms: int) -> int:
+    """The minute bucket (epoch minutes) of an epoch-milliseconds time."""
+    return int(ms) // 60_000
+
+
+class Ledger:
+    """The counting side, one per process and sessions Redis."""
+
+    def __init__(self, redis_url: str, prefix: str) -> None:
+        self.redis_url, self.prefix = redis_url, prefix
+        self._counts: dict[tuple[str, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._stop = threading.Event()
+
+    def add(self, project: str, at_ms: int, counts: dict[str, int]) -> None:
+        """Count ``counts`` (field -> n) for ``project`` in the minute of ``at_ms``."""
+        if self._pid != os.getpid():
+            self._start()
+        with self._lock:
+            bucket = self._counts[(project, minute(at_ms))]
+            for field, n in counts.items():
+                if n:
+                    bucket[field] += int(n)
+
+    def flush(self) -> int:
+        """Write what was counted; returns how many buckets. On a Redis error the counts are
+        kept for the next flush."""
+        with self._lock:
+            taken, self._counts = self._counts, defaultdict(lambda: defaultdict(int))
+        if not taken:
+            return 0
+        try:
+            r = redis_clients.client(self.redis_url)
+            pipe = r.pipeline(transaction=False)
+            for (project, m), fields in taken.items():
+                key = redis_keys.ledger(self.prefix, project, m)
+                for field, n in fields.items():
+                    pipe.hincrby(key, field, n)
+                pipe.expire(key, TTL_S)
+            pipe.execute()
+        except Exception as exc:  # the ledger must never break the stage that counts
+            log.warning("ledger flush failed; kept for the next one", extra={"error": str(exc)[:200]})
+            with self._lock:
+                for k, fields in taken.items():
+                    for field, n in fields.items():
+                        self._counts[k][field] += n
+            return 0
+        return len(taken)
+
+    def _start(self) -> None:
+        # After a fork the parent's thread and counts are not this process's.
+        self._pid = os.getpid()
+        self._counts = defaultdict(lambda: defaultdict(int))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="ledger-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def _loop(self) -> None:
+        from app.accounting.tail import tails
+
+        watched = tails(self.redis_url, self.prefix)
+        watched.refresh()
+        while not self._stop.wait(FLUSH_S):
+            self.flush()
+            watched.refresh()
+
+
+_ledgers: dict[tuple[str, str], Ledger] = {}
+
+
+def ledger(redis_url: str, prefix: str) -> Ledger:
+    """This process's ledger for a sessions Redis and key prefix."""
+    key = (redis_url, prefix)
+    if key not in _ledgers:
+        _ledgers[key] = Ledger(redis_url, prefix)
+    return _ledgers[key]
+
+
+def read(redis_url: str, prefix: str, project: str, since_ms: int, until_ms: int) -> dict[str, int]:
+    """Sum every field of ``project``'s buckets from ``since_ms`` to ``until_ms`` (whole minutes)."""
+    r = redis_clients.client(redis_url)
+    pipe = r.pipeline(transaction=False)
+    minutes = range(minute(since_ms), minute(until_ms) + 1)
+    for m in minutes:
+        pipe.hgetall(redis_keys.ledger(prefix, project, m))
+    total: dict[str, int] = defaultdict(int)
+    for fields in pipe.execute():
+        for field, n in (fields or {}).items():
+            total[str(field)] += int(n)
+    return dict(total)
+
+
+def wait_flushed() -> None:
+    """Write every ledger of this process now (tests, a CLI before it reads)."""
+    for led in list(_ledgers.values()):
+        led.flush()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
