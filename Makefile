@@ -64,7 +64,10 @@ system-deps:
 	  if ! command -v docker-compose >/dev/null; then \
 	    echo "make test: installing Debian package: docker-compose (without its recommended Docker engine)"; \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose; fi; \
-	else echo "make test: not root; clickhouse-server, chromium, zookeeper, rabbitmq-server and docker-compose must already be installed"; fi
+	  if ! command -v promtool >/dev/null; then \
+	    echo "make test: installing Debian package: prometheus, for promtool (without its recommended node exporter)"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; fi; \
+	else echo "make test: not root; clickhouse-server, chromium, zookeeper, rabbitmq-server, prometheus (promtool) and docker-compose must already be installed"; fi
 
 run: venv sdk
 	scripts/devstack

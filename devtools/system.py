@@ -54,6 +54,12 @@ def ensure_clickhouse_server() -> list[str]:
     return argv
 
 
+def promtool_available() -> Probe:
+    """promtool (Debian's ``prometheus``): checks and unit-tests monitoring/prometheus/."""
+    path = _executable("/usr/bin/promtool", shutil.which("promtool"))
+    return Probe(True, path) if path else Probe(False, "promtool is not installed" + _HINT.format("prometheus"))
+
+
 def require_debian_package(present: bool, package: str, what: str) -> None:
     """Fail saying which package to install when ``present`` is false."""
     if not present:
