@@ -15,8 +15,10 @@ if TYPE_CHECKING:
 DEFAULT_DEDUP_WINDOW_S = 86400
 
 
-def _split(ch: ClickHouse, batches: list[dict], window_ms: int) -> dict[str, tuple[list[dict], list[dict]]]:
-    """{batch_id: (events it owns, those not stored yet)}, from ClickHouse's event_ids and this flush."""
+def _split(ch: ClickHouse, batches: list[dict], window_ms: int,
+           seen: dict[tuple[str, str], list[dedup.Key]] | None = None) -> dict[str, tuple[list[dict], list[dict]]]:
+    """{batch_id: (events it owns, those not stored yet)}, from ClickHouse's event_ids and this flush;
+    ``seen`` receives the stored carriers read."""
     stored: dict[tuple[str, str], list[dedup.Key]] = {}
     by_project: dict[str, list[dict]] = {}
     for b in batches:
@@ -26,6 +28,8 @@ def _split(ch: ClickHouse, batches: list[dict], window_ms: int) -> dict[str, tup
         ids = [e["event_id"] for b in group for e in b["events"]]
         for event_id, rows in queries.stored_carriers(ch, project, ids, since).items():
             stored[(project, event_id)] = rows
+    if seen is not None:
+        seen.update(stored)
     return dedup.split(batches, stored, window_ms)
 
 
@@ -51,7 +55,8 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
     if not unique:
         return []
     try:
-        parts = _split(ch, list(unique.values()), int(dedup_window) * 1000)
+        carriers: dict[tuple[str, str], list[dedup.Key]] = {}
+        parts = _split(ch, list(unique.values()), int(dedup_window) * 1000, carriers)
     except Exception:
         metrics.CH_ERRORS.labels("dedup_lookup").inc()
         raise
@@ -75,8 +80,13 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
     for b in batches:
         mine = parts[b["batch_id"]][0]
         dropped += len(b["events"]) - len(mine)
-        if len(b["events"]) > len(mine):  # the loss ledger's duplicates, in the batch's received minute
-            resources.ledger().add(b["project"], int(b["received_at"]), {"duplicates": len(b["events"]) - len(mine)})
+        # The loss ledger's duplicates, in the batch's received minute: events another batch owns,
+        # and every event of a client's resend of a whole batch (the same batch id from another
+        # request: another received_at). A broker redelivery or journal re-publish is the same
+        # request (its received_at is the stored one) and counts nothing.
+        dupes = len(b["events"]) - len(mine) + (len(mine) if _resent(b, unique, fresh_ids, mine, carriers) else 0)
+        if dupes:
+            resources.ledger().add(b["project"], int(b["received_at"]), {"duplicates": dupes})
         b["events"] = mine
         # It owns events and every one was stored already: its own message came again (a lost
         # ack, a journal re-publish). The session step asks ClickHouse whether it was counted.
@@ -84,6 +94,20 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
     if dropped:
         metrics.EVENTS_DUPLICATE.inc(dropped)
     return fresh
+
+
+def _resent(b: dict, unique: dict[str, dict], fresh_ids: set[str], mine: list[dict],
+            carriers: dict[tuple[str, str], list[dedup.Key]]) -> bool:
+    """True when ``b`` is a client's second request with a batch already received."""
+    if not mine:
+        return False
+    first = unique[b["batch_id"]]
+    if first is not b:  # both copies in this flush: the first one is stored
+        return int(first["received_at"]) != int(b["received_at"])
+    if b["batch_id"] in fresh_ids:
+        return False
+    stored = [rec for rec, bid in carriers.get((b["project"], mine[0]["event_id"]), []) if bid == b["batch_id"]]
+    return bool(stored) and int(b["received_at"]) not in stored
 
 
 def session_summary(batch: dict) -> dict:

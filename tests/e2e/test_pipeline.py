@@ -155,3 +155,20 @@ def test_pipeline_end_to_end(stack):
     if stack.worker_metrics_port:
         worker = requests.get(f"http://127.0.0.1:{stack.worker_metrics_port}/metrics", timeout=5).text
         assert 'observer_forward_attempts_total{destination="default",outcome="delivered"}' in worker, worker[:2000]
+
+    # Every event accounted for, on every setup (chDB's read through its owning worker): what was
+    # stored, and the ledger's identities with the exact counts of this test's requests.
+    listed = stack.flask("events", "--project", "shop", "--session", a).stdout.splitlines()
+    assert len(listed) == 4 and late["event_id"] in listed[0], listed
+
+    def report() -> dict:
+        return json.loads(stack.flask("report", "--project", "shop", "--since", "15m", "--json", check=False).stdout)
+
+    # the ledgers flush each second; the last sessions row follows UFSE's 200
+    until(lambda: report()["ok"], "report's identities", timeout=15, raises=False)
+    rep = report()
+    assert rep["ok"], json.dumps(rep, indent=1)
+    # a: 3 + 3 (the same batch posted twice), b: 1 + 1 rejected, c, d, late a: 1 each
+    assert (rep["ingest"]["received"], rep["ingest"]["accepted"], rep["ingest"]["rejected"]) == (11, 10, 1), rep
+    assert (rep["storage"]["stored"], rep["storage"]["duplicates"]) == (7, 3), rep
+    assert (rep["sessions"]["finalized"], rep["sessions"]["delivered"]) == (5, 5), rep
