@@ -116,11 +116,11 @@ FORWARD_OLDEST_UNDELIVERED = Gauge("observer_forward_oldest_undelivered_seconds"
                                    "bucket re-enqueued longest ago (exact while a bucket holds at most 8, else a lower "
                                    "bound); sampled at each /metrics scrape", multiprocess_mode="livemostrecent")
 BROKER_MEMORY_USED = Gauge("observer_broker_memory_used_bytes",
-                           "The Redis broker's used_memory (INFO memory), bytes; absent with RabbitMQ; sampled at each "
-                           "/metrics scrape", multiprocess_mode="livemostrecent")
+                           "The Redis broker's used_memory (INFO memory), bytes; 0 with RabbitMQ (not sampled); "
+                           "sampled at each /metrics scrape", multiprocess_mode="livemostrecent")
 BROKER_MEMORY_MAX = Gauge("observer_broker_memory_max_bytes",
                           "The Redis broker's maxmemory, bytes (0: no limit set); the API answers 503 above "
-                          "BROKER_MEMORY_LIMIT of it; absent with RabbitMQ; sampled at each /metrics scrape",
+                          "BROKER_MEMORY_LIMIT of it; 0 with RabbitMQ (not sampled); sampled at each /metrics scrape",
                           multiprocess_mode="livemostrecent")
 DELETION_OLDEST_OPEN = Gauge("observer_deletion_oldest_open_seconds",
                              "Age of the oldest deletion request not yet verified (PostgreSQL deletion_requests), "
