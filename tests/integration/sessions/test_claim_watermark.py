@@ -65,7 +65,8 @@ def test_a_session_is_not_claimed_while_its_batches_wait_for_storage(rig):
     # Received 10 minutes ago, during the ClickHouse outage: every flush of it is requeued.
     waiting = _batch(sid, now - 600_000)
     out = worker.flush(celery, [SimpleNamespace(id="r1", args=[waiting], kwargs={})])
-    assert out == {"verdicts": {"r1": "requeue"}, "pause": True}
+    assert (out["verdicts"], out["pause"]) == ({"r1": "requeue"}, True)
+    assert out["results"]["r1"]["outcome"] == "requeued", out  # what Flower shows for it
     assert rig.store.lag_ms() >= 600_000, "the requeued batch's wait is the session step's lag"
     assert rig.store.claim_due() == [], "not frozen while a batch of it waits for storage"
     # Storage is back: the batch is counted into version 1, which is then claimed once.
