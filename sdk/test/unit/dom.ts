@@ -44,7 +44,7 @@ export class FakeLocks {
 
 export interface Dom {
   win: Window;
-  requests: Array<{ url: string; init?: RequestInit; body: { events: Array<{ event_id: string; type: string; name?: string; metadata: Record<string, unknown> }> } }>;
+  requests: Array<{ url: string; init?: RequestInit; body: { events: Array<{ event_id: string; type: string; name?: string; metadata: Record<string, unknown> }>; client_report?: { id: string; dropped: Record<string, number> } } }>;
   answer: number;
   locks: FakeLocks;
   close(): Promise<void>;

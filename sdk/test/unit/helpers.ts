@@ -1,7 +1,7 @@
 // Test helpers: a fake clock with timers, a scripted transport, events and items.
 import { fitEvent } from '../../src/event.js';
 import type { Item } from '../../src/outbox.js';
-import type { SendResult, Transport } from '../../src/transport.js';
+import type { ClientReport, SendResult, Transport } from '../../src/transport.js';
 import type { ObserverEvent } from '../../src/types.js';
 
 export class FakeTimers {
@@ -46,7 +46,7 @@ type Answer = SendResult | ((n: number) => SendResult);
 
 /** A transport answering from a script (last answer repeats), recording every request. */
 export class ScriptedTransport {
-  sends: Array<{ t: number; ids: string[]; keepalive: boolean; plain: boolean }> = [];
+  sends: Array<{ t: number; ids: string[]; keepalive: boolean; plain: boolean; report?: ClientReport }> = [];
   constructor(private readonly timers: FakeTimers, private readonly answers: Answer[] = [ok()]) {}
   /** When set, requests wait for `release()` before answering. */
   hold = false;
@@ -56,8 +56,9 @@ export class ScriptedTransport {
     this.waiting = [];
     w.forEach((f) => f());
   }
-  fn: Transport = async (events: ObserverEvent[], keepalive: boolean, plain: boolean) => {
-    this.sends.push({ t: this.timers.now(), ids: events.map((e) => e.event_id), keepalive, plain });
+  fn: Transport = async (events: ObserverEvent[], keepalive: boolean, plain: boolean, report?: ClientReport) => {
+    // The report as it went (a copy: what the request carried, whatever happens to it later).
+    this.sends.push({ t: this.timers.now(), ids: events.map((e) => e.event_id), keepalive, plain, report: report && { id: report.id, dropped: { ...report.dropped } } });
     if (this.hold) await new Promise<void>((r) => this.waiting.push(r));
     const a = this.answers.length > 1 ? (this.answers.shift() as Answer) : this.answers[0];
     return typeof a === 'function' ? a(events.length) : a;
