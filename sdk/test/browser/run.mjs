@@ -2,7 +2,7 @@
 // Real-browser test of the SDK: playwright-core driving the system Chromium.
 //
 // Env: OBSERVER_ENDPOINT (ingest API base URL; unset = a built-in fake ingest server),
-//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown | globals | failures (default main),
+//      OBSERVER_API_KEY, SCENARIO = main | backoff | shutdown | globals | failures | reports (default main),
 //      OBSERVER_PAGE_PORT (fixed port for the page's origin; default random),
 //      OBSERVER_BUILD = min | full (which <script> build the page loads; default min),
 //      CHROMIUM_PATH (default /usr/bin/chromium).
@@ -446,6 +446,112 @@ async function scenarioGlobals({ context, endpoint, origin, fake }) {
   };
 }
 
+/**
+ * Client reports (issue 22): the page drops events for several reasons (a full queue, the error
+ * rate limit, a repeated error, an oversize event), the answer to the request carrying their
+ * report is lost (the server got it; the page sees a network error), the SDK sends the report
+ * again with the same id, and the server counts each reason once with the page's own counts.
+ * Then an event the server refuses (its verdict in the debug console, its drop in the next
+ * report) and an offline spell (said once in the debug console). Loads the full build (its
+ * debug mode prints each refused event); works against the fake ingest or a real server.
+ */
+async function scenarioReports({ context, endpoint, origin, fake }) {
+  const ingestUrl = endpoint.replace(/\/+$/, '') + '/v1/events';
+  const posts = []; // { t, report, names, status, answer, lost }
+  let loseNext = true;
+  const page = await context.newPage();
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(m.text()));
+  await page.route((u) => u.href.startsWith(ingestUrl), async (route) => {
+    const req = route.request();
+    if (req.method() !== 'POST') return route.fallback();
+    let body = {};
+    try {
+      body = JSON.parse(req.postData() || '{}');
+    } catch { /* not JSON */ }
+    const rec = { t: Date.now() - t0, report: body.client_report || null, names: (body.events || []).map((e) => e.name || e.type), status: null, answer: null, lost: false };
+    posts.push(rec);
+    try {
+      const res = await route.fetch();
+      rec.status = res.status();
+      try {
+        rec.answer = await res.json();
+      } catch { /* not JSON */ }
+      // The first answer to a request carrying a report is lost: the server has it, the page does not.
+      if (rec.report && loseNext) {
+        loseNext = false;
+        rec.lost = true;
+        return route.abort('failed');
+      }
+      return route.fulfill({ response: res });
+    } catch {
+      rec.status = 0;
+      return route.abort();
+    }
+  });
+  await page.goto(origin + '/full');
+  const none = { clicks: false, errors: false, network: false, navigation: false, pageViews: false, webVitals: false };
+  await page.evaluate(({ apiKey, endpoint, capture }) => {
+    window.obs = window.Observer.init({
+      apiKey, endpoint, capture, debug: true, flushInterval: 600000, maxQueueSize: 5,
+      // `make_invalid` leaves with a type the server refuses.
+      beforeSend: (e) => (e.name === 'make_invalid' && (e.type = 'bogus'), window.__captured.push(e), e),
+    });
+  }, { apiKey: API_KEY, endpoint, capture: none });
+  const dropped = await page.evaluate(() => {
+    for (let i = 0; i < 13; i++) window.obs.captureException(new Error('distinct error ' + i)); // 10 sent, 3 over the rate
+    window.obs.captureException(new Error('distinct error 0')); // a repeat
+    const huge = {};
+    for (let i = 0; i < 250; i++) huge['k' + i] = 'x'.repeat(1000);
+    window.obs.track('too_big', huge); // over 10 KiB even cut: oversize
+    return window.obs.stats().dropped;
+  });
+  await page.evaluate(() => window.obs.flush()); // its answer is lost
+  await waitFor(() => page.evaluate(() => window.obs.stats().queued === 0), 30000, 'the batch to be delivered after the lost answer');
+  const afterFirst = await page.evaluate(() => window.obs.stats().dropped);
+  // An event the server refuses: counted as `rejected`, reported with the batch after.
+  await page.evaluate(() => (window.obs.track('make_invalid'), window.obs.track('fine_1'), window.obs.flush()));
+  await page.evaluate(() => (window.obs.track('fine_2'), window.obs.flush()));
+  // Offline: events held, said once however many passes find the browser offline.
+  await context.setOffline(true);
+  await page.evaluate(() => window.obs.track('while_offline'));
+  for (let i = 0; i < 3; i++) {
+    await page.evaluate(() => window.obs.flush());
+    await sleep(200);
+  }
+  const postsWhileOffline = posts.length;
+  await context.setOffline(false); // the `online` event sends at once
+  await waitFor(() => page.evaluate(() => window.obs.stats().queued === 0), 20000, 'delivery once back online');
+  const final = await page.evaluate(() => window.obs.stats());
+  await page.close();
+
+  const withReport = posts.filter((p) => p.report);
+  const first = withReport[0];
+  const sameFirst = withReport.filter((p) => first && p.report.id === first.report.id);
+  // What the server counted: each id once, from the answers that said `counted`.
+  const counted = {};
+  for (const p of posts) if (p.report && p.answer && p.answer.client_report === 'counted') for (const [k, v] of Object.entries(p.report.dropped)) counted[k] = (counted[k] || 0) + v;
+  const reasons = Object.keys(dropped);
+  const sentLines = consoleLines.filter((l) => /^\[observer\] sent /.test(l));
+  const checks = {
+    three_reasons_or_more: reasons.length >= 3 && ['queue_full', 'error_rate', 'oversize'].every((r) => dropped[r] > 0),
+    first_report_as_dropped: !!first && JSON.stringify(first.report.dropped) === JSON.stringify(dropped),
+    report_id_uuid_v4: !!first && /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(first.report.id),
+    first_answer_lost: !!first && first.lost && first.status === 202 && first.answer.client_report === 'counted',
+    resent_with_same_id: sameFirst.length >= 2 && sameFirst.every((p) => JSON.stringify(p.report) === JSON.stringify(first.report)),
+    resend_a_duplicate: sameFirst.slice(1).some((p) => p.status === 202 && p.answer && p.answer.client_report === 'duplicate'),
+    no_new_drops_meanwhile: JSON.stringify(afterFirst) === JSON.stringify(dropped),
+    rejected_counted_and_reported: final.dropped.rejected === 1 && withReport.some((p) => p.report.id !== first.report.id && JSON.stringify(p.report.dropped) === '{"rejected":1}'),
+    forgotten_after_2xx: posts.filter((p) => p.report && p.report.id === first.report.id && !p.lost).length === sameFirst.length - 1 && posts.some((p) => !p.report && p.status === 202),
+    server_counted_each_reason_once: JSON.stringify(Object.fromEntries(Object.entries(counted).sort())) === JSON.stringify(Object.fromEntries(Object.entries(final.dropped).sort())),
+    debug_verdict_lines: sentLines.length >= posts.length - 1 && sentLines.some((l) => /rejected bogus [0-9a-f-]{36}: \w+/.test(l)) && sentLines.some((l) => /client report duplicate/.test(l)),
+    offline_said_once: consoleLines.filter((l) => l.includes('offline: holding')).length === 1,
+    nothing_sent_offline: posts.slice(postsWhileOffline).every((p) => p.status !== 0) && posts.length > postsWhileOffline,
+  };
+  if (fake) checks.fake_totals_match_page = JSON.stringify(Object.fromEntries(Object.entries(fake.reportTotals()).sort())) === JSON.stringify(Object.fromEntries(Object.entries(final.dropped).sort()));
+  return { scenario: 'reports', endpoint, page_origin: origin, dropped_before_send: dropped, final_stats: final, counted, posts, console: consoleLines, checks };
+}
+
 /** The failure paths (failures.mjs), each in browsers of its own: one check per path and property. */
 async function scenarioFailures({ endpoint, origin }) {
   const paths = await runFailurePaths({ endpoint, origin, apiKey: API_KEY });
@@ -460,11 +566,11 @@ async function scenarioFailures({ endpoint, origin }) {
   return { scenario: 'failures', endpoint, page_origin: origin, paths, checks };
 }
 
-const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown, globals: scenarioGlobals, failures: scenarioFailures };
+const SCENARIOS = { main: scenarioMain, backoff: scenarioBackoff, shutdown: scenarioShutdown, globals: scenarioGlobals, failures: scenarioFailures, reports: scenarioReports };
 
 async function main() {
   const run = SCENARIOS[SCENARIO];
-  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown | globals | failures)`);
+  if (!run) throw new Error(`unknown SCENARIO ${SCENARIO} (main | backoff | shutdown | globals | failures | reports)`);
   const fake = process.env.OBSERVER_ENDPOINT ? null : await startFakeIngest(API_KEY);
   const endpoint = (process.env.OBSERVER_ENDPOINT || fake.url).replace(/\/+$/, '');
   const pages = await startPageServer({ port: Number(process.env.OBSERVER_PAGE_PORT || 0), build: process.env.OBSERVER_BUILD || 'min' });

@@ -31,6 +31,7 @@ export async function startPageServer({ port = 0, build = 'min' } = {}) {
       res.end(body);
     };
     if (path === '/' || path === '/index.html' || path === '/next') return send(200, 'text/html', testPage({ build, withCounter: false }));
+    if (path === '/full') return send(200, 'text/html', testPage({ build: 'full', withCounter: false }));
     if (path === '/auto') return send(200, 'text/html', autoPage(build));
     if (path === '/snippet') return send(200, 'text/html', snippetPage(build));
     if (path === '/counted.html') return send(200, 'text/html', testPage({ build, withCounter: true }));
@@ -46,9 +47,18 @@ export async function startPageServer({ port = 0, build = 'min' } = {}) {
 
 const TYPES = new Set(['page_view', 'click', 'rage_click', 'error', 'network', 'navigation', 'web_vital', 'custom']);
 
+const REASON = /^[a-z][a-z0-9_]{0,31}$/;
+
+/** The server's bounds on a client report (app/web/ingest.py): else it is ignored. */
+const validReport = (r) =>
+  !!r && typeof r.id === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(r.id) && !!r.dropped && typeof r.dropped === 'object' &&
+  Object.keys(r.dropped).length >= 1 && Object.keys(r.dropped).length <= 16 &&
+  Object.entries(r.dropped).every(([k, v]) => REASON.test(k) && Number.isInteger(v) && v >= 1 && v <= 1000000);
+
 /** A minimal stand-in for the ingest API (only for developing the SDK without the pipeline). */
 export async function startFakeIngest(apiKey) {
   const received = []; // { t, status, contentType, events, raw }
+  const reports = new Map(); // client report id -> dropped, counted once
   const start = Date.now();
   const server = http.createServer((req, res) => {
     const origin = req.headers.origin || '*';
@@ -94,7 +104,14 @@ export async function startFakeIngest(apiKey) {
         const ok = e && typeof e.event_id === 'string' && TYPES.has(e.type) && Number.isInteger(e.timestamp) && typeof e.session_id === 'string' && typeof e.url === 'string' && e.metadata && typeof e.metadata === 'object' && (e.type !== 'custom' || e.name);
         if (!ok) rejected.push({ index, code: 'invalid', errors: {} });
       });
-      answer(202, { accepted: events.length - rejected.length, rejected, request_id: 'fake' });
+      if (events.length && rejected.length === events.length) {
+        return answer(400, { error: { code: 'no_acceptable_events', message: 'no event was acceptable', request_id: 'fake', details: rejected } });
+      }
+      const body = { accepted: events.length - rejected.length, rejected, request_id: 'fake-' + received.length };
+      // Client reports: counted once per id (a resend after a lost answer is a duplicate).
+      const r = parsed.client_report;
+      if (r !== undefined) body.client_report = !validReport(r) ? 'ignored' : reports.has(r.id) ? 'duplicate' : (reports.set(r.id, { ...r.dropped }), 'counted');
+      answer(202, body);
     });
   });
   const port = await listen(server);
@@ -102,6 +119,12 @@ export async function startFakeIngest(apiKey) {
     url: `http://127.0.0.1:${port}`,
     received,
     eventIds: () => new Set(received.filter((r) => r.status === 202).flatMap((r) => r.events.map((e) => e.event_id))),
+    /** The drops counted from client reports, by reason (each report id once). */
+    reportTotals: () => {
+      const t = {};
+      for (const d of reports.values()) for (const [k, v] of Object.entries(d)) t[k] = (t[k] || 0) + v;
+      return t;
+    },
     close: () => new Promise((r) => server.close(r)),
   };
 }
