@@ -49,13 +49,13 @@ FORWARD_LATENCY = Histogram("observer_forward_seconds", "UFSE request latency by
 DESTINATION_STATE = Gauge("observer_destination_state",
                           "State of each delivery destination: 0 healthy, 1 circuit open, 2 disabled (deliveries "
                           "parked until `destinations enable`); sampled at each /metrics scrape", ["destination"],
-                          multiprocess_mode="livemax")
+                          multiprocess_mode="livemostrecent")
 DESTINATION_BACKLOG = Gauge("observer_destination_backlog",
                             "Deliveries parked for a disabled destination; sampled at each /metrics scrape",
-                            ["destination"], multiprocess_mode="livemax")
+                            ["destination"], multiprocess_mode="livemostrecent")
 DESTINATION_BACKLOG_AGE = Gauge("observer_destination_backlog_oldest_seconds",
                                 "Age of the oldest delivery parked for a disabled destination, seconds; sampled at "
-                                "each /metrics scrape", ["destination"], multiprocess_mode="livemax")
+                                "each /metrics scrape", ["destination"], multiprocess_mode="livemostrecent")
 DESTINATIONS_DISABLED = Counter("observer_destinations_disabled_total",
                                 "Destinations disabled after DESTINATION_DISABLE_AFTER without a success",
                                 ["destination"])
