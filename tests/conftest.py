@@ -110,24 +110,14 @@ def clickhouse_server():
 def clickhouse_clusters():
     """``get(shards, replicas)``: a ZooKeeper + ClickHouse 18.16 cluster named ``observer`` in that
     layout, started on first use (about 2 s) and stopped at the end of the session."""
-    from devtools.proc import ProcError
     from devtools.servers.clickhouse_cluster import start_clickhouse_cluster
 
     started = {}
 
     def get(shards: int, replicas: int):
-        if (shards, replicas) not in started:
-            for attempt in (1, 2):
-                # The servers' ports are picked free before they bind them, and the cluster's
-                # layout names them all: a port another process took meanwhile fails one server
-                # (exit 70, "Address already in use"). A second start picks new ports.
-                try:
-                    started[(shards, replicas)] = start_clickhouse_cluster(
-                        _tmp / f"cluster-{shards}x{replicas}-{attempt}", shards=shards, replicas=replicas)
-                    break
-                except ProcError:
-                    if attempt == 2:
-                        raise
+        if (shards, replicas) not in started:  # a port taken meanwhile: it starts again on new ones
+            started[(shards, replicas)] = start_clickhouse_cluster(_tmp / f"cluster-{shards}x{replicas}",
+                                                                   shards=shards, replicas=replicas)
         return started[(shards, replicas)]
     yield get
     from app.storage.clickhouse import client

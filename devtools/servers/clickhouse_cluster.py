@@ -70,33 +70,53 @@ def start_clickhouse_cluster(dir: Path, *, shards: int = 2, replicas: int = 1, n
     zk = start_zookeeper(dir / "zookeeper", echo=echo)
     cluster = ClickHouseCluster(name, shards, replicas, zk)
     try:
-        ports, taken = [], set()
-        for _ in range(shards * replicas):
-            trio = []
-            while len(trio) < 3:
-                p = free_port()
-                if p not in taken:
-                    taken.add(p)
-                    trio.append(p)
-            ports.append(trio)
-        layout = tuple(tuple((LOCALHOST, ports[s * replicas + r][0]) for r in range(replicas)) for s in range(shards))
-        for i, (tcp, http, interserver) in enumerate(ports):
-            shard, replica = i // replicas + 1, i % replicas + 1
-            spec = ClusterNode(cluster=name, shards=layout, zookeeper=((LOCALHOST, zk.port),),
-                               macros=(("shard", f"{shard:02d}"), ("replica", f"r{replica}")),
-                               interserver_port=interserver)
-            # answers only once the server's ZooKeeper session is up (replicated DDL works then)
-            proc = clickhouse_proc(dir / f"ch-s{shard}r{replica}", f"ch-s{shard}r{replica}", tcp, http,
-                                   Path(config_source), timeout=timeout, echo=echo, cluster=spec,
-                                   ready_sql="SELECT count() > 0 FROM system.zookeeper WHERE path = '/'",
-                                   extra={"shard": shard, "replica": replica, "interserver_port": interserver})
-            _write_profile(proc.dir)
-            cluster.nodes.append(proc)
-        for proc in cluster.nodes:
-            proc.start(wait=False)
-        for proc in cluster.nodes:
-            proc.wait_ready()
+        for attempt in (1, 2):
+            # The servers' ports are picked free before they bind them, and the layout names them all:
+            # a port another process took meanwhile fails one server (exit 70, "Address already in
+            # use"). A second start picks new ports.
+            try:
+                return _start_nodes(cluster, dir, Path(config_source), timeout, echo)
+            except ProcError:
+                stop_all(cluster.nodes, grace=5)
+                cluster.nodes = []
+                if attempt == 2:
+                    raise
     except (ProcError, OSError, RuntimeError):
         cluster.stop(grace=5)
         raise
+    raise AssertionError("unreachable")
+
+
+def _start_nodes(cluster: ClickHouseCluster, dir: Path, config_source: Path, timeout: float,
+                 echo: bool) -> ClickHouseCluster:
+    """Every server of the layout on new free ports, started together; ready once each server's
+    ZooKeeper session is up."""
+    shards, replicas = cluster.shards, cluster.replicas
+    ports: list[list[int]] = []
+    taken: set[int] = set()
+    for _ in range(shards * replicas):
+        trio: list[int] = []
+        while len(trio) < 3:
+            p = free_port()
+            if p not in taken:
+                taken.add(p)
+                trio.append(p)
+        ports.append(trio)
+    layout = tuple(tuple((LOCALHOST, ports[s * replicas + r][0]) for r in range(replicas)) for s in range(shards))
+    for i, (tcp, http, interserver) in enumerate(ports):
+        shard, replica = i // replicas + 1, i % replicas + 1
+        spec = ClusterNode(cluster=cluster.name, shards=layout, zookeeper=((LOCALHOST, cluster.zookeeper.port),),
+                           macros=(("shard", f"{shard:02d}"), ("replica", f"r{replica}")),
+                           interserver_port=interserver)
+        # answers only once the server's ZooKeeper session is up (replicated DDL works then)
+        proc = clickhouse_proc(dir / f"ch-s{shard}r{replica}", f"ch-s{shard}r{replica}", tcp, http, config_source,
+                               timeout=timeout, echo=echo, cluster=spec,
+                               ready_sql="SELECT count() > 0 FROM system.zookeeper WHERE path = '/'",
+                               extra={"shard": shard, "replica": replica, "interserver_port": interserver})
+        _write_profile(proc.dir)
+        cluster.nodes.append(proc)
+    for proc in cluster.nodes:
+        proc.start(wait=False)
+    for proc in cluster.nodes:
+        proc.wait_ready()
     return cluster
