@@ -167,13 +167,15 @@ export class Dispatcher {
     const { outbox, breaker, timers, log } = this.d;
     const after = timers.now();
     const n = batch.items.length;
-    if (res.rateWait) this.blockedUntil = Math.max(this.blockedUntil, after + res.rateWait);
+    // (No wait asked: blockedUntil at most now, which blocks nothing.)
+    this.blockedUntil = Math.max(this.blockedUntil, after + res.rateWait);
     const verdict = classify(res.status);
     // Debug: the server's answer (its verdicts); full builds print them per event, in one line.
     log('sent', n, res.status, extensions.verdicts ? extensions.verdicts(batch, res.j) : res.j);
     if (verdict === 'retry') {
       if (res.status || this.d.online()) breaker.failure(after);
-      const wait = Math.max(backoffDelay(this.attempt, 1000, 60000, this.d.rng), res.retryAfter, res.rateWait);
+      // (The rate-limit wait is in blockedUntil already.)
+      const wait = Math.max(backoffDelay(this.attempt, 1000, 60000, this.d.rng), res.retryAfter);
       this.attempt++;
       this.blockedUntil = Math.max(this.blockedUntil, after + wait);
       this.schedule(this.blockedUntil - after, true);

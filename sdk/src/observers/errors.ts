@@ -50,7 +50,7 @@ export function errorReporter(ctx: Ctx): ErrorReport {
       tokens = Math.min(BURST, tokens + add);
       refilled += add * REFILL_MS;
     }
-    if (tokens <= 0) return ctx.drop('error_rate', 1);
+    if (tokens <= 0) return ctx.drop('rate_limited', 1);
     tokens--;
     if (seen.size >= MAX_FINGERPRINTS) seen.clear();
     seen.set(fp, now);

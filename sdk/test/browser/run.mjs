@@ -534,7 +534,7 @@ async function scenarioReports({ context, endpoint, origin, fake }) {
   const reasons = Object.keys(dropped);
   const sentLines = consoleLines.filter((l) => /^\[observer\] sent /.test(l));
   const checks = {
-    three_reasons_or_more: reasons.length >= 3 && ['queue_full', 'error_rate', 'oversize'].every((r) => dropped[r] > 0),
+    three_reasons_or_more: reasons.length >= 3 && ['queue_full', 'rate_limited', 'oversize'].every((r) => dropped[r] > 0),
     first_report_as_dropped: !!first && JSON.stringify(first.report.dropped) === JSON.stringify(dropped),
     report_id_uuid_v4: !!first && /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(first.report.id),
     first_answer_lost: !!first && first.lost && first.status === 202 && first.answer.client_report === 'counted',

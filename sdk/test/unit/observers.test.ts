@@ -59,7 +59,7 @@ test('errors: a storm of one error costs one event; distinct errors are rate-lim
   assert.equal(dropped.error_repeat, 9999);
   for (let i = 0; i < 50; i++) report('error', 'distinct ' + i, null, undefined, 'a.js', i);
   assert.equal(events.length, 10, 'a burst of 10');
-  assert.equal(dropped.error_rate, 41);
+  assert.equal(dropped.rate_limited, 41);
   advance(60000);
   report('error', 'later', null);
   assert.equal(events.length, 11, 'the budget refills');

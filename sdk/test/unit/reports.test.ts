@@ -109,7 +109,7 @@ test('a 4xx (a batch refused whole) keeps the report for the next batch, same id
 test('drops counted while a report is in flight go to the next report, not into the one in flight', async () => {
   const s = setup();
   s.transport.hold = true;
-  s.d.pending.error_rate = 1;
+  s.d.pending.rate_limited = 1;
   s.add(1);
   const p = s.d.flush();
   await tick(1);
@@ -117,7 +117,7 @@ test('drops counted while a report is in flight go to the next report, not into 
   s.transport.release();
   await p;
   s.transport.hold = false;
-  assert.deepEqual(s.transport.sends[0].report?.dropped, { error_rate: 1 });
+  assert.deepEqual(s.transport.sends[0].report?.dropped, { rate_limited: 1 });
   s.add(1);
   await s.send();
   const next = s.transport.sends[1].report;
@@ -228,13 +228,13 @@ test('client: sampled-out events are counted as `sampled`', () => {
   assert.equal(c.stats().queued, 0);
 });
 
-test('client: rate-limited errors are counted (`error_rate`) and reported with the next batch', async () => {
+test('client: rate-limited errors are counted (`rate_limited`) and reported with the next batch', async () => {
   dom = installDom();
   const c = start();
   for (let i = 0; i < 13; i++) c.captureException(new Error('distinct ' + i));
-  assert.equal(c.stats().dropped.error_rate, 3);
+  assert.equal(c.stats().dropped.rate_limited, 3);
   await c.flush();
-  assert.deepEqual(dom.requests[0].body.client_report?.dropped, { error_rate: 3 });
+  assert.deepEqual(dom.requests[0].body.client_report?.dropped, { rate_limited: 3 });
   assert.match(dom.requests[0].body.client_report?.id || '', UUID4);
 });
 
