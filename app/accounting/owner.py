@@ -43,7 +43,47 @@ def _report_figures(ch: ClickHouse, project: str, since_ms: int, until_ms: int) 
     return clickhouse_figures(ch, project, since_ms, until_ms)
 
 
-READS: dict[str, Callable[..., Any]] = {"events": _events, "report_figures": _report_figures}
+def _trace(ch: ClickHouse, project: str | None = None, event_id: str | None = None,
+           session_id: str | None = None) -> dict[str, Any]:
+    """What ClickHouse holds of one event (or one session): its rows, the versions that counted
+    its batches, and those versions' ``sessions`` rows with their delivery logs."""
+    db = ch.database
+    cols = ("project", "session_id", "event_id", "type", "name", "ts_ms", "received_at_ms", "request_id", "batch_id")
+    if event_id:
+        where, args = "event_id = %(e)s" + (" AND project = %(p)s" if project else ""), {"e": event_id, "p": project}
+    else:
+        where, args = "project = %(p)s AND session_id = %(s)s", {"p": project, "s": session_id}
+    rows = [dict(zip(cols, (v if isinstance(v, int | str) else str(v) for v in r), strict=True)) for r in ch.execute(
+        f"SELECT {', '.join(cols)} FROM {db}.events WHERE {where} ORDER BY received_at_ms, ts_ms LIMIT 500", args)]  # noqa: S608
+    out: dict[str, Any] = {"events": rows, "versions": {}, "sessions": []}
+    found = {(r["project"], r["session_id"]) for r in rows}
+    if not found and session_id and project:
+        found = {(project, session_id)}
+    for p, sid in sorted(found):
+        batches = sorted({r["batch_id"] for r in rows if r["session_id"] == sid})
+        for batch_id, version in ch.execute(
+                f"SELECT batch_id, version FROM {db}.session_batches WHERE project = %(p)s AND session_id = %(s)s",  # noqa: S608
+                {"p": p, "s": sid}):
+            if not event_id or str(batch_id) in batches:
+                out["versions"][str(batch_id)] = int(version)
+        for r in ch.execute(
+                f"SELECT version, argMax(status, forwarded_at_ms), any(finalized_reason), any(finalized_at_ms), "  # noqa: S608
+                f"max(forwarded_at_ms), any(webhook_id), argMax(attempts, forwarded_at_ms) FROM {db}.sessions "
+                "WHERE project = %(p)s AND session_id = %(s)s GROUP BY version ORDER BY version", {"p": p, "s": sid}):
+            out["sessions"].append({"project": p, "session_id": sid, "version": int(r[0]), "status": str(r[1]),
+                                    "finalized_reason": str(r[2]), "finalized_at_ms": int(r[3]),
+                                    "forwarded_at_ms": int(r[4]), "webhook_id": str(r[5]), "attempts": _log(r[6])})
+    return out
+
+
+def _log(text: Any) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads(str(text) or "[]"))
+    except ValueError:
+        return []
+
+
+READS: dict[str, Callable[..., Any]] = {"events": _events, "report_figures": _report_figures, "trace": _trace}
 
 
 def read(settings: Settings, celery: Celery, what: str, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ Idempotent on the snapshot: a redelivered message for a finished version finds n
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -85,10 +86,10 @@ def deliver(celery: Celery, project: str, session_id: str, version: int, *, atte
         # Every event it counted belongs to an earlier version (a resend after that version
         # was finalized): there is nothing new to tell UFSE, and no empty session is sent.
         log.info("forward: version owns no events; not delivered", extra={"webhook_id": prepared.webhook_id})
-        finish(celery, prepared, "empty")
+        finish(celery, prepared, "empty", attempts_of(snap))
         return "empty"
     if dest is None:
-        return give_up(celery, prepared, "UFSE_URL is not configured", attempt)
+        return give_up(celery, prepared, "UFSE_URL is not configured", attempt, attempts_of(snap))
     return _attempt(celery, dest, prepared, snap, attempt)
 
 
@@ -118,14 +119,15 @@ def _attempt(celery: Celery, dest: Destination, prepared: step.Prepared, snap: d
         # A project destination that fails is waited for until it is disabled (then parked, never
         # dropped); UFSE_URL's deliveries end in the dead letters after the retry horizon.
         if not dest.guarded and past_horizon(snap):
-            return give_up(celery, p, "UFSE unavailable for the whole retry horizon", attempt)
+            return give_up(celery, p, "UFSE unavailable for the whole retry horizon", attempt, attempts_of(snap))
         if not fits(snap, until):
-            return give_up(celery, p, f"circuit open: {too_late(snap, until)}", attempt)
+            return give_up(celery, p, f"circuit open: {too_late(snap, until)}", attempt, attempts_of(snap))
         parked.park(p.project, p.session_id, p.version, attempt, until, "circuit")
         return "held"
-    result = step.send(destinations.client_for(dest), p, dest.name)
+    result, entry = step.send(destinations.client_for(dest), p, dest.name, attempt)
+    log_so_far = attempts_of(snap)
     if result.outcome == "delivered":
-        finish(celery, p, "delivered")
+        finish(celery, p, "delivered", [*log_so_far, entry])
         if breaker.success():
             released = parked.due_index().release_all()
             log.warning("destination answers again; releasing parked deliveries",
@@ -134,11 +136,13 @@ def _attempt(celery: Celery, dest: Destination, prepared: step.Prepared, snap: d
     if result.outcome == "retry":
         until = breaker.failure()
         if dest.guarded and _disable_if_failing(dest, breaker):
+            _note(p, entry)
             backlog.park(p.project, p.session_id, p.version, attempt)
             return "backlogged"
         if probe and not past_horizon(snap) and fits(snap, max(until, time.time() + 1)):
             # A failed probe says "UFSE is still down", nothing about this session: it waits
             # behind the circuit again without spending an attempt of its schedule.
+            _note(p, entry)
             parked.park(p.project, p.session_id, p.version, attempt, max(until, time.time() + 1), "circuit")
             return "held"
         s = resources.settings()
@@ -149,12 +153,35 @@ def _attempt(celery: Celery, dest: Destination, prepared: step.Prepared, snap: d
             delay = max(delay, result.retry_after or 0.0)
             if not fits(snap, time.time() + delay):
                 return give_up(celery, p, f"retry {attempt + 1}: {too_late(snap, time.time() + delay)}; last answer "
-                               f"{result.status} {result.error or ''}".strip(), attempt + 1)
+                               f"{result.status} {result.error or ''}".strip(), attempt + 1, [*log_so_far, entry])
+            _note(p, entry)
             parked.park(p.project, p.session_id, p.version, attempt + 1, time.time() + delay, "retry")
             log.info("forward retry parked",
                      extra={"webhook_id": p.webhook_id, "attempt": attempt + 1, "retry_in_s": round(delay, 1)})
             return "retrying"
-    return give_up(celery, p, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1)
+    return give_up(celery, p, f"{result.outcome}: status={result.status} {result.error or ''}".strip(), attempt + 1,
+                   [*log_so_far, entry])
+
+
+def attempts_of(snap: dict | None) -> list[dict]:
+    """The delivery attempts kept with a snapshot so far, oldest first."""
+    out = []
+    for k, v in (snap or {}).items():
+        if str(k).startswith("a:"):
+            try:
+                out.append(json.loads(v))
+            except ValueError:
+                continue
+    return sorted(out, key=lambda e: (int(e.get("at_ms", 0)), int(e.get("attempt", 0))))
+
+
+def _note(p: step.Prepared, entry: dict) -> None:
+    """Keep an attempt that did not finish the version (best effort: the log is a record, not a
+    decision; a Redis error here must not turn a parked retry into a failure)."""
+    try:
+        resources.session_store().note_attempt(p.project, p.session_id, p.version, entry)
+    except INFRA_ERRORS as exc:
+        log.warning("delivery attempt not logged", extra={"webhook_id": p.webhook_id, "error": str(exc)[:200]})
 
 
 def _disable_if_failing(dest: Destination, breaker: Circuit) -> bool:
@@ -250,20 +277,21 @@ def dead_letter(prepared: step.Prepared | None, ref: str, error: str, attempts: 
     return dl_id
 
 
-def give_up(celery: Celery, prepared: step.Prepared, error: str, attempts: int) -> str:
-    """Dead-letter the version and finish it."""
+def give_up(celery: Celery, prepared: step.Prepared, error: str, attempts: int,
+            log_entries: list[dict] | None = None) -> str:
+    """Dead-letter the version and finish it (``log_entries``: its delivery attempts)."""
     dead_letter(prepared, f"{prepared.project}:{prepared.session_id}:{prepared.version}", error, attempts)
-    finish(celery, prepared, "dead_lettered")
+    finish(celery, prepared, "dead_lettered", log_entries)
     return "dead_lettered"
 
 
-def finish(celery: Celery, prepared: step.Prepared, status: str) -> None:
+def finish(celery: Celery, prepared: step.Prepared, status: str, log_entries: list[dict] | None = None) -> None:
     """Forget the snapshot and any parked retry; record the session in ClickHouse (a failure
     there is logged, not retried, since retrying would repeat a delivery UFSE accepted)."""
     p = prepared
     resources.session_store().complete(p.project, p.session_id, p.version)
     parked.due_index().done([parked.member(p.project, p.session_id, p.version)])
-    row = step.session_row(p, status)
+    row = step.session_row(p, status, log_entries)
     try:
         send_sessions_row(celery, row, p.webhook_id)
         return

@@ -4,6 +4,7 @@ The UFSE side (payload, signing, HTTP client, circuit, dead letters) lives in ap
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -96,27 +97,34 @@ def prepare(ch: ClickHouse, snapshot: dict, *, project: str, session_id: str, ve
                     body, totals, reason, finalized_at)
 
 
-def send(client: UfseClient, prepared: Prepared, destination: str = "default") -> DeliveryResult:
-    """One signed delivery attempt; returns the client's DeliveryResult. ``destination`` labels
-    the metrics: "default" (UFSE_URL) or the project with a destination of its own."""
+def send(client: UfseClient, prepared: Prepared, destination: str = "default",
+         attempt: int = 0) -> tuple[DeliveryResult, dict]:
+    """One signed delivery attempt: the client's DeliveryResult and the attempt's entry for the
+    delivery log (kept with the version's ``sessions`` row: ``flask trace``). ``destination``
+    labels the metrics: "default" (UFSE_URL) or the project with a destination of its own."""
     rid = uuid.uuid4().hex
+    at_ms = int(time.time() * 1000)
     result = client.deliver(payload_mod.encode(prepared.payload), msg_id=prepared.webhook_id, request_id=rid)
     metrics.FORWARD_RESULTS.labels(destination, result.outcome).inc()
     metrics.FORWARD_LATENCY.labels(destination).observe(result.elapsed_s)
     log.info("ufse attempt", extra={"webhook_id": prepared.webhook_id, "outcome": result.outcome,
                                     "status": result.status, "error": result.error, "forward_request_id": rid})
-    return result
+    entry = {"at_ms": at_ms, "attempt": int(attempt), "destination": destination, "outcome": result.outcome,
+             "status": result.status, "latency_ms": round(result.elapsed_s * 1000, 1), "request_id": rid,
+             "error": (result.error or "")[:300]}
+    return result, entry
 
 
-def session_row(prepared: Prepared, status: str) -> list:
-    """The ``sessions`` row of a forwarded (or dead-lettered) version."""
+def session_row(prepared: Prepared, status: str, attempts: list[dict] | None = None) -> list:
+    """The ``sessions`` row of a forwarded (or dead-lettered) version, with its delivery log."""
     return queries.session_row(
         project=prepared.project, session_id=prepared.session_id, version=prepared.version,
         totals=prepared.totals, finalized_reason=prepared.finalized_reason,
-        finalized_at_ms=prepared.finalized_at_ms, webhook_id=prepared.webhook_id, status=status)
+        finalized_at_ms=prepared.finalized_at_ms, webhook_id=prepared.webhook_id, status=status,
+        attempts=attempts or [])
 
 
-def record(ch: ClickHouse, prepared: Prepared, status: str) -> None:
+def record(ch: ClickHouse, prepared: Prepared, status: str, attempts: list[dict] | None = None) -> None:
     """Write the forwarded session to ClickHouse's ``sessions`` table at once (one INSERT;
     the forward task batches its rows through ``forward.record`` instead)."""
-    queries.insert_session_rows(ch, [session_row(prepared, status)])
+    queries.insert_session_rows(ch, [session_row(prepared, status, attempts)])

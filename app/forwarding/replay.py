@@ -9,6 +9,7 @@ from app.forwarding import prepare as step
 from app.forwarding.deliver import INFRA_COUNTDOWNS, INFRA_ERRORS
 from app.retry.backoff import doubling
 from app.retry.countdown import Countdown
+from app.storage.clickhouse import queries
 from app.storage.clickhouse.client import ClickHouseError
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,16 @@ def replay(dead_letter_id: int, attempt: int = 0) -> str | Countdown:
     if dest is None:
         dlq.record_failure(dead_letter_id, "UFSE_URL is not configured")
         return "failed"
-    result = step.send(destinations.client_for(dest), prepared, dest.name)
+    result, entry = step.send(destinations.client_for(dest), prepared, dest.name)
+    entry["replay_of"] = dead_letter_id
     if result.outcome == "delivered":
         dlq.mark_replayed(dead_letter_id)
         try:
-            step.record(resources.clickhouse(), prepared, "delivered")
+            ch = resources.clickhouse()
+            # The row replaces the dead-lettered one (ReplacingMergeTree): it carries that row's
+            # attempts too, so the log keeps every attempt.
+            step.record(ch, prepared, "delivered", [*queries.session_attempts(ch, prepared.project, prepared.session_id,
+                                                                              prepared.version), entry])
         except ClickHouseError as exc:
             log.error("could not record replayed session", extra={"webhook_id": prepared.webhook_id, "error": str(exc)})
         return "delivered"

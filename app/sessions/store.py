@@ -1,6 +1,7 @@
 """Python face of the session scripts: apply a batch, claim idle sessions, complete a forward."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -92,6 +93,7 @@ class SessionStore:
         self._claim = redis.register_script(lua.load(__file__, "claim"))
         self._complete = redis.register_script(lua.load(__file__, "complete"))
         self._restamp = redis.register_script(lua.load(__file__, "restamp_stale"))
+        self._note_attempt = redis.register_script(lua.load(__file__, "note_attempt"))
 
     # -- keys -------------------------------------------------------------------------------
     def bucket_of(self, project: str, session_id: str) -> int:
@@ -310,6 +312,13 @@ class SessionStore:
         """The frozen state of a claimed version, or None once completed/expired."""
         data = cast(dict[str, str], self.r.hgetall(self._final(project, session_id, version)))
         return data or None
+
+    def note_attempt(self, project: str, session_id: str, version: int, entry: dict) -> None:
+        """Keep one delivery attempt with the version's snapshot (field ``a:<at_ms>:<attempt>``)
+        until its ``sessions`` row carries the whole log."""
+        field = f"a:{int(entry['at_ms'])}:{int(entry.get('attempt', 0))}"
+        self._note_attempt(keys=[self._final(project, session_id, version)],
+                           args=[field, json.dumps(entry, separators=(",", ":"))])
 
     def keep_snapshot(self, project: str, session_id: str, version: int, ttl_s: int) -> bool:
         """Make a claimed version's snapshot live ``ttl_s`` from now (a delivery parked for a

@@ -20,7 +20,7 @@ from app.accounting import owner, rejected
 from app.accounting import report as report_mod
 from app.accounting import tail as tail_mod
 from app.settings import Settings
-from app.storage import redis_clients, redis_keys
+from app.storage import postgres, redis_clients, redis_keys
 
 _SINCE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -142,4 +142,105 @@ def tail(project: str, seconds: float, as_json: bool) -> None:
         sub.close()
 
 
-COMMANDS = (report, events, tail)
+def _projects(database_url: str) -> list[str]:
+    with postgres.cursor(database_url) as cur:
+        cur.execute("SELECT DISTINCT project FROM api_keys ORDER BY project")
+        return [r["project"] for r in cur.fetchall()]
+
+
+def _dead_letters(database_url: str, refs: list[str]) -> list[dict[str, Any]]:
+    if not refs:
+        return []
+    with postgres.cursor(database_url) as cur:
+        cur.execute("SELECT id, kind, ref, error, attempts, created_at, replayed_at FROM dead_letters "
+                    "WHERE ref = ANY(%s) ORDER BY id", (refs,))
+        return [dict(r) for r in cur.fetchall()]
+
+
+def _waiting(s: Settings, project: str, session_id: str, versions: set[int], done: set[int]) -> list[str]:
+    """What Redis says of versions ClickHouse has no sessions row for yet."""
+    from app.forwarding import backlog, parked
+
+    store, out = resources.session_store(), []
+    for v in sorted(versions - done):
+        snap = store.snapshot(project, session_id, v)
+        if snap is None:
+            live = store.live(project, session_id)
+            out.append(f"version {v}: live, not finalized yet ({live.get('events', '?')} events so far; it "
+                       f"finalizes after SESSION_IDLE_TIMEOUT {s.session_idle_timeout} s of quiet)" if live else
+                       f"version {v}: neither live nor claimed in Redis, and no sessions row")
+            continue
+        due = parked.due_index().due_at(parked.member(project, session_id, v))
+        held = backlog.holds(project, session_id, v)
+        tries = [e for k, e in snap.items() if str(k).startswith("a:")]
+        out.append(f"version {v}: claimed at {_iso(int(snap.get('finalized_ms') or 0))}, not delivered yet"
+                   + (f"; {len(tries)} attempt(s) so far" if tries else "")
+                   + (f"; next attempt due {_iso(int(due * 1000))}" if due else "")
+                   + ("; parked: its destination is disabled" if held else ""))
+    return out
+
+
+@click.command("trace")
+@click.argument("event_id", required=False)
+@click.option("--project", default=None, help="The event's project (faster; else every project is searched).")
+@click.option("--session", "session", default=None, metavar="PROJECT:SESSION", help="Trace a whole session.")
+@click.option("--json", "as_json", is_flag=True)
+def trace(event_id: str | None, project: str | None, session: str | None, as_json: bool) -> None:
+    """An event's timeline (or a session's): received, request, batch, stored or rejected (and why),
+    the version that counted it, its claim, every delivery attempt, the webhook-id, a dead letter
+    and its replay."""
+    rt = _rt()
+    s: Settings = rt.settings
+    if bool(event_id) == bool(session):
+        raise click.UsageError("give an EVENT_ID or --session PROJECT:SESSION")
+    session_id = None
+    if session:
+        project, _, session_id = session.partition(":")
+        if not project or not session_id:
+            raise click.BadParameter("expected PROJECT:SESSION", param_hint="--session")
+    found = owner.read(s, rt.publisher.celery, "trace", project=project, event_id=event_id, session_id=session_id)
+    refused = rejected.find(rt.sessions_redis, s.redis_key_prefix, project, event_id, _projects(s.database_url)) \
+        if event_id else []
+    refs = [x["webhook_id"] for x in found["sessions"]]
+    dead = _dead_letters(s.database_url, refs)
+    pairs = {(e["project"], e["session_id"]) for e in found["events"]}
+    if not pairs and project and session_id:
+        pairs = {(project, session_id)}
+    waiting = []
+    for p, sid in sorted(pairs):
+        versions = set(found["versions"].values())
+        done = {x["version"] for x in found["sessions"] if x["session_id"] == sid}
+        waiting += _waiting(s, p, sid, versions, done)
+    if as_json:
+        click.echo(json.dumps({**found, "rejected": refused, "dead_letters": dead, "waiting": waiting},
+                              default=str, sort_keys=True))
+        return
+    if not found["events"] and not refused:
+        click.echo(f"no trace of {event_id or session}: not stored, not among the rejected events kept 7 days")
+        raise SystemExit(1)
+    for r in refused:
+        click.echo(f"{_iso(int(r['at_ms']))}  REJECTED ({r['code']}) in project {r['project']}, request "
+                   f"{r['request_id']}: {r['errors']}")
+    for e in found["events"][:50 if session else 5]:
+        click.echo(f"{_iso(int(e['received_at_ms']))}  received {e['type']} {e['name'] or ''} {e['event_id']} "
+                   f"(project {e['project']}, session {e['session_id']}), request {e['request_id']}, "
+                   f"batch {e['batch_id']}: stored; counted in version {found['versions'].get(e['batch_id'], '?')}")
+    for x in found["sessions"]:
+        click.echo(f"{_iso(x['finalized_at_ms'])}  version {x['version']} claimed ({x['finalized_reason']}), "
+                   f"webhook-id {x['webhook_id']}")
+        for a in x["attempts"]:
+            what = f"HTTP {a['status']}" if a.get("status") else (a.get("error") or a.get("outcome"))
+            click.echo(f"{_iso(int(a['at_ms']))}    attempt {a.get('attempt', 0)}"
+                       + (f" (replay of dead letter {a['replay_of']})" if a.get("replay_of") else "")
+                       + f" to {a.get('destination', 'default')}: {a['outcome']}, {what}, {a['latency_ms']} ms, "
+                         f"request {a['request_id']}")
+        click.echo(f"{_iso(x['forwarded_at_ms'])}  version {x['version']}: {x['status']}")
+    for d in dead:
+        click.echo(f"{d['created_at']:%Y-%m-%dT%H:%M:%S}Z  dead letter {d['id']} ({d['ref']}, {d['attempts']} "
+                   f"attempts): {d['error'][:200]}"
+                   + (f"; replayed at {d['replayed_at']:%Y-%m-%dT%H:%M:%S}Z" if d["replayed_at"] else "; not replayed"))
+    for w in waiting:
+        click.echo(f"now  {w}")
+
+
+COMMANDS = (report, events, tail, trace)

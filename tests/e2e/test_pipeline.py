@@ -92,7 +92,8 @@ def test_pipeline_end_to_end(stack):
     assert r2.status_code == 202
     bad = _post(stack, [_event(b), {"event_id": "nope", "type": "click"}])
     assert bad.status_code == 202 and bad.json()["accepted"] == 1 and bad.json()["rejected"][0]["index"] == 1
-    assert _post(stack, [_event(c, "error", metadata={"message": "boom"})]).status_code == 202
+    ev_c = _event(c, "error", metadata={"message": "boom"})
+    assert _post(stack, [ev_c]).status_code == 202
     assert _post(stack, [_event(d)]).status_code == 202
 
     got_a = _wait_delivered(stack, f"shop:{a}:1")
@@ -172,3 +173,17 @@ def test_pipeline_end_to_end(stack):
     assert (rep["ingest"]["received"], rep["ingest"]["accepted"], rep["ingest"]["rejected"]) == (11, 10, 1), rep
     assert (rep["storage"]["stored"], rep["storage"]["duplicates"]) == (7, 3), rep
     assert (rep["sessions"]["finalized"], rep["sessions"]["delivered"]) == (5, 5), rep
+
+    # An event's timeline (flask trace): c was delivered after two failed attempts, the rejected
+    # event keeps its reason, d was dead-lettered and replayed.
+    out = stack.flask("trace", ev_c["event_id"], "--project", "shop").stdout
+    tries = [line for line in out.splitlines() if "    attempt " in line]
+    assert [t.split(": ", 1)[1].split(",")[0:2] for t in tries] == [
+        ["retry", " HTTP 500"], ["retry", " HTTP 500"], ["delivered", " HTTP 200"]], out
+    assert f"webhook-id shop:{c}:1" in out and "version 1: delivered" in out, out
+    out = stack.flask("trace", "nope", "--project", "shop").stdout
+    assert "REJECTED (invalid_event)" in out and "Must be a UUID" in out, out
+    out = stack.flask("trace", "--session", f"shop:{d}").stdout
+    assert "dead letter" in out and "replayed at" in out and "replay of dead letter" in out, out
+    assert "HTTP 400" in out and "HTTP 200" in out, out
+    print(out)

@@ -222,7 +222,8 @@ def sessions_ddl(db: str, table: str, cluster: str = "") -> str:
     finalized_at_ms Int64,
     forwarded_at_ms Int64,
     webhook_id String,
-    status String
+    status String,
+    attempts String DEFAULT '[]'
 ) ENGINE = {_engine(db, table, cluster, 'forwarded_at_ms')}
 PARTITION BY {SESSIONS_PARTITION}
 ORDER BY (project, session_id, version)"""
@@ -307,10 +308,22 @@ def _retention_layout(c: Context) -> None:
     move_events(c.ch, c.cluster)
 
 
+def _delivery_log(c: Context) -> None:
+    """``sessions`` gains ``attempts``, each version's delivery log (JSON), where it lacks it."""
+    db = ident(c.ch.database)
+    on = f" ON CLUSTER {ident(c.cluster)}" if c.cluster else ""
+    for table in (local_table("sessions"), "sessions") if c.cluster else ("sessions",):
+        have = c.ch.execute("SELECT count() FROM system.columns WHERE database = %(d)s AND table = %(t)s "
+                            "AND name = 'attempts'", {"d": c.ch.database, "t": table})[0][0]
+        if not int(have):
+            c.ch.execute(f"ALTER TABLE {db}.{ident(table)}{on} ADD COLUMN attempts String DEFAULT '[]'")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "current schema", _current_schema),
     Migration(2, "partition session_batches and sessions by time", _partition_session_tables),
     Migration(3, "partition events by retention class and day", _retention_layout),
+    Migration(4, "sessions: the delivery log of every attempt", _delivery_log),
 )
 
 

@@ -294,17 +294,34 @@ def totals_from_rows(rows: list[dict], max_pages: int, max_request_ids: int) -> 
 
 SESSION_COLUMNS = ("project", "session_id", "version", "first_ts_ms", "last_ts_ms", "duration_ms", "event_count",
                    "counts", "finalized_reason", "finalized_at_ms", "forwarded_at_ms", "webhook_id", "status")
+# With the delivery log (ClickHouse migration 4).
+SESSION_ROW_COLUMNS = (*SESSION_COLUMNS, "attempts")
 
 
 def session_row(*, project: str, session_id: str, version: int, totals: dict, finalized_reason: str,
-                finalized_at_ms: int, webhook_id: str, status: str) -> list:
-    """One ``sessions`` row (a plain list, so it travels in a task message as it is)."""
+                finalized_at_ms: int, webhook_id: str, status: str, attempts: list[dict] | None = None) -> list:
+    """One ``sessions`` row (a plain list, so it travels in a task message as it is); ``attempts``:
+    the delivery log, every attempt's time, outcome, status, latency and request id."""
     first, last = int(totals["first_ts_ms"]), int(totals["last_ts_ms"])
     return [project, session_id, int(version), first, last, max(0, last - first), int(totals["event_count"]),
             json.dumps(totals["counts"], sort_keys=True), finalized_reason, int(finalized_at_ms),
-            int(time.time() * 1000), webhook_id, status]
+            int(time.time() * 1000), webhook_id, status, json.dumps(attempts or [], separators=(",", ":"))]
+
+
+def session_attempts(ch: ClickHouse, project: str, session_id: str, version: int) -> list[dict]:
+    """The delivery log of a version's newest ``sessions`` row (empty when it has none)."""
+    rows = ch.execute(f"SELECT attempts FROM {ch.database}.sessions WHERE project = %(p)s AND session_id = %(s)s "  # noqa: S608
+                      "AND version = %(v)s ORDER BY forwarded_at_ms DESC LIMIT 1",
+                      {"p": project, "s": session_id, "v": int(version)})
+    try:
+        return list(json.loads(rows[0][0])) if rows else []
+    except ValueError:
+        return []
 
 
 def insert_session_rows(ch: ClickHouse, rows: list, settings: dict | None = None) -> int:
-    """Write forwarded sessions (session_row() lists) in one INSERT."""
-    return ch.insert("sessions", SESSION_COLUMNS, [tuple(r) for r in rows], settings=settings)
+    """Write forwarded sessions (session_row() lists) in one INSERT; a row without its delivery
+    log (a message from before the log existed) gets an empty one."""
+    width = len(SESSION_ROW_COLUMNS)
+    return ch.insert("sessions", SESSION_ROW_COLUMNS, [tuple(r) + ("[]",) * (width - len(r)) for r in rows],
+                     settings=settings)

@@ -77,7 +77,7 @@ class Pipeline:
             snap = self.store.snapshot(c.project, c.session_id, c.version)
             prepared = forward_step.prepare(self.ch, snap, project=c.project, session_id=c.session_id,
                                        version=c.version, settings=S)
-            assert forward_step.send(self.client, prepared).outcome == "delivered"
+            assert forward_step.send(self.client, prepared)[0].outcome == "delivered"
             self.store.complete(c.project, c.session_id, c.version)
             forward_step.record(self.ch, prepared, "delivered")
             bodies.append(prepared.payload)
