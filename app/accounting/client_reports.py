@@ -28,7 +28,7 @@ from app.storage import redis_keys
 log = logging.getLogger(__name__)
 
 KNOWN = frozenset({"queue_full", "store_full", "oversize", "too_large", "expired", "rejected", "refused",
-                   "rate_limited", "opt_out", "sampled"})
+                   "error_repeat", "rate_limited", "opt_out", "sampled"})
 MAX_REASONS = 16
 MAX_COUNT = 1_000_000
 SEEN_TTL_S = 86400
