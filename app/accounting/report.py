@@ -3,7 +3,7 @@ identities that must hold between the stages.
 
   browser   dropped by reason (client reports)
   ingest    received = accepted + rejected (by code) + rate_limited + suppressed
-  storage   accepted = stored + duplicates + in flight
+  storage   accepted = stored + duplicates + dead-lettered (poison batches) + in flight
   sessions  finalized = delivered + empty + dead-lettered + waiting (outbox: parked, backlog, due)
 
 Counts the stages write (the ledger, app/accounting/ledger.py) are checked against what the stores
@@ -124,10 +124,11 @@ def build(settings: Settings, celery: Celery, project: str, since_ms: int, until
               "rate_limited": led.get("rate_limited", 0), "suppressed": led.get("suppressed", 0)}
     work = pending_work(settings, celery)
     busy = any(work.values())
-    stored, duplicates = ch_figures["stored"], led.get("duplicates", 0)
-    remainder = ingest["accepted"] - stored - duplicates
+    stored, duplicates, poison = ch_figures["stored"], led.get("duplicates", 0), led.get("poison", 0)
+    remainder = ingest["accepted"] - stored - duplicates - poison
     storage: dict[str, Any] = {"accepted": ingest["accepted"], "stored": stored, "duplicates": duplicates,
-               "in_flight": remainder if busy and remainder > 0 else 0, "pending_work": work}
+                               "dead_lettered": poison, "in_flight": remainder if busy and remainder > 0 else 0,
+                               "pending_work": work}
     statuses = ch_figures["sessions"]
     waiting = waiting_sessions(settings, project, since_ms, until_ms)
     sessions: dict[str, Any] = {"finalized": led.get("finalized", 0), "delivered": statuses.get("delivered", 0),
@@ -144,18 +145,19 @@ def build(settings: Settings, celery: Celery, project: str, since_ms: int, until
                             "" if i["received"] == parts else
                             f"ingest: {i['received'] - parts:+d} events counted as received and in no outcome "
                             "(a web process stopped before its last ledger flush?)"))
-    held = stored + duplicates + storage["in_flight"]
+    held = stored + duplicates + poison + storage["in_flight"]
     holds = held == i["accepted"]
     problem = ""
     if remainder > 0 and not busy:
-        problem = (f"storage: {remainder} accepted events are neither stored in ClickHouse `events` nor dropped "
-                   "as duplicates, and nothing is queued, journaled or parked: the events stage lost them")
+        problem = (f"storage: {remainder} accepted events are neither stored in ClickHouse `events`, dropped as "
+                   "duplicates nor dead-lettered, and nothing is queued, journaled or parked: the events stage lost "
+                   "them")
     elif remainder < 0:
         problem = (f"storage: ClickHouse holds {-remainder} more events than ingest accepted in the window "
                    "(a ledger flush lost, or rows written twice)")
     rep.checks.append(Check("storage", holds, f"accepted {i['accepted']}",
-                            f"stored {stored} + duplicates {duplicates} + in flight {storage['in_flight']} = {held}",
-                            problem))
+                            f"stored {stored} + duplicates {duplicates} + dead-lettered {poison} + in flight "
+                            f"{storage['in_flight']} = {held}", problem))
     sv = sessions
     other: dict[str, int] = sv["other_status"]
     done = sv["delivered"] + sv["empty"] + sv["dead_lettered"] + sum(other.values())
@@ -185,7 +187,8 @@ def render(rep: Report) -> str:
                  + (f" ({codes})" if codes else "")
                  + f", rate-limited {i['rate_limited']}, suppressed {i['suppressed']}")
     st = rep.storage
-    lines.append(f"  storage   stored {st['stored']}, duplicates {st['duplicates']}, in flight {st['in_flight']}")
+    lines.append(f"  storage   stored {st['stored']}, duplicates {st['duplicates']}, dead-lettered "
+                 f"{st['dead_lettered']}, in flight {st['in_flight']}")
     sv = rep.sessions
     lines.append(f"  sessions  finalized {sv['finalized']}, delivered {sv['delivered']}, empty {sv['empty']}, "
                  f"dead-lettered {sv['dead_lettered']}, waiting {sv['waiting']} (parked {sv['parked']}, "

@@ -141,8 +141,11 @@ def _park(item: flush_mod.Item, due_at: float) -> None:
 
 
 def _dead_letter(item: flush_mod.Item, error: str) -> None:
-    resources.dead_letters().add("poison_batch", item.batch["batch_id"], {"batch": item.batch}, error,
-                                 item.attempt + 1, item.batch.get("request_id"))
+    b = item.batch
+    resources.dead_letters().add("poison_batch", b["batch_id"], {"batch": b}, error,
+                                 item.attempt + 1, b.get("request_id"))
+    # The loss ledger: these accepted events wait in the dead letters, not in ClickHouse.
+    resources.ledger().add(b["project"], int(b["received_at"]), {"poison": len(b.get("events") or [])})
     _settle(item)
 
 
@@ -188,5 +191,8 @@ def replay_batch(celery: Celery, dead_letter_id: int) -> None:
     dl = dlq.get(dead_letter_id)
     if dl is None or dl["replayed_at"] is not None:
         return
-    send_batch(celery, dl["payload"]["batch"])
+    batch = dl["payload"]["batch"]
+    send_batch(celery, batch)
     dlq.mark_replayed(dead_letter_id)
+    # Replayed: its events go to storage again and leave the ledger's dead letters.
+    resources.ledger().add(batch["project"], int(batch["received_at"]), {"poison": -len(batch.get("events") or [])})

@@ -133,6 +133,7 @@ def run(case: Case, rig: Rig, scale, res: Result) -> None:
         res.notes.append(f"client answers: {dict(stats.statuses)}; gave up on {stats.gave_up} batches")
         if c.excluded:
             res.notes.append(f"{len(c.excluded)} acknowledged poison events belong in the dead letter, not stored")
+        ledger_report(rig, case, res)
         if rig.chdb:
             rig.stack.stop()
             stored = rig.stored_ids()
@@ -148,3 +149,36 @@ def run(case: Case, rig: Rig, scale, res: Result) -> None:
         except Exception as exc:
             res.notes.append(f"stopping the rig: {exc}")
         say(f"case {case.n}: logs {rig.dir / 'logs'}")
+
+
+# Cases whose fault takes the loss ledger with it (it lives on the sessions Redis).
+LEDGER_NA = {13: "FLUSHALL empties the sessions Redis, the ledger's home, mid-run"}
+
+
+def ledger_report(rig: Rig, case: Case, res: Result) -> None:
+    """``flask report`` on the case's project once everything is forwarded: its identities
+    (received = accepted + rejected + ..., accepted = stored + duplicates + dead-lettered,
+    finalized = delivered + ...) must hold after the fault, with the counts in the notes."""
+    import json
+
+    if case.n in LEDGER_NA:
+        res.notes.append(f"report not checked: {LEDGER_NA[case.n]}")
+        return
+    until(lambda: _report(rig)["ok"], "the ledger's identities", timeout=20, interval=1, raises=False)
+    rep = _report(rig)
+    i, st, sv = rep["ingest"], rep["storage"], rep["sessions"]
+    summary = (f"received {i['received']} = accepted {i['accepted']} + rejected {i['rejected']} + rate-limited "
+               f"{i['rate_limited']}; accepted = stored {st['stored']} + duplicates {st['duplicates']} + "
+               f"dead-lettered {st['dead_lettered']} + in flight {st['in_flight']}; finalized {sv['finalized']} = "
+               f"delivered {sv['delivered']} + empty {sv['empty']} + dead-lettered {sv['dead_lettered']} + waiting "
+               f"{sv['waiting']}")
+    problems = "; ".join(c["problem"] for c in rep["checks"] if not c["holds"])
+    res.notes.append(f"flask report: {summary}")
+    res.check("flask report: the loss ledger's identities hold", rep["ok"], problems or json.dumps(rep)[:300])
+
+
+def _report(rig: Rig) -> dict:
+    import json
+
+    out = rig.stack.flask("report", "--project", f"faults{rig.case}", "--since", "2h", "--json", check=False)
+    return json.loads(out.stdout)
