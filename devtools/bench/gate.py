@@ -59,6 +59,8 @@ TARGETS: list[Target] = [
     Target("scrub.ratio", "ingest CPU per request, worst-case scrub body / plain body of the same size", "<=", 3,
            "x", gate=True, digits=2),
     Target("baseline.ratio", "end-to-end ratio, stretch", ">=", 0.25, "x", digits=3),
+    Target("scrub.tail.ratio", "ingest CPU per request with one client tailing / no one tailing", "<=", 1.25, "x",
+           digits=2),
     Target("queryable.p95_s", "accepted -> queryable p95", "<=", 2, " s", digits=2),
     Target("delivery.sessions_rows_per_insert", "sessions rows per INSERT (batched, delivery phase)", ">=", 2,
            digits=1, table="sessions"),

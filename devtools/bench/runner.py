@@ -131,6 +131,13 @@ def scrub_figure(ctx: phases.Ctx) -> dict:
     if "error" not in sc:
         log(f"{ctx.label} scrub: plain {sc['plain_ms']:.1f} ms, worst ({sc['worst_shape']}) {sc['worst_ms']:.1f} ms "
             f"CPU per request of {sc['body_bytes']:,} B: {sc['ratio']:.2f}x")
+    st = ctx.stack
+    tc = guarded(f"{ctx.label} tail", scrub.tail_cost, st.url, st.key, web.pid, st.sessions_url or st.broker_url,
+                 st.prefix, st.project)
+    if "error" not in tc:
+        log(f"{ctx.label} tail: plain body {tc['quiet_ms']:.1f} ms with no one tailing, {tc['tailed_ms']:.1f} ms "
+            f"with one client tailing ({tc['messages']} messages): {tc['ratio']:.2f}x")
+    sc["tail"] = tc
     return sc
 
 

@@ -1,5 +1,6 @@
 """Figure 9: ingest CPU per request for the privacy scrubber's worst-case body (issue 19, point 7)
-against a plain body of the same size.
+against a plain body of the same size; figure 10: the same plain body's CPU while one client tails
+the project (``flask tail``: the web publishes each request's verdicts) against no one tailing.
 
 Every body carries 100 events of one session whose metadata holds ~9,500 characters: in the
 worst-case bodies, phone- and card-like digit runs (several shapes, each the costliest found for
@@ -101,3 +102,48 @@ def measure(url: str, key: str, web_pid: int, rounds: int = ROUNDS, per_round: i
     return {"plain_ms": plain, "worst_ms": medians[worst], "worst_shape": worst, "shapes": medians,
             "ratio": medians[worst] / plain if ok else NAN, "not_202": len(bad),
             "body_bytes": len(body(PLAIN, "x")), "requests": rounds * per_round}
+
+
+def tail_cost(url: str, key: str, web_pid: int, redis_url: str, prefix: str, project: str,
+              rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict:
+    """Figure 10: {quiet_ms, tailed_ms, ratio, messages}: web CPU per plain request with no one
+    tailing, then with one subscriber registered and reading (the web picks a registration up
+    within a second), medians of ``rounds`` rounds each."""
+    import statistics
+    import threading
+
+    import redis
+
+    from app.accounting import tail
+    from app.storage import redis_keys
+
+    meter = Meter()
+    meter.add("web", web_pid)
+    tag = uuid.uuid4().hex[:6]
+    quiet = [cpu_ms_per_request(url, key, meter, [body(PLAIN, f"{tag}q{r}x{i}") for i in range(per_round)])[0]
+             for r in range(rounds)]
+    r = redis.Redis.from_url(redis_url)
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(redis_keys.tail_channel(prefix, project))
+    got, stop = [0], threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            if sub.get_message(timeout=0.2):
+                got[0] += 1
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    tail.register(r, prefix, project)
+    time.sleep(1.5)
+    try:
+        tailed = [cpu_ms_per_request(url, key, meter, [body(PLAIN, f"{tag}t{r_}x{i}") for i in range(per_round)])[0]
+                  for r_ in range(rounds)]
+    finally:
+        stop.set()
+        reader.join(5)
+        sub.close()
+        r.hdel(redis_keys.tails(prefix), project)
+    q, t = statistics.median(quiet), statistics.median(tailed)
+    return {"quiet_ms": q, "tailed_ms": t, "ratio": t / q if q > 0 else NAN, "messages": got[0],
+            "requests": rounds * per_round}
