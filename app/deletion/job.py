@@ -32,7 +32,7 @@ from app.deletion import suppress
 from app.deletion.store import DeletionStore
 from app.forwarding import destinations, parked
 from app.observability import metrics
-from app.storage import postgres
+from app.storage import postgres, redis_keys
 from app.storage.clickhouse.client import ident
 from app.storage.clickhouse.migrations import LOCAL_SUFFIX
 from app.storage.lock import RedisLock
@@ -48,16 +48,11 @@ MUTATION_WAIT_S = 10.0  # a run waits this long for its own mutations before lea
 NO_SESSION = ""  # stands in for an empty session list (never a valid session_id)
 
 
-def lock_key(prefix: str) -> str:
-    """String: one deletion run at a time."""
-    return f"{prefix}deletions-lock"
-
-
 def tick(*, now: float | None = None) -> int:
     """One run under the deletion lock; returns the requests still open (-1: another run holds it)."""
     s = resources.settings()
     r = resources.sessions_redis()
-    lock = RedisLock(r, lock_key(s.redis_key_prefix), 300_000)
+    lock = RedisLock(r, redis_keys.deletions_lock(s.redis_key_prefix), 300_000)
     if not lock.acquire():
         return -1
     try:

@@ -21,23 +21,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.storage import redis_clients
+from app.storage import redis_clients, redis_keys
 from app.storage.redis_clients import RedisClient
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"  # cannot occur in a project name, a session_id or an anonymous_id (all validated)
 _CODE = {"anonymous_id": "a", "session_id": "s"}
 REFRESH_S = 1.0
-
-
-def hash_key(prefix: str) -> str:
-    """Hash: every running suppression."""
-    return f"{prefix}suppress:{{sup}}"
-
-
-def version_key(prefix: str) -> str:
-    """String: bumped on every change of the hash."""
-    return f"{prefix}suppress:{{sup}}:ver"
 
 
 def suppress_seconds(dedup_window: int, timestamp_max_past: int) -> int:
@@ -52,12 +42,13 @@ def add(r: RedisClient, prefix: str, entries: Iterable[tuple[str, str, str, floa
     if not rows:
         return 0
     # Both keys live as long as the latest suppression (never shortened by an earlier one).
-    ttl = max(int(max(until for *_, until in rows) - time.time()) + 60, int(r.ttl(hash_key(prefix))), 1)
+    key = redis_keys.suppressions(prefix)
+    ttl = max(int(max(until for *_, until in rows) - time.time()) + 60, int(r.ttl(key)), 1)
     pipe = r.pipeline(transaction=True)
-    pipe.hset(hash_key(prefix), mapping={f"{p}{SEP}{_CODE[k]}{SEP}{s}": f"{u:.0f}" for p, k, s, u in rows})
-    pipe.incr(version_key(prefix))
-    pipe.expire(hash_key(prefix), ttl)
-    pipe.expire(version_key(prefix), ttl)
+    pipe.hset(key, mapping={f"{p}{SEP}{_CODE[k]}{SEP}{s}": f"{u:.0f}" for p, k, s, u in rows})
+    pipe.incr(redis_keys.suppressions_version(prefix))
+    pipe.expire(redis_keys.suppressions(prefix), ttl)
+    pipe.expire(redis_keys.suppressions_version(prefix), ttl)
     pipe.execute()
     return len(rows)
 
@@ -66,11 +57,11 @@ def resync(r: RedisClient, prefix: str, running: list[tuple[str, str, str, float
     """Write PostgreSQL's running suppressions again when Redis lost them and prune ended ones;
     returns how many were written."""
     now = time.time()
-    fields = cast(dict[str, str], r.hgetall(hash_key(prefix)))
+    fields = cast(dict[str, str], r.hgetall(redis_keys.suppressions(prefix)))
     ended = [f for f, until in fields.items() if float(until) <= now]
     if ended:
-        r.hdel(hash_key(prefix), *ended)
-        r.incr(version_key(prefix))
+        r.hdel(redis_keys.suppressions(prefix), *ended)
+        r.incr(redis_keys.suppressions_version(prefix))
     missing = [e for e in running if f"{e[0]}{SEP}{_CODE[e[1]]}{SEP}{e[2]}" not in fields and e[3] > now]
     return add(r, prefix, missing)
 
@@ -113,11 +104,12 @@ class Suppressions:
             return
         self._checked = now
         try:
-            version = self.r.get(version_key(self.prefix))
+            version = self.r.get(redis_keys.suppressions_version(self.prefix))
             if version == self._version:
                 return
             # The clients decode responses (app/storage/redis_clients.py): fields are str.
-            fields = cast(dict[str, str], self.r.hgetall(hash_key(self.prefix))) if version is not None else {}
+            key = redis_keys.suppressions(self.prefix)
+            fields = cast(dict[str, str], self.r.hgetall(key)) if version is not None else {}
         except redis.RedisError as exc:  # keep the last copy (fail static); try again in a second
             log.warning("suppressions not refreshed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
             return

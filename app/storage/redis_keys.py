@@ -40,6 +40,9 @@ On the sessions Redis:
   {p}tails                              hash, project -> until (epoch ms): projects someone tails
   {p}tail:{<project>}                   pub/sub channel of the project's ingest verdicts (no key)
   {p}ask:<id>                           list, the chDB owner's answer to one command's read (TTL 1 min)
+  {p}suppress:{sup} / :ver              hash + string, running deletion suppressions and their version
+                                        (app/deletion/suppress.py)
+  {p}deletions-lock                     string, one deletion run at a time (a random token)
   {p}due:{backlog:<project>}:index / :item:<m>  a disabled destination's parked deliveries (TTL 1 year)
 On the broker's Redis (Redis broker only):
   {p}journal:{jN}:index / :b:<batch_id> zset + strings, accepted batches not yet counted
@@ -195,3 +198,19 @@ def tail_channel(prefix: str, project: str) -> str:
 def owner_reply(prefix: str, ask_id: str) -> str:
     """List: where the chDB owner pushes its answer to one read (app/accounting/owner.py)."""
     return f"{prefix}ask:{ask_id}"
+
+
+# -- deletion -------------------------------------------------------------------------------------
+def suppressions(prefix: str) -> str:
+    """Hash: every running suppression (project, subject kind, subject -> until)."""
+    return f"{prefix}suppress:{{sup}}"
+
+
+def suppressions_version(prefix: str) -> str:
+    """String: bumped on every change of the suppressions hash."""
+    return f"{prefix}suppress:{{sup}}:ver"
+
+
+def deletions_lock(prefix: str) -> str:
+    """String: one deletion run at a time."""
+    return f"{prefix}deletions-lock"

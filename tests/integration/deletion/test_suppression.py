@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from app.deletion import suppress
-from app.storage import redis_clients
+from app.storage import redis_clients, redis_keys
 
 
 class Counted:
@@ -61,7 +61,7 @@ def test_no_suppression_costs_one_get_a_second_and_a_change_one_hgetall(r):
     assert not suppress.suppressed(sup.of("acme", now=t0 + 2.0), keep)
     assert suppress.suppressed(sup.of("acme", now=t0 + 2.0), {"session_id": "s-1", "anonymous_id": "anon-1"})
     assert suppress.suppressed(sup.of("acme", now=t0 + 2.0), {"session_id": "s-9", "anonymous_id": ""})
-    assert 0 < r.ttl(suppress.hash_key(prefix)) <= 3600 + 60, "the keys expire with the last suppression"
+    assert 0 < r.ttl(redis_keys.suppressions(prefix)) <= 3600 + 60, "the keys expire with the last suppression"
 
 
 def test_the_job_writes_back_what_redis_lost_and_prunes_what_ended(r):
@@ -70,9 +70,10 @@ def test_the_job_writes_back_what_redis_lost_and_prunes_what_ended(r):
     suppress.add(r, prefix, [("acme", "session_id", "old", now - 5)])
     running = [("acme", "anonymous_id", "anon-1", now + 600)]
     assert suppress.resync(r, prefix, running) == 1
-    assert set(r.hgetall(suppress.hash_key(prefix))) == {"acme\x1fa\x1fanon-1"}, "ended one pruned, running one back"
+    pruned = set(r.hgetall(redis_keys.suppressions(prefix)))
+    assert pruned == {"acme\x1fa\x1fanon-1"}, "ended one pruned, running one back"
     assert suppress.resync(r, prefix, running) == 0, "nothing to write when Redis has it"
-    r.delete(suppress.hash_key(prefix), suppress.version_key(prefix))  # Redis lost both (a flush)
+    r.delete(redis_keys.suppressions(prefix), redis_keys.suppressions_version(prefix))  # Redis lost both (a flush)
     assert suppress.resync(r, prefix, running) == 1
     sup = suppress.Suppressions(r, prefix)
     assert sup.of("acme") == (frozenset({"anon-1"}), frozenset())
