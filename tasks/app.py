@@ -45,35 +45,23 @@ def _configure(sender: Celery, **_kw: Any) -> None:
 
 def beat_schedule(settings: Settings) -> dict[str, dict]:
     """Beat's entries, each on the maintenance queue, each expiring so late ticks do not pile up."""
-    return {
-        TaskName.MAINTENANCE_SWEEP.value: {
-            "task": TaskName.MAINTENANCE_SWEEP.value,
-            "schedule": settings.session_sweep_interval,
-            # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
-            # intervals is dropped instead of piling up (the next one does the same work).
-            "options": {"expires": max(5.0, 3 * settings.session_sweep_interval), "queue": Queue.MAINTENANCE.value},
-        },
+    sweep = settings.session_sweep_interval
+    every = {
+        # On its own queue, so a work backlog never delays it; a tick nobody ran within a few
+        # intervals is dropped instead of piling up (the next one does the same work).
+        TaskName.MAINTENANCE_SWEEP: (sweep, max(5.0, 3 * sweep)),
         # Versions ClickHouse knows and the sessions Redis lost (a failover, a flush): rare, and
         # each run reads ClickHouse, so once a minute.
-        TaskName.MAINTENANCE_RECONCILE.value: {
-            "task": TaskName.MAINTENANCE_RECONCILE.value,
-            "schedule": 60.0,
-            "options": {"expires": 60.0, "queue": Queue.MAINTENANCE.value},
-        },
+        TaskName.MAINTENANCE_RECONCILE: (60.0, 60.0),
         # Deletion requests (app/deletion/job.py): each run moves every open one a stage on;
         # `data delete` asks for a run at once.
-        TaskName.MAINTENANCE_DELETIONS.value: {
-            "task": TaskName.MAINTENANCE_DELETIONS.value,
-            "schedule": 60.0,
-            "options": {"expires": 60.0, "queue": Queue.MAINTENANCE.value},
-        },
+        TaskName.MAINTENANCE_DELETIONS: (60.0, 60.0),
         # Retention (app/retention.py): expired partitions dropped whole, once a day.
-        TaskName.MAINTENANCE_RETENTION.value: {
-            "task": TaskName.MAINTENANCE_RETENTION.value,
-            "schedule": 86400.0,
-            "options": {"expires": 3600.0, "queue": Queue.MAINTENANCE.value},
-        },
+        TaskName.MAINTENANCE_RETENTION: (86400.0, 3600.0),
     }
+    return {task.value: {"task": task.value, "schedule": interval,
+                         "options": {"expires": expires, "queue": Queue.MAINTENANCE.value}}
+            for task, (interval, expires) in every.items()}
 
 
 def retry_in(task: Task, countdown: Countdown, **options: Any) -> Retry:
