@@ -14,9 +14,10 @@ What is stored and delivered is read from the stores themselves (ClickHouse's ``
 whose output is lost shows as a hole, not as a figure someone forgot to write.
 
 Counting costs no round trip on the request path: each process adds to a dict, and one thread
-per process writes it every second as one pipeline of HINCRBYs (and at exit). A process killed
-with -9 loses at most its last second of counts, in every field of it alike; the report says
-so when an identity misses by less than one flush.
+per process writes it every second, one script call per project (and at exit). A process killed
+with -9 loses at most its last second of counts. A write that failed is retried under the same
+flush id, which the script applies once: a Redis that was paused (not lost) may have run the
+first try after the client gave up on it, and HINCRBY is not idempotent.
 """
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import defaultdict
+from typing import Any
 
-from app.storage import redis_clients, redis_keys
+from app.storage import lua, redis_clients, redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class Ledger:
         self._lock = threading.Lock()
         self._pid = 0
         self._stop = threading.Event()
+        # (project, flush id, buckets) of writes that failed: retried with their id
+        self._pending: list[tuple[str, str, list[tuple[int, dict[str, int]]]]] = []
+        self._script: dict[str, Any] = {}
 
     def add(self, project: str, at_ms: int, counts: dict[str, int]) -> None:
         """Count ``counts`` (field -> n) for ``project`` in the minute of ``at_ms``."""
@@ -63,34 +69,50 @@ class Ledger:
                     bucket[field] += int(n)
 
     def flush(self) -> int:
-        """Write what was counted; returns how many buckets. On a Redis error the counts are
-        kept for the next flush."""
+        """Write what was counted; returns how many writes went. Each project's new counts go in one
+        script call under a new flush id (``ledger_add.lua``); a write that failed is kept with its
+        id and retried as it was (never merged with newer counts), and a retry of a call that did
+        run adds nothing."""
         with self._lock:
             taken, self._counts = self._counts, defaultdict(lambda: defaultdict(int))
-        if not taken:
-            return 0
-        try:
-            r = redis_clients.client(self.redis_url)
-            pipe = r.pipeline(transaction=False)
+            fresh: dict[str, list[tuple[int, dict[str, int]]]] = {}
             for (project, m), fields in taken.items():
-                key = redis_keys.ledger(self.prefix, project, m)
-                for field, n in fields.items():
-                    pipe.hincrby(key, field, n)
-                pipe.expire(key, TTL_S)
-            pipe.execute()
-        except Exception as exc:  # the ledger must never break the stage that counts
-            log.warning("ledger flush failed; kept for the next one", extra={"error": str(exc)[:200]})
-            with self._lock:
-                for k, fields in taken.items():
-                    for field, n in fields.items():
-                        self._counts[k][field] += n
-            return 0
-        return len(taken)
+                fresh.setdefault(project, []).append((m, dict(fields)))
+            writes = self._pending + [(p, uuid.uuid4().hex, b) for p, b in fresh.items()]
+            self._pending = []
+        written = 0
+        for project, flush_id, buckets in writes:
+            try:
+                self._write(project, flush_id, buckets)
+                written += 1
+            except Exception as exc:  # the ledger must never break the stage that counts
+                log.warning("ledger flush failed; kept for the next one", extra={"error": str(exc)[:200]})
+                with self._lock:
+                    self._pending.append((project, flush_id, buckets))
+        return written
+
+    def _write(self, project: str, flush_id: str, buckets: list[tuple[int, dict[str, int]]]) -> None:
+        name = project
+        r = redis_clients.client(self.redis_url)
+        script = self._script.get(self.redis_url)
+        if script is None:
+            script = self._script[self.redis_url] = r.register_script(lua.load(__file__, "ledger_add"))
+        keys = [redis_keys.ledger_flush(self.prefix, name, flush_id)]
+        args: list = [TTL_S]
+        for m, fields in buckets:
+            key = redis_keys.ledger(self.prefix, name, m)
+            if key not in keys:
+                keys.append(key)
+            for field, n in fields.items():
+                args += [keys.index(key) + 1, field, int(n)]
+        script(keys=keys, args=args)
 
     def _start(self) -> None:
         # After a fork the parent's thread and counts are not this process's.
         self._pid = os.getpid()
         self._counts = defaultdict(lambda: defaultdict(int))
+        self._pending = []
+        self._script = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         threading.Thread(target=self._loop, name="ledger-flush", daemon=True).start()

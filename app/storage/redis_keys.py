@@ -34,6 +34,7 @@ On the sessions Redis:
   {p}hb:clickhouse                      string, the chDB owner worker's ClickHouse heartbeat (JSON, TTL 20 s)
   {p}ledger:{<project>}:<minute>        hash, the loss ledger's counts of one project and received-at minute
                                         (app/accounting/ledger.py; TTL 8 days)
+  {p}ledger:{<project>}:flush:<id>      string, a ledger write already applied (TTL 8 days)
   {p}creport:{<project>}:<id>           string, a client report already counted (TTL 1 day)
   {p}rejected:{<project>}               stream, the project's rejected events (app/accounting/rejected.py;
                                         capped at 10,000, TTL 7 days)
@@ -173,6 +174,11 @@ def journal_body_prefix(prefix: str, shard: int) -> str:
 def ledger(prefix: str, project: str, minute: int) -> str:
     """Hash: the ledger's counts of one project and minute (every minute of a project in one slot)."""
     return f"{prefix}ledger:{{{project}}}:{int(minute)}"
+
+
+def ledger_flush(prefix: str, project: str, flush_id: str) -> str:
+    """String: one process's ledger write for a project, applied once (same slot as its hashes)."""
+    return f"{prefix}ledger:{{{project}}}:flush:{flush_id}"
 
 
 def client_report(prefix: str, project: str, report_id: str) -> str:
