@@ -1,6 +1,6 @@
 """Versioned migrations: PostgreSQL's ordered list, the release lock, and running both stores.
 
-``flask --app app migrate`` (the Procfile's ``release`` step, docker-compose's ``migrate``
+``flask --app app migrate`` (the release step run before ``honcho start`` or by a platform, docker-compose's ``migrate``
 service) takes a PostgreSQL advisory lock (session level, key ``LOCK_KEY``: the key the
 unversioned migrator took per transaction, so an older release step waits too), then applies
 PostgreSQL's pending migrations, recorded in ``schema_migrations``, then ClickHouse's
