@@ -1,4 +1,4 @@
--- KEYS[1]: the flush's marker; KEYS[2..]: the ledger hashes it adds to (one project: one slot).
+-- KEYS: [1] the flush's marker, [2..] the ledger hashes it adds to (one project: one slot).
 -- ARGV[1]: TTL of hashes and marker; then triples (index into KEYS, field, n).
 -- Applies a flush once: a retry after a timeout (the first try may have run, e.g. on a Redis that
 -- was paused, not lost) finds the marker and adds nothing. Returns 1 when applied, 0 when seen.

@@ -76,6 +76,7 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
         metrics.CH_INSERT_SECONDS.labels("events").observe(time.perf_counter() - started)
         metrics.CH_INSERT_ROWS.labels("events").inc(n)
     dropped = 0
+    counted_dupes = False
     fresh_ids = {b["batch_id"] for b in fresh}
     for b in batches:
         mine = parts[b["batch_id"]][0]
@@ -87,12 +88,16 @@ def persist_batches(ch: ClickHouse, batches: list[dict], *, insert_settings: dic
         dupes = len(b["events"]) - len(mine) + (len(mine) if _resent(b, unique, fresh_ids, mine, carriers) else 0)
         if dupes:
             resources.ledger().add(b["project"], int(b["received_at"]), {"duplicates": dupes})
+            counted_dupes = True
         b["events"] = mine
         # It owns events and every one was stored already: its own message came again (a lost
         # ack, a journal re-publish). The session step asks ClickHouse whether it was counted.
         b["redelivered"] = bool(mine) and b["batch_id"] not in fresh_ids
     if dropped:
         metrics.EVENTS_DUPLICATE.inc(dropped)
+    if counted_dupes:
+        # Written before the messages are acked: a redelivery after a kill would not count them again.
+        resources.ledger().flush()
     return fresh
 
 

@@ -146,6 +146,7 @@ def _dead_letter(item: flush_mod.Item, error: str) -> None:
                                  item.attempt + 1, b.get("request_id"))
     # The loss ledger: these accepted events wait in the dead letters, not in ClickHouse.
     resources.ledger().add(b["project"], int(b["received_at"]), {"poison": len(b.get("events") or [])})
+    resources.ledger().flush()  # before the ack: a kill -9 must not lose it (rare path)
     _settle(item)
 
 

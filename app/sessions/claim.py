@@ -34,6 +34,9 @@ def claim_due_and_stale(store: SessionStore, *, limit: int, outbox_stale_s: floa
         ledger, now = resources.ledger(), int(time.time() * 1000)
         for project, n in per.items():
             ledger.add(project, now, {"finalized": n})
+        # Written now, not by the next second's flush: the sweep's process may be a pool child
+        # killed with -9 at any moment, and a claim is counted only here.
+        ledger.flush()
     stale = store.stale_outbox(outbox_stale_s, limit=limit)
     if stale:
         log.warning("re-enqueueing stale forwards", extra={"count": len(stale)})
