@@ -75,8 +75,8 @@ class ObserverStack:
         JSON logs at INFO (the tests read them), workers without mingle/gossip (they only slow a
         test worker's start); ``stop()`` removes the dir unless OBSERVER_KEEP_E2E_LOGS=1."""
         d = Path(tempfile.mkdtemp(prefix="observer-e2e-"))
-        full = stack_env(d, inherit_settings=True, LOG_FORMAT="json", WEB_CONCURRENCY="2", FORWARD_CONCURRENCY="2",
-                         **env)
+        defaults = {"LOG_FORMAT": "json", "WEB_CONCURRENCY": "2", "FORWARD_CONCURRENCY": "2"}
+        full = stack_env(d, inherit_settings=True, **{**defaults, **env})  # the test's values win
         stack = cls(d, full, chdb=chdb, tag=f"-{full['PORT']}", owner_prefetch=100,
                     worker_args=("--loglevel", "INFO", "--without-mingle", "--without-gossip"))
         stack.remove_dir = os.environ.get("OBSERVER_KEEP_E2E_LOGS") != "1"

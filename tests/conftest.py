@@ -93,7 +93,8 @@ def clean_pg(database_url):
     from app.storage import postgres
 
     with postgres.cursor(database_url) as cur:
-        cur.execute("TRUNCATE dead_letters, api_keys, projects, destinations RESTART IDENTITY CASCADE")
+        cur.execute("TRUNCATE dead_letters, api_keys, projects, destinations, deletion_audit, deletion_requests, "
+                    "retention_runs RESTART IDENTITY CASCADE")
     return database_url
 
 

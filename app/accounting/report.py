@@ -10,7 +10,8 @@ Counts the stages write (the ledger, app/accounting/ledger.py) are checked again
 hold: ``stored`` is the distinct events ClickHouse's ``events`` holds for the window (by
 ``received_at_ms``), delivered/empty/dead-lettered the ``sessions`` rows' last status (by
 ``finalized_at_ms``), waiting the Redis outbox. ``in flight`` is only believed while the pipeline
-still holds work (the events queue, the ingest journal, the events retry index); with all three
+still holds work (the events queue, messages workers hold unacked on the Redis broker, the ingest
+journal, the events retry index); with all three
 empty, a positive remainder is a loss in the events stage and the report names it.
 
 ClickHouse is read where it is: directly from a server, through the owning worker on chDB
@@ -88,6 +89,9 @@ def pending_work(settings: Settings, celery: Celery) -> dict[str, int]:
     from app.ingest.journal import journal_for
 
     out = {"events_queue": queue_depth(celery, settings, Queue.EVENTS)}
+    if settings.celery_broker_url.startswith(("redis", "rediss", "unix")):
+        # Delivered to a worker and not acked yet (buffered for a flush): kombu's ``unacked`` hash.
+        out["held_by_workers"] = int(redis_clients.client(settings.celery_broker_url).hlen("unacked"))
     journal = journal_for(settings)
     out["journal"] = journal.size() if journal is not None else 0
     r = redis_clients.client(settings.sessions_redis_url)

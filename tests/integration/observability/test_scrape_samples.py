@@ -27,7 +27,8 @@ def _gauge(name: str) -> float | None:
 
 
 @pytest.fixture
-def settings(redis_url, database_url, tmp_path, monkeypatch):
+def settings(redis_url, clean_pg, tmp_path, monkeypatch):
+    database_url = clean_pg  # its own rows only: the oldest open deletion is read by id
     empty = tmp_path / "empty.env"
     empty.write_text("")
     s = load_settings({"OBSERVER_ENV_FILE": str(empty), "REDIS_URL": redis_url, "DATABASE_URL": database_url,
