@@ -383,7 +383,7 @@ def mask_string(s: str, sensitive_params: Collection[str], *, fast: bool = True,
         count += n
     for regex, mask, hint in _PATTERNS:
         if hint == "@" and "@" in s:
-            s, n = regex.subn(mask, s)
+            s, n = _subn_until_clean(regex, mask, s)
             count += n
     if has_digit and _digit_rule_shaped(s, s.encode("utf-8", "surrogatepass")):
         s, n = _scanned(s, _digit_rules, budget, _ANY_DIGIT_PATTERN)
@@ -404,10 +404,26 @@ def _mask_reference(s: str, count: int, has_digit: bool) -> tuple[str, int]:
         s, n = mask_cards(s)
         count += n
     for regex, mask, hint in _PATTERNS:
-        if hint == "@" and "@" in s or hint == "digit" and has_digit:
+        if hint == "@" and "@" in s:
+            s, n = _subn_until_clean(regex, mask, s)
+            count += n
+        elif hint == "digit" and has_digit:
             s, n = regex.subn(mask, s)
             count += n
     return s, count
+
+
+def _subn_until_clean(regex: re.Pattern, mask: str, s: str) -> tuple[str, int]:
+    """``regex.subn`` again while it masked something and an "@" is left: a domain whose last
+    label is cut at 63 letters leaves the rest of that run, and with the next "@" it is an
+    email of its own (``a@ex.com`` + 70 letters + ``@ex.com``). Each pass removes an "@",
+    so the passes are at most the "@"s."""
+    total = 0
+    while True:
+        s, n = regex.subn(mask, s)
+        total += n
+        if not n or "@" not in s:
+            return s, total
 
 
 def _scrub_list(items: list, sensitive_params: Collection[str], fast: bool, budget: Budget) -> int:

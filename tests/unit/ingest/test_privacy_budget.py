@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.ingest import cards
@@ -134,6 +134,8 @@ _SHARED_EMAIL = re.compile(next(p["regex"] for p in RULES["patterns"] if p["name
 @settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(s=st.lists(st.sampled_from(["a", "x" * 70, ".", "+", "%", "-", "@", "ex.com", "b.co", " ", "é", ":", "4"]),
                   max_size=10).map("".join))
+# Found by this test in CI: the domain's last label cut at 63 letters left "xxxxxxxxxx@ex.com".
+@example(s="a@ex.com" + "x" * 70 + "@ex.com")
 def test_the_server_masks_whatever_the_shared_email_rule_masks(s):
     """The SDK's rule finds nothing in what the server returns: no email, nor a piece of one."""
     out, _ = mask_string(s, PARAMS)
