@@ -125,8 +125,8 @@ def run(case: Case, rig: Rig, scale, res: Result) -> None:
             res.notes.append("restores here are the killed workers' messages (expected, after the visibility timeout)")
         elif case.dead_connection:
             held = int(c.extra.get("held_at_kill", 0))
-            res.check("restores only of messages in flight on the connections the broker kill or stop cut",
-                      res.restores <= held, f"{res.restores} restored, {held} were in flight at the kill")
+            res.check("restores only of messages in flight on the connections the broker's kill, stop or freeze cut",
+                      res.restores <= held, f"{res.restores} restored, {held} were in flight at the fault")
         else:
             res.check("no message a live worker held was restored by the broker", res.restores == 0,
                       f"{res.restores} restored")
