@@ -7,7 +7,8 @@ Each stage counts where it acts, bucketed by the minute its events were **receiv
                       client:<reason> (the SDKs' own drops, from client reports; bucketed by the
                       minute the report arrived)
   events (worker)     duplicates (events a resent batch carried that another batch owns)
-  sessions (beat)     finalized (bucketed by the minute of the claim)
+  sessions (beat)     finalized: counted by the claim script itself, with the claim, in each session
+                      bucket's ``claims`` hash (bucketed by the minute of the claim; ``read_claims``)
 
 What is stored and delivered is read from the stores themselves (ClickHouse's ``events`` and
 ``sessions``; Redis' outbox, due index and backlogs) by app/accounting/report.py, so a stage
@@ -122,10 +123,17 @@ class Ledger:
         from app.accounting.tail import tails
 
         watched = tails(self.redis_url, self.prefix)
-        watched.refresh()
-        while not self._stop.wait(FLUSH_S):
-            self.flush()
-            watched.refresh()
+        while True:
+            try:  # the thread outlives any one failure: it is the process's only writer of counts
+                watched.refresh()
+            except Exception as exc:  # e.g. redis-py's AttributeError on a connection closed under it
+                log.warning("tail registrations not read", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+            if self._stop.wait(FLUSH_S):
+                return
+            try:
+                self.flush()
+            except Exception as exc:
+                log.warning("ledger flush failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
 
 
 _ledgers: dict[tuple[str, str], Ledger] = {}
@@ -151,6 +159,20 @@ def read(redis_url: str, prefix: str, project: str, since_ms: int, until_ms: int
         for field, n in (fields or {}).items():
             total[str(field)] += int(n)
     return dict(total)
+
+
+def read_claims(redis_url: str, prefix: str, project: str, since_ms: int, until_ms: int) -> int:
+    """Versions of ``project`` the claim froze from ``since_ms`` to ``until_ms`` (whole minutes), summed
+    over the session buckets' ``claims`` hashes, which the claim script writes with each claim."""
+    from app.sessions.store import BUCKETS
+
+    first, last = minute(since_ms), minute(until_ms)
+    r = redis_clients.client(redis_url)
+    pipe = r.pipeline(transaction=False)
+    for b in range(BUCKETS):
+        for day in range(int(since_ms) // 86_400_000, int(until_ms) // 86_400_000 + 1):
+            pipe.hgetall(redis_keys.session_claims(prefix, b, project, day))
+    return sum(int(n) for fields in pipe.execute() for m, n in (fields or {}).items() if first <= int(m) <= last)
 
 
 def wait_flushed() -> None:

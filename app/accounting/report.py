@@ -135,7 +135,9 @@ def build(settings: Settings, celery: Celery, project: str, since_ms: int, until
                                "pending_work": work}
     statuses = ch_figures["sessions"]
     waiting = waiting_sessions(settings, project, since_ms, until_ms)
-    sessions: dict[str, Any] = {"finalized": led.get("finalized", 0), "delivered": statuses.get("delivered", 0),
+    claimed = ledger_mod.read_claims(settings.sessions_redis_url, settings.redis_key_prefix, project,
+                                     since_ms, until_ms)
+    sessions: dict[str, Any] = {"finalized": claimed, "delivered": statuses.get("delivered", 0),
                 "empty": statuses.get("empty", 0), "dead_lettered": statuses.get("dead_lettered", 0),
                 "waiting": waiting["outbox"], "parked": waiting["parked"], "backlog": waiting["backlog"],
                 "other_status": {k: v for k, v in statuses.items() if k not in ("delivered", "empty", "dead_lettered")}}

@@ -1,5 +1,9 @@
--- KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash, version counter
--- ARGV: member, expected version, now_ms, final_ttl_s, outbox member, watermark_ms, ver_ttl_s
+-- KEYS: live hash, bucket deadline zset, bucket outbox zset, final snapshot hash, version counter,
+--       the bucket's claim counts of the project and day
+-- ARGV: member, expected version, now_ms, final_ttl_s, outbox member, watermark_ms, ver_ttl_s,
+--       minute of now_ms, claim counts ttl_s
+-- The claim is counted here, with the claim itself: a sweep killed right after it cannot lose
+-- the count (the loss ledger's ``finalized``).
 -- The counter keeps the claimed version for the next one to start above it until ClickHouse
 -- has its rows (ver_ttl_s, hours); while a session is live its hash holds the version.
 -- A session is due when its deadline is behind the watermark (now minus the pipeline's lag).
@@ -21,4 +25,6 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[4]))
 if KEYS[5] and tonumber(redis.call('GET', KEYS[5]) or '0') < tonumber(v) then
   redis.call('SET', KEYS[5], v, 'EX', tonumber(ARGV[7]))
 end
+redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[9]))
 return 1

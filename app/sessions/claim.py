@@ -7,11 +7,9 @@ enqueues one ``forward.deliver`` per claimed or stale version.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from app import resources
 from app.observability import metrics
 
 if TYPE_CHECKING:
@@ -27,16 +25,8 @@ def claim_due_and_stale(store: SessionStore, *, limit: int, outbox_stale_s: floa
     there and no events worker reports)."""
     claimed = store.claim_due(limit=limit, backlog=backlog)
     if claimed:
+        # The loss ledger's count of claims is written by the claim script itself (claim.lua).
         metrics.SESSIONS_FINALIZED.inc(len(claimed))
-        per: dict[str, int] = {}
-        for c in claimed:
-            per[c.project] = per.get(c.project, 0) + 1
-        ledger, now = resources.ledger(), int(time.time() * 1000)
-        for project, n in per.items():
-            ledger.add(project, now, {"finalized": n})
-        # Written now, not by the next second's flush: the sweep's process may be a pool child
-        # killed with -9 at any moment, and a claim is counted only here.
-        ledger.flush()
     stale = store.stale_outbox(outbox_stale_s, limit=limit)
     if stale:
         log.warning("re-enqueueing stale forwards", extra={"count": len(stale)})

@@ -14,6 +14,7 @@ from typing import cast
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from app.accounting import ledger
 from app.storage import lua, redis_keys
 from app.storage.redis_clients import RedisClient
 
@@ -285,9 +286,11 @@ class SessionStore:
             version = cast("str | None", self.r.hget(k["live"], "version"))
             if version is None:
                 version = "0"  # the script removes the stale index entry
+            claims = redis_keys.session_claims(self.prefix, self.bucket_of(project, sid), project, now // 86_400_000)
             result = self._claim(
-                keys=[k["live"], k["deadline"], k["outbox"], self._final(project, sid, version), k["ver"]],
-                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark, self.ver_ttl],
+                keys=[k["live"], k["deadline"], k["outbox"], self._final(project, sid, version), k["ver"], claims],
+                args=[member, version, now, self.final_ttl, f"{member}{SEP}{version}", watermark, self.ver_ttl,
+                      ledger.minute(now), ledger.TTL_S],
             )
             if result == 1:
                 return Claimed(project, sid, int(version))

@@ -21,6 +21,8 @@ On the sessions Redis:
                                         keeps the reconcile sweep off a just-delivered version
   {p}s:{bN}:deadline                    zset, member "<project>\\x1f<sid>", score = finalize-at ms
   {p}s:{bN}:outbox                      zset, member "<project>\\x1f<sid>\\x1f<v>", score = claimed-at ms
+  {p}s:{bN}:claims:<project>:<day>      hash, minute -> versions of the project the claim froze in the bucket
+                                        (written by the claim script itself: the ledger's ``finalized``; TTL 8 days)
   (live and final hashes carry ``pending``: batches counted but not yet written)
   {p}sessions:lag                       hash, per process "host:pid" -> "<lag ms>:<reported at ms>":
                                         the claim's watermark waits for the slowest fresh one (TTL 1 h)
@@ -95,6 +97,11 @@ def session_applied(prefix: str, bucket: int, batch_id: str, project: str, sessi
 def session_deadline(prefix: str, bucket: int) -> str:
     """Zset: the bucket's live sessions by finalize-at time."""
     return f"{session_bucket(prefix, bucket)}deadline"
+
+
+def session_claims(prefix: str, bucket: int, project: str, day: int) -> str:
+    """Hash: minute -> how many of the project's versions the claim froze in the bucket that day."""
+    return f"{session_bucket(prefix, bucket)}claims:{project}:{int(day)}"
 
 
 def session_outbox(prefix: str, bucket: int) -> str:
