@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from app.storage.clickhouse import migrations as migrations
 from app.storage.clickhouse.client import ident
-from app.storage.clickhouse.queries import EVENT_COLUMNS, SESSION_COLUMNS
+from app.storage.clickhouse.queries import EVENT_COLUMNS, SESSION_ROW_COLUMNS
 
 if TYPE_CHECKING:
     from app.storage.clickhouse.client import ClickHouse
@@ -28,7 +28,7 @@ TABLES = (
      "project, event_id, batch_id"),
     ("session_batches", ("project", "session_id", "version", "batch_id", "events", "created_ms"),
      "project, session_id, version, batch_id"),
-    ("sessions", SESSION_COLUMNS, "project, session_id, version"),
+    ("sessions", SESSION_ROW_COLUMNS, "project, session_id, version"),  # with the delivery log
 )
 SLICE_ROWS = 200_000  # rows read and inserted at a time (memory of the copy, per slice)
 

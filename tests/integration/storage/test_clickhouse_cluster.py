@@ -232,6 +232,11 @@ def test_single_node_install_moves_to_the_cluster_with_every_row(source_kind, cl
     source.execute(f"SYSTEM STOP MERGES {source.database}.events")
     queries.insert_events(source, [raw])
     queries.insert_events(source, [raw])  # a raw duplicate (a marker-less redelivery): kept as a row
+    log = [{"at_ms": BASE + 5, "attempt": 1, "outcome": "delivered", "status": 200, "ms": 12, "request_id": "r-1"}]
+    queries.insert_session_rows(source, [queries.session_row(
+        project="mv", session_id="with-log", version=1, finalized_reason="idle", finalized_at_ms=BASE,
+        totals={"first_ts_ms": BASE, "last_ts_ms": BASE, "event_count": 0, "counts": {}},
+        webhook_id="mv:with-log:1", status="delivered", attempts=log)])
     expected = side.read_back()
     target = client.get_clickhouse(topology.url(source.database if source_kind == "server" else _db()))
     t0 = time.monotonic()
@@ -245,6 +250,7 @@ def test_single_node_install_moves_to_the_cluster_with_every_row(source_kind, cl
         moved = Side(target, redis_url, "mv:", cluster.insert_settings(target, CLUSTER))
         moved.claimed = side.claimed
         assert moved.read_back() == expected
+        assert queries.session_attempts(target, "mv", "with-log", 1) == log, "the delivery log moves too"
         # the view is back on the cluster: new events are indexed once, on their shard
         moved.ingest(_batch([str(uuid.uuid4()) for _ in range(4)], "after-move", BASE + 1))
         db = target.database
