@@ -6,7 +6,8 @@ SUCCESS for ``delivered``, ``empty``, ``gone``, ``scheduled``; RETRY for a deliv
 (``retrying``, ``held``, ``parked``, ``deferred``, ``backlogged``), raised as a bare
 :class:`~celery.exceptions.Retry` once the bookkeeping is done, so the message is acked and
 nothing is re-published (the parked delivery is re-published by the sweep when due); FAILURE
-(:class:`DeliveryDeadLettered`, with the dead letter's reason) for ``dead_lettered``. A short
+(:class:`DeliveryDeadLettered`, with the dead letter's reason) for ``dead_lettered``; a replay that
+failed again is a FAILURE too (:class:`ReplayFailed`). A short
 :class:`~app.retry.countdown.Countdown` stays ``self.retry`` (the message is re-published).
 """
 from __future__ import annotations
@@ -46,6 +47,11 @@ class DeliveryDeadLettered(Exception):
     In the tasks' ``throws``: Celery logs it as expected (no traceback) and Sentry ignores it, so
     a dead letter is not also an error report; it is not retried (no autoretry) and its message is
     acked (``task_acks_on_failure_or_timeout``)."""
+
+
+class ReplayFailed(Exception):
+    """An operator's replay of a dead letter failed again (the dead letter stays pending with the new
+    error): the replay task's FAILURE, declared in its ``throws`` like :class:`DeliveryDeadLettered`."""
 
 
 def dead_letter_reason(project: str, session_id: str, version: int) -> str:
@@ -89,10 +95,21 @@ def deliver(self: Task, project: str, session_id: str, version: int, attempt: in
 
 
 @celery.task(bind=True, name=TaskName.FORWARD_REPLAY.value, acks_late=True, reject_on_worker_lost=True,
-             ignore_result=True, max_retries=None)
+             ignore_result=True, max_retries=None, throws=(ReplayFailed,))
 def replay(self: Task, dead_letter_id: int, attempt: int = 0) -> str:
-    """Deliver a dead-lettered session again (same webhook-id, fresh signature)."""
+    """Deliver a dead-lettered session again (same webhook-id, fresh signature): SUCCESS with
+    ``delivered`` or ``skipped`` (already replayed or gone), FAILURE (:class:`ReplayFailed`, with the
+    dead letter's new error) when it failed again."""
     outcome = replays.replay(dead_letter_id, attempt)
     if isinstance(outcome, Countdown):
         raise retry_in(self, outcome)
+    if outcome == "failed":
+        try:
+            row = resources.dead_letters().get(dead_letter_id) or {}
+            reason = str(row.get("error") or outcome)
+        except Exception as exc:  # the failure is recorded; only its reason is missing from Flower
+            log.warning("dead letter's reason unreadable",
+                        extra={"dead_letter": dead_letter_id, "error": str(exc)[:200]})
+            reason = outcome
+        raise ReplayFailed(f"dead letter {dead_letter_id}: {reason}")
     return outcome

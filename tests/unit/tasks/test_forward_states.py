@@ -37,3 +37,18 @@ def test_the_sweep_sends_no_task_events():
 
     assert maintenance.sweep.send_events is False
     assert maintenance.reconcile.send_events is True
+
+
+def test_a_replay_that_failed_again_is_a_declared_failure_with_the_dead_letters_new_error(monkeypatch):
+    """Flower showed a failed replay as SUCCESS ``failed``."""
+    class DeadLetters:
+        def get(self, dl_id):
+            return {"id": dl_id, "error": "permanent: status=400 bad payload"}
+
+    monkeypatch.setattr(forward.replays, "replay", lambda dl_id, attempt=0: "failed")
+    monkeypatch.setattr(forward.resources, "dead_letters", DeadLetters)
+    with pytest.raises(forward.ReplayFailed, match="dead letter 7: permanent: status=400 bad payload"):
+        forward.replay(7)
+    assert forward.ReplayFailed in forward.replay.throws
+    monkeypatch.setattr(forward.replays, "replay", lambda dl_id, attempt=0: "delivered")
+    assert forward.replay(7) == "delivered"
