@@ -26,6 +26,10 @@ BACKGROUND = {
 PYTEST = [str(VENV / "python"), "-m", "pytest", "-m", "not outage", "-n", os.environ.get("PYTEST_WORKERS", "4"),
           "--dist", "loadgroup", "--durations=15",
           "--cov=app", "--cov=tasks", "--cov-report=term", "--cov-fail-under=80"]
+# `make coverage`: the processes the tests start are measured too (.coveragerc measures the test
+# processes alone: measuring every gunicorn, Celery and CLI process costs about a third more CPU).
+if os.environ.get("COVERAGE_SUBPROCESSES") == "1":
+    PYTEST.append("--cov-config=tests/coverage-subprocesses.ini")
 
 
 def _step(name: str, times: dict) -> None:
