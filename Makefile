@@ -85,7 +85,9 @@ lint: dev-venv sdk/node_modules/.installed
 # outage cases (marker `outage`: ZooKeeper away 30 s, a Redis Cluster failover, and the four
 # fault cases on the scale-out topology, about 9 min in all) run in `make outages` instead.
 PYTEST_WORKERS ?= 4
-test: dev-venv sdk system-deps
+# The venv, the SDK and the Debian packages are made side by side (pip, npm and apt at once).
+test:
+	$(MAKE) --no-print-directory -j3 dev-venv sdk system-deps
 	PYTEST_WORKERS=$(PYTEST_WORKERS) $(PY) -m devtools.testrun $(PYTEST_ARGS)
 
 # `make test` with coverage measured in the processes the tests start too (gunicorn, Celery, the
